@@ -1,0 +1,27 @@
+//! Building the workspace and running the test suite.
+
+use crate::process::{cargo, run, Result};
+
+/// Build the kernel programs the plugin embeds.
+pub fn build_ebpf() -> Result<()> {
+    // TODO(lead): call the eBPF build once `xtask/src/ebpf.rs` lands.
+    Ok(())
+}
+
+/// Build the eBPF object, then every binary (tests exec the plugins as a runtime would).
+pub fn build(release: bool) -> Result<()> {
+    build_ebpf()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+/// Everything the README's test command promises: install, build, test.
+pub fn test(args: &[String]) -> Result<()> {
+    crate::setup::setup()?;
+    build(false)?;
+    run(cargo().args(["test", "--workspace"]).args(args))
+}
