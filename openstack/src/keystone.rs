@@ -1,0 +1,211 @@
+//! Keystone v3 password authentication and the service catalog.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{parse_error_body, transport_reason, Error, Result, Service};
+use crate::secret::Secret;
+use crate::time::{now_unix, parse_timestamp};
+
+/// A domain named either by id (`default`) or by name (`Default`); Keystone treats them differently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainRef {
+    /// Domain id, e.g. `default`.
+    Id(String),
+    /// Domain name, e.g. `Default`.
+    Name(String),
+}
+
+impl DomainRef {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            DomainRef::Id(id) => json!({ "id": id }),
+            DomainRef::Name(name) => json!({ "name": name }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            DomainRef::Id(id) => format!("id={id}"),
+            DomainRef::Name(name) => format!("name={name}"),
+        }
+    }
+}
+
+/// Password credentials scoped to a project.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Keystone v3 URL, e.g. `http://keystone:5000/v3`.
+    pub auth_url: String,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// The user's domain.
+    pub user_domain: DomainRef,
+    /// Project name to scope the token to.
+    pub project: String,
+    /// The project's domain.
+    pub project_domain: DomainRef,
+}
+
+impl Credentials {
+    /// A stable, secret-free key for caching tokens of these credentials.
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.auth_url.trim_end_matches('/'),
+            self.user_domain.describe(),
+            self.username,
+            self.project_domain.describe(),
+            self.project
+        )
+    }
+
+    fn tokens_url(&self) -> String {
+        format!("{}/auth/tokens", self.auth_url.trim_end_matches('/'))
+    }
+}
+
+/// One endpoint of a catalog entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogEndpoint {
+    /// `public`, `internal` or `admin`.
+    pub interface: String,
+    /// Region id, if any.
+    #[serde(default)]
+    pub region_id: Option<String>,
+    /// Base URL.
+    pub url: String,
+}
+
+/// One service of the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// Service type, e.g. `network`.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Its endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<CatalogEndpoint>,
+}
+
+/// A project-scoped token with its catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Token {
+    /// The token (`X-Subject-Token`).
+    pub value: Secret,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+    /// Issue time, Unix seconds.
+    pub issued_at: u64,
+    /// Project the token is scoped to.
+    pub project_id: String,
+    /// Service catalog.
+    pub catalog: Vec<CatalogEntry>,
+}
+
+impl Token {
+    /// Whether the token is still good to use at `now`: keystoneauth treats a token as
+    /// stale 30 s before expiry; short-lived tokens get a quarter of their lifetime instead.
+    pub fn is_fresh_at(&self, now: u64) -> bool {
+        let lifetime = self.expires_at.saturating_sub(self.issued_at);
+        let margin = (lifetime / 4).min(30);
+        now + margin < self.expires_at
+    }
+
+    /// Whether the token is still good to use now.
+    pub fn is_fresh(&self) -> bool {
+        self.is_fresh_at(now_unix())
+    }
+
+    /// The URL of a service from the catalog.
+    pub fn endpoint(&self, service_type: &str, interface: &str, region: Option<&str>) -> Result<String> {
+        self.catalog
+            .iter()
+            .filter(|e| e.service_type == service_type)
+            .flat_map(|e| e.endpoints.iter())
+            .find(|ep| ep.interface == interface && region.is_none_or(|r| ep.region_id.as_deref() == Some(r)))
+            .map(|ep| ep.url.trim_end_matches('/').to_string())
+            .ok_or_else(|| Error::NoEndpoint {
+                service_type: service_type.to_string(),
+                interface: interface.to_string(),
+                region: region.map(str::to_string),
+            })
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: TokenInfo,
+}
+
+#[derive(Deserialize)]
+struct TokenInfo {
+    expires_at: String,
+    issued_at: String,
+    project: Option<IdOnly>,
+    #[serde(default)]
+    catalog: Vec<CatalogEntry>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// Obtains a project-scoped token with the password method (`POST /v3/auth/tokens`).
+pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result<Token> {
+    let url = creds.tokens_url();
+    let endpoint = format!("POST {url}");
+    let body = json!({
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": { "user": {
+                    "name": creds.username,
+                    "domain": creds.user_domain.to_json(),
+                    "password": creds.password.expose(),
+                }},
+            },
+            "scope": { "project": { "name": creds.project, "domain": creds.project_domain.to_json() } },
+        }
+    });
+    let resp = http.post(&url).json(&body).send().await.map_err(|e| Error::Unreachable {
+        service: Service::Keystone,
+        endpoint: endpoint.clone(),
+        reason: transport_reason(&e),
+    })?;
+    let status = resp.status().as_u16();
+    let header = resp.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(Secret::new);
+    let text = resp.text().await.map_err(|e| Error::Unreachable {
+        service: Service::Keystone,
+        endpoint: endpoint.clone(),
+        reason: transport_reason(&e),
+    })?;
+    if !(200..300).contains(&status) {
+        let (kind, message) = parse_error_body(&text);
+        return Err(match status {
+            401 => Error::Unauthorized {
+                endpoint,
+                message: format!(
+                    "Keystone refused user '{}' ({}) for project '{}' ({}): {message}",
+                    creds.username,
+                    creds.user_domain.describe(),
+                    creds.project,
+                    creds.project_domain.describe()
+                ),
+            },
+            s if s >= 500 => Error::Server { service: Service::Keystone, endpoint, status, message },
+            _ => Error::Api { service: Service::Keystone, endpoint, status, kind, message },
+        });
+    }
+    let decode = |reason: String| Error::Decode { service: Service::Keystone, endpoint: endpoint.clone(), reason };
+    let value = header.ok_or_else(|| decode("no X-Subject-Token header".into()))?;
+    let body: TokenBody = serde_json::from_str(&text).map_err(|e| decode(e.to_string()))?;
+    let expires_at = parse_timestamp(&body.token.expires_at).ok_or_else(|| decode("bad expires_at".into()))?;
+    let issued_at = parse_timestamp(&body.token.issued_at).ok_or_else(|| decode("bad issued_at".into()))?;
+    let project_id = body.token.project.map(|p| p.id).ok_or_else(|| decode("token is not project-scoped".into()))?;
+    Ok(Token { value, expires_at, issued_at, project_id, catalog: body.token.catalog })
+}

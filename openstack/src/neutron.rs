@@ -1,0 +1,375 @@
+//! Neutron v2.0: the calls veth-route needs (ports, subnets, networks, routers, quotas, tags).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result, Service};
+use crate::session::Session;
+
+/// One fixed IP of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FixedIp {
+    /// Subnet of the address.
+    pub subnet_id: String,
+    /// The address.
+    pub ip_address: IpAddr,
+}
+
+/// A Neutron port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Port {
+    /// Port id.
+    pub id: String,
+    /// Network id.
+    pub network_id: String,
+    /// MAC address, lower case.
+    pub mac_address: String,
+    /// Fixed IPs (Neutron sorts them; compare as sets).
+    #[serde(default)]
+    pub fixed_ips: Vec<FixedIp>,
+    /// Revision for `If-Match`; one update may raise it by more than one.
+    #[serde(default)]
+    pub revision_number: u64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Owning device (Nova server uuid for a VM port).
+    #[serde(default)]
+    pub device_id: String,
+    /// Owning project.
+    #[serde(default)]
+    pub project_id: String,
+}
+
+/// A fixed IP in a port update: an exact address, or any free address of a subnet.
+///
+/// Neutron matches a subnet-only entry to an existing address of that subnet the request did
+/// not list, so an update must list every address it keeps with [`FixedIpRequest::Address`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixedIpRequest {
+    /// Keep or add this address.
+    Address(FixedIp),
+    /// Allocate a new address from this subnet.
+    AnyIn { subnet_id: String },
+}
+
+impl FixedIpRequest {
+    fn to_json(&self) -> Value {
+        match self {
+            FixedIpRequest::Address(ip) => json!({ "subnet_id": ip.subnet_id, "ip_address": ip.ip_address.to_string() }),
+            FixedIpRequest::AnyIn { subnet_id } => json!({ "subnet_id": subnet_id }),
+        }
+    }
+}
+
+/// An allocation pool of a subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationPool {
+    /// First address.
+    pub start: IpAddr,
+    /// Last address.
+    pub end: IpAddr,
+}
+
+/// A subnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subnet {
+    /// Subnet id.
+    pub id: String,
+    /// Network id.
+    pub network_id: String,
+    /// CIDR.
+    pub cidr: IpNet,
+    /// Gateway (the router's interface address), if any.
+    #[serde(default)]
+    pub gateway_ip: Option<IpAddr>,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Allocation pools.
+    #[serde(default)]
+    pub allocation_pools: Vec<AllocationPool>,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    /// Network id.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Subnet ids.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// External (floating IP) network.
+    #[serde(default, rename = "router:external")]
+    pub external: bool,
+}
+
+/// A static route of a router.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination CIDR, kept exactly as Neutron stores it (not normalised).
+    pub destination: IpNet,
+    /// Next hop on a subnet of the router.
+    pub nexthop: IpAddr,
+}
+
+/// A router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Router {
+    /// Router id.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// External gateway, as Neutron returns it.
+    #[serde(default)]
+    pub external_gateway_info: Option<Value>,
+    /// Revision.
+    #[serde(default)]
+    pub revision_number: u64,
+}
+
+/// A Neutron v2.0 client on an authenticated [`Session`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Neutron {
+    session: Arc<Session>,
+    base: String,
+}
+
+fn enc(s: &str) -> String {
+    // Ids, MACs, tags and addresses only need these escaped in a query or path segment.
+    s.replace('%', "%25").replace(' ', "%20").replace('&', "%26").replace('=', "%3D").replace('/', "%2F").replace('+', "%2B").replace(',', "%2C").replace('#', "%23").replace('?', "%3F")
+}
+
+fn take<T: DeserializeOwned>(mut v: Value, key: &str, endpoint: &str) -> Result<T> {
+    let inner = v.get_mut(key).map(Value::take).unwrap_or(Value::Null);
+    serde_json::from_value(inner).map_err(|e| Error::Decode {
+        service: Service::Neutron,
+        endpoint: endpoint.to_string(),
+        reason: format!("'{key}': {e}"),
+    })
+}
+
+impl Neutron {
+    /// A client for the Neutron at `url` (with or without the `/v2.0` suffix).
+    pub fn new(session: Arc<Session>, url: &str) -> Self {
+        let base = url.trim_end_matches('/').trim_end_matches("/v2.0").to_string();
+        Self { session, base: format!("{base}/v2.0") }
+    }
+
+    /// A client for the `network` endpoint of the session's catalog.
+    pub async fn from_catalog(session: Arc<Session>, interface: &str, region: Option<&str>) -> Result<Self> {
+        let url = session.token().await?.endpoint("network", interface, region)?;
+        Ok(Self::new(session, &url))
+    }
+
+    /// The `.../v2.0` base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying session (credentials, counters).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>, if_match: Option<String>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        self.session.request(Service::Neutron, method, &url, body.as_ref(), if_match.as_deref()).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, key: &str) -> Result<T> {
+        take(self.call(Method::GET, path, None, None).await?, key, path)
+    }
+
+    // ---- ports
+
+    /// Ports matching query filters, e.g. `[("mac_address", mac), ("network_id", net)]`.
+    pub async fn list_ports(&self, filters: &[(&str, &str)]) -> Result<Vec<Port>> {
+        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        self.get(&format!("/ports?{}", query.join("&")), "ports").await
+    }
+
+    /// The port with this MAC address on this network, if any.
+    pub async fn find_port_by_mac(&self, network_id: &str, mac: &str) -> Result<Option<Port>> {
+        let mac = mac.to_ascii_lowercase();
+        Ok(self.list_ports(&[("network_id", network_id), ("mac_address", &mac)]).await?.into_iter().next())
+    }
+
+    /// One port.
+    pub async fn get_port(&self, id: &str) -> Result<Port> {
+        self.get(&format!("/ports/{}", enc(id)), "port").await
+    }
+
+    /// Creates a port (`fields` is merged into the body, e.g. `{"mac_address": ..}`).
+    pub async fn create_port(&self, network_id: &str, fields: Value) -> Result<Port> {
+        let mut port = json!({ "network_id": network_id });
+        merge(&mut port, fields);
+        take(self.call(Method::POST, "/ports", Some(json!({ "port": port })), None).await?, "port", "/ports")
+    }
+
+    /// Deletes a port; a missing port is success.
+    pub async fn delete_port(&self, id: &str) -> Result<()> {
+        ignore_not_found(self.call(Method::DELETE, &format!("/ports/{}", enc(id)), None, None).await)
+    }
+
+    /// Replaces the port's fixed IPs, with optional other fields (`extra`, e.g. a
+    /// description nonce so that the revision check always applies) and an optional
+    /// `If-Match: revision_number=N` precondition (412 [`Error::is_revision_conflict`] when stale).
+    pub async fn update_port_fixed_ips(
+        &self,
+        id: &str,
+        fixed_ips: &[FixedIpRequest],
+        extra: Value,
+        if_revision: Option<u64>,
+    ) -> Result<Port> {
+        let mut port = json!({ "fixed_ips": fixed_ips.iter().map(FixedIpRequest::to_json).collect::<Vec<_>>() });
+        merge(&mut port, extra);
+        self.update_port(id, port, if_revision).await
+    }
+
+    /// Updates arbitrary port fields (`{"description": ..}`), optionally with `If-Match`.
+    pub async fn update_port(&self, id: &str, fields: Value, if_revision: Option<u64>) -> Result<Port> {
+        let path = format!("/ports/{}", enc(id));
+        let if_match = if_revision.map(|r| format!("revision_number={r}"));
+        take(self.call(Method::PUT, &path, Some(json!({ "port": fields })), if_match).await?, "port", &path)
+    }
+
+    /// Adds one tag to a port (idempotent).
+    pub async fn add_port_tag(&self, id: &str, tag: &str) -> Result<()> {
+        self.call(Method::PUT, &format!("/ports/{}/tags/{}", enc(id), enc(tag)), None, None).await.map(drop)
+    }
+
+    /// Removes one tag from a port; a missing tag is success.
+    pub async fn remove_port_tag(&self, id: &str, tag: &str) -> Result<()> {
+        ignore_not_found(self.call(Method::DELETE, &format!("/ports/{}/tags/{}", enc(id), enc(tag)), None, None).await)
+    }
+
+    /// Replaces all tags of a port.
+    pub async fn set_port_tags(&self, id: &str, tags: &[String]) -> Result<()> {
+        self.call(Method::PUT, &format!("/ports/{}/tags", enc(id)), Some(json!({ "tags": tags })), None).await.map(drop)
+    }
+
+    // ---- networks and subnets
+
+    /// One network.
+    pub async fn get_network(&self, id: &str) -> Result<Network> {
+        self.get(&format!("/networks/{}", enc(id)), "network").await
+    }
+
+    /// Networks matching filters.
+    pub async fn list_networks(&self, filters: &[(&str, &str)]) -> Result<Vec<Network>> {
+        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        self.get(&format!("/networks?{}", query.join("&")), "networks").await
+    }
+
+    /// Creates a network (`fields` merged into the body).
+    pub async fn create_network(&self, name: &str, fields: Value) -> Result<Network> {
+        let mut net = json!({ "name": name });
+        merge(&mut net, fields);
+        take(self.call(Method::POST, "/networks", Some(json!({ "network": net })), None).await?, "network", "/networks")
+    }
+
+    /// Deletes a network; a missing network is success.
+    pub async fn delete_network(&self, id: &str) -> Result<()> {
+        ignore_not_found(self.call(Method::DELETE, &format!("/networks/{}", enc(id)), None, None).await)
+    }
+
+    /// One subnet.
+    pub async fn get_subnet(&self, id: &str) -> Result<Subnet> {
+        self.get(&format!("/subnets/{}", enc(id)), "subnet").await
+    }
+
+    /// The subnets of a network.
+    pub async fn list_subnets(&self, network_id: &str) -> Result<Vec<Subnet>> {
+        self.get(&format!("/subnets?network_id={}", enc(network_id)), "subnets").await
+    }
+
+    /// Creates a subnet (`fields` merged into the body, e.g. `allocation_pools`).
+    pub async fn create_subnet(&self, network_id: &str, cidr: IpNet, fields: Value) -> Result<Subnet> {
+        let version = if cidr.addr().is_ipv4() { 4 } else { 6 };
+        let mut subnet = json!({ "network_id": network_id, "cidr": cidr.to_string(), "ip_version": version });
+        merge(&mut subnet, fields);
+        take(self.call(Method::POST, "/subnets", Some(json!({ "subnet": subnet })), None).await?, "subnet", "/subnets")
+    }
+
+    // ---- routers
+
+    /// One router.
+    pub async fn get_router(&self, id: &str) -> Result<Router> {
+        self.get(&format!("/routers/{}", enc(id)), "router").await
+    }
+
+    /// Routers matching filters.
+    pub async fn list_routers(&self, filters: &[(&str, &str)]) -> Result<Vec<Router>> {
+        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        self.get(&format!("/routers?{}", query.join("&")), "routers").await
+    }
+
+    /// Adds static routes atomically (`extraroute-atomic`); returns the whole router.
+    pub async fn add_extraroutes(&self, router_id: &str, routes: &[Route]) -> Result<Router> {
+        self.extraroutes(router_id, "add_extraroutes", routes).await
+    }
+
+    /// Removes static routes atomically (exact destination + nexthop; missing ones are ignored).
+    pub async fn remove_extraroutes(&self, router_id: &str, routes: &[Route]) -> Result<Router> {
+        self.extraroutes(router_id, "remove_extraroutes", routes).await
+    }
+
+    async fn extraroutes(&self, router_id: &str, action: &str, routes: &[Route]) -> Result<Router> {
+        let path = format!("/routers/{}/{action}", enc(router_id));
+        take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), None).await?, "router", &path)
+    }
+
+    // ---- quotas
+
+    /// A project's quota (`{"port": 50, "router_route": 30, ...}`).
+    pub async fn get_quota(&self, project_id: &str) -> Result<Value> {
+        self.get(&format!("/quotas/{}", enc(project_id)), "quota").await
+    }
+
+    /// Sets quota values, e.g. `{"router_route": 100}`.
+    pub async fn update_quota(&self, project_id: &str, quota: Value) -> Result<Value> {
+        let path = format!("/quotas/{}", enc(project_id));
+        take(self.call(Method::PUT, &path, Some(json!({ "quota": quota })), None).await?, "quota", &path)
+    }
+
+    /// `GET /v2.0/` (version document): a cheap reachability check.
+    pub async fn ping(&self) -> Result<()> {
+        self.call(Method::GET, "/networks?limit=1&fields=id", None, None).await.map(drop)
+    }
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
+        t.extend(e);
+    }
+}
+
+fn ignore_not_found(r: Result<Value>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
