@@ -53,10 +53,20 @@ impl<T: DeserializeOwned> NetConf<T> {
     /// Parse config bytes (bad JSON: code 6; wrong content: code 7).
     pub fn parse(bytes: &[u8]) -> Result<NetConf<T>, CniError> {
         let conf: NetConf<T> = serde_json::from_slice(bytes).map_err(|e| from_json_error("network configuration", &e))?;
-        if conf.name.is_empty() {
-            return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "network configuration has an empty \"name\""));
-        }
+        validate_name(&conf.name)?;
         Ok(conf)
+    }
+}
+
+/// Network names: an alphanumeric, then alphanumerics, '_', '.' or '-' (spec).
+pub fn validate_name(name: &str) -> Result<(), CniError> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::new(ErrorCode::InvalidNetworkConfig, format!("invalid network name {name:?}"))
+            .with_details("must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"))
     }
 }
 

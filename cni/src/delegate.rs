@@ -67,3 +67,18 @@ pub fn add(name: &str, inv: &Invocation, config: &[u8]) -> Result<CniResult, Cni
 pub fn run(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Result<(), CniError> {
     exec(name, inv, verb, config).map(drop)
 }
+
+/// The versions a plugin supports (asks it with VERSION).
+pub fn supported_versions(name: &str, inv: &Invocation) -> Result<Vec<String>, CniError> {
+    let out = exec(name, inv, Verb::Version, br#"{"cniVersion":"1.1.0"}"#)?;
+    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| crate::error::from_json_error("VERSION output", &e))?;
+    Ok(v.get("supportedVersions")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default())
+}
+
+/// Whether plugin `name` supports `version` (false when it cannot be asked).
+pub fn supports(name: &str, inv: &Invocation, version: crate::version::Version) -> bool {
+    supported_versions(name, inv).map(|vs| vs.iter().any(|v| v == version.as_str())).unwrap_or(false)
+}
