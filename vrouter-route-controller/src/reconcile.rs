@@ -1,0 +1,345 @@
+//! One reconcile pass: read Neutron, plan each router, apply the plan with atomic calls.
+//!
+//! Safety rules: nothing is removed unless a complete, successful read says it is not
+//! wanted (a failed read aborts the pass before any write); only ledger-owned routes are
+//! removed; removals go first so they free room under the limit.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::cloud::{Cloud, CloudError, RouterView};
+use crate::desired::{desired_routes, Shape};
+use crate::ledger;
+use crate::model::Route;
+use crate::plan::plan;
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Route shape (aggregation).
+    pub shape: Shape,
+    /// Operator-set cap on routes per router (overrides what Neutron says).
+    pub max_routes: Option<usize>,
+    /// Plan and report, but write nothing.
+    pub dry_run: bool,
+}
+
+/// The outcome for one router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterReport {
+    /// Router id.
+    pub router: String,
+    /// Routes wanted for this router.
+    pub desired: usize,
+    /// Desired routes present on the router after the pass.
+    pub applied: usize,
+    /// Desired routes left out because of the limit, most useful first.
+    pub refused: Vec<Route>,
+    /// The limit in force, when known.
+    pub limit: Option<usize>,
+    /// Routes added and removed in this pass.
+    pub added: usize,
+    /// Routes removed in this pass.
+    pub removed: usize,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One entry per router.
+    pub routers: Vec<RouterReport>,
+    /// Router ids seen (for the change check).
+    pub router_ids: Vec<String>,
+}
+
+/// Keeps limits learned from refusals between passes.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    settings: Settings,
+    learned: HashMap<String, usize>,
+}
+
+impl Reconciler {
+    /// A reconciler with no learned limits.
+    pub fn new(settings: Settings) -> Self {
+        Self { settings, learned: HashMap::new() }
+    }
+
+    /// Forgets limits learned from refusals, so that a raised quota is noticed.
+    pub fn forget_learned_limits(&mut self) {
+        self.learned.clear();
+    }
+
+    /// One full pass over every router. Errors abort the pass; what was written stays valid.
+    pub async fn run<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
+        let snapshot = cloud.snapshot().await?;
+        let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
+        for router in &snapshot.routers {
+            let desired = desired_routes(&snapshot.ports, &router.subnets, self.settings.shape);
+            report.routers.push(self.router(cloud, router, &desired).await?);
+        }
+        Ok(report)
+    }
+
+    fn limit(&self, router: &RouterView) -> Option<usize> {
+        let learned = self.learned.get(&router.state.id).copied();
+        [self.settings.max_routes, router.quota, learned].into_iter().flatten().min()
+    }
+
+    async fn router<C: Cloud>(&mut self, cloud: &C, view: &RouterView, desired: &[Route]) -> Result<RouterReport, CloudError> {
+        let id = view.state.id.as_str();
+        let owned = ledger::owned(&view.state.tags);
+        let limit = self.limit(view);
+        let p = plan(desired, &view.state.routes, &owned, limit);
+        let mut report = RouterReport {
+            router: id.to_string(),
+            desired: desired.len(),
+            applied: p.satisfied,
+            refused: p.refused.clone(),
+            limit,
+            ..RouterReport::default()
+        };
+        if p.is_noop() || self.settings.dry_run {
+            if self.settings.dry_run && !p.is_noop() {
+                log::info!("router {id}: dry run: would add {:?}, remove {:?}", p.add, p.remove);
+            }
+            return Ok(report);
+        }
+
+        let mut routes = view.state.routes.clone();
+        if !p.remove.is_empty() {
+            log::info!("router {id}: removing {} route(s): {}", p.remove.len(), list(&p.remove));
+            routes = cloud.remove_routes(id, &p.remove).await?;
+            report.removed = p.remove.len();
+        }
+        for r in p.remove.iter().chain(&p.forget) {
+            cloud.remove_tag(id, &ledger::tag(r)).await?;
+        }
+
+        let (added, refused) = self.add(cloud, id, &p.add, &mut routes).await?;
+        report.added = added.len();
+        let present: BTreeSet<Route> = routes.iter().copied().collect();
+        report.applied = desired.iter().filter(|r| present.contains(r)).count();
+        if !refused.is_empty() {
+            report.refused = refused.into_iter().chain(p.refused.iter().copied()).collect();
+            report.limit = self.learned.get(id).copied().or(limit);
+        }
+        Ok(report)
+    }
+
+    /// Adds routes (ledger tag first); on a limit refusal, falls back to one route at a time
+    /// in priority order and learns the limit. Returns (added, refused).
+    async fn add<C: Cloud>(&mut self, cloud: &C, id: &str, add: &[Route], routes: &mut Vec<Route>) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
+        if add.is_empty() {
+            return Ok((vec![], vec![]));
+        }
+        let mut tagged = Vec::new();
+        let mut refused = Vec::new();
+        for r in add {
+            match cloud.add_tag(id, &ledger::tag(r)).await {
+                Ok(()) => tagged.push(*r),
+                Err(CloudError::RouteLimit(why)) => {
+                    log::warn!("router {id}: ownership ledger full ({why}); not adding further routes");
+                    refused.extend(add.iter().skip(tagged.len()).copied());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        log::info!("router {id}: adding {} route(s): {}", tagged.len(), list(&tagged));
+        match cloud.add_routes(id, &tagged).await {
+            Ok(after) => {
+                *routes = after;
+                self.note_refusals(id, &refused, routes.len());
+                return Ok((tagged, refused));
+            }
+            Err(CloudError::RouteLimit(why)) => log::warn!("router {id}: {why}; adding one route at a time, most useful first"),
+            Err(e) => return Err(e),
+        }
+        let mut added = Vec::new();
+        for (i, r) in tagged.iter().enumerate() {
+            match cloud.add_routes(id, std::slice::from_ref(r)).await {
+                Ok(after) => {
+                    *routes = after;
+                    added.push(*r);
+                }
+                Err(CloudError::RouteLimit(_)) => {
+                    let rest: Vec<Route> = tagged[i..].to_vec();
+                    for r in &rest {
+                        cloud.remove_tag(id, &ledger::tag(r)).await?;
+                    }
+                    refused.splice(0..0, rest);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.note_refusals(id, &refused, routes.len());
+        Ok((added, refused))
+    }
+
+    fn note_refusals(&mut self, id: &str, refused: &[Route], count: usize) {
+        if refused.is_empty() {
+            return;
+        }
+        self.learned.insert(id.to_string(), count);
+        log::warn!(
+            "router {id}: route limit reached at {count} route(s); {} route(s) refused, first: {}",
+            refused.len(),
+            list(&refused[..refused.len().min(5)])
+        );
+    }
+}
+
+fn list(routes: &[Route]) -> String {
+    routes.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler against an in-memory stand-in for Neutron (unit tests of the apply
+    //! logic only; the integration tests run against a real Neutron).
+    use super::*;
+    use crate::cloud::Snapshot;
+    use crate::model::{RouterState, VmPort};
+    use std::cell::RefCell;
+    use std::net::Ipv4Addr;
+
+    struct FakeNeutron {
+        router: RefCell<RouterState>,
+        ports: Vec<VmPort>,
+        quota: usize,
+        writes: RefCell<usize>,
+        fail_reads: bool,
+    }
+
+    impl FakeNeutron {
+        fn new(ports: Vec<VmPort>, quota: usize) -> Self {
+            let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
+            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), fail_reads: false }
+        }
+    }
+
+    impl Cloud for FakeNeutron {
+        async fn snapshot(&self) -> Result<Snapshot, CloudError> {
+            if self.fail_reads {
+                return Err(CloudError::Unavailable("down".into()));
+            }
+            let view = RouterView { state: self.router.borrow().clone(), subnets: vec!["10.0.0.0/24".parse().unwrap()], quota: None };
+            Ok(Snapshot { routers: vec![view], ports: self.ports.clone() })
+        }
+        async fn fingerprint(&self, _: &[String]) -> Result<u64, CloudError> {
+            Ok(0)
+        }
+        async fn add_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
+            *self.writes.borrow_mut() += 1;
+            let mut r = self.router.borrow_mut();
+            let new: Vec<Route> = routes.iter().filter(|x| !r.routes.contains(x)).copied().collect();
+            if r.routes.len() + new.len() > self.quota {
+                return Err(CloudError::RouteLimit("Quota exceeded for resources: ['router_route']".into()));
+            }
+            r.routes.extend(new);
+            Ok(r.routes.clone())
+        }
+        async fn remove_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
+            *self.writes.borrow_mut() += 1;
+            let mut r = self.router.borrow_mut();
+            r.routes.retain(|x| !routes.contains(x));
+            Ok(r.routes.clone())
+        }
+        async fn add_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
+            let mut r = self.router.borrow_mut();
+            if !r.tags.iter().any(|t| t == tag) {
+                r.tags.push(tag.to_string());
+            }
+            Ok(())
+        }
+        async fn remove_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
+            self.router.borrow_mut().tags.retain(|t| t != tag);
+            Ok(())
+        }
+    }
+
+    fn vm(n: u8, pods: impl IntoIterator<Item = u8>) -> VmPort {
+        VmPort { port_id: format!("p{n}"), primary: Ipv4Addr::new(10, 0, 0, n), pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect() }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    fn host_routes() -> Settings {
+        Settings { shape: Shape { aggregate: false, min_prefix: 24 }, ..Settings::default() }
+    }
+
+    #[test]
+    fn converges_then_second_pass_writes_nothing() {
+        let cloud = FakeNeutron::new(vec![vm(2, 20..30), vm(3, 30..40)], 100);
+        let mut rec = Reconciler::new(host_routes());
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        assert_eq!((rep.routers[0].desired, rep.routers[0].applied), (20, 20));
+        let writes = *cloud.writes.borrow();
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.writes.borrow(), writes, "a converged router gets no writes");
+        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 20);
+    }
+
+    #[test]
+    fn over_quota_keeps_what_fits_and_reports_the_rest() {
+        let cloud = FakeNeutron::new(vec![vm(2, 20..40)], 12);
+        let foreign = Route::new("192.168.0.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        cloud.router.borrow_mut().routes.push(foreign);
+        let mut rec = Reconciler::new(host_routes());
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        let r = &rep.routers[0];
+        assert_eq!((r.applied, r.refused.len(), r.limit), (11, 9, Some(12)));
+        assert!(cloud.router.borrow().routes.contains(&foreign));
+        // Tags of refused routes are cleaned up: the ledger matches the router.
+        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 11);
+        // The learned limit makes the next pass a no-op instead of another refusal storm.
+        let writes = *cloud.writes.borrow();
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.writes.borrow(), writes);
+        assert_eq!(rep.routers[0].refused.len(), 9);
+    }
+
+    #[test]
+    fn aggregation_fits_under_the_quota() {
+        let cloud = FakeNeutron::new(vec![vm(2, 16..32), vm(3, 32..48), vm(4, 48..64)], 30);
+        let mut rec = Reconciler::new(Settings::default());
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        assert_eq!((rep.routers[0].applied, rep.routers[0].refused.len()), (3, 0));
+    }
+
+    #[test]
+    fn failed_read_writes_nothing() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..22)], 30);
+        let mut rec = Reconciler::new(host_routes());
+        block_on(rec.run(&cloud)).unwrap();
+        cloud.fail_reads = true;
+        let before = cloud.router.borrow().routes.clone();
+        assert!(matches!(block_on(rec.run(&cloud)), Err(CloudError::Unavailable(_))));
+        assert_eq!(cloud.router.borrow().routes, before);
+    }
+
+    #[test]
+    fn pods_gone_routes_removed_but_foreign_kept() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
+        let mut rec = Reconciler::new(host_routes());
+        block_on(rec.run(&cloud)).unwrap();
+        let hand = Route::host(Ipv4Addr::new(10, 0, 0, 99), Ipv4Addr::new(10, 0, 0, 2));
+        cloud.router.borrow_mut().routes.push(hand);
+        cloud.ports = vec![vm(2, 20..21)];
+        block_on(rec.run(&cloud)).unwrap();
+        let routes = cloud.router.borrow().routes.clone();
+        assert_eq!(routes.len(), 2);
+        assert!(routes.contains(&hand));
+    }
+
+    #[test]
+    fn dry_run_writes_nothing() {
+        let cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
+        let mut rec = Reconciler::new(Settings { dry_run: true, ..host_routes() });
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.writes.borrow(), 0);
+    }
+}
