@@ -1,0 +1,225 @@
+//! [`Cloud`] on the workspace's Neutron client.
+//!
+//! Router tags and the router's project are not in `openstack::Router`, so those few calls
+//! go through the client's authenticated session directly (same auth, retry and counters).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cloud::{Cloud, CloudError, RouterView, Snapshot};
+use crate::managed::{vm_port, MANAGED_TAG};
+use crate::model::{Route, RouterState};
+use openstack::{Error, Neutron, Service};
+
+/// Router interface ports, whatever the router flavour.
+const INTERFACE_OWNERS: [&str; 3] =
+    ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];
+
+/// Neutron, scoped to the configured networks (and routers, when given).
+pub struct NeutronCloud {
+    neutron: Neutron,
+    networks: Vec<String>,
+    routers: Vec<String>,
+}
+
+impl NeutronCloud {
+    /// Manages routes for pods on `networks`; `routers` empty means every router attached.
+    pub fn new(neutron: Neutron, networks: Vec<String>, routers: Vec<String>) -> Self {
+        Self { neutron, networks, routers }
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        let url = format!("{}{path}", self.neutron.base_url());
+        self.neutron.session().request(Service::Neutron, method, &url, body.as_ref(), None).await
+    }
+
+    async fn router_full(&self, id: &str) -> Result<RouterDoc, CloudError> {
+        let v = self.raw(Method::GET, &format!("/routers/{id}"), None).await.map_err(classify)?;
+        serde_json::from_value(v.get("router").cloned().unwrap_or(Value::Null))
+            .map_err(|e| CloudError::Failed(format!("unexpected router document for {id}: {e}")))
+    }
+
+    async fn quota(&self, project: &str, cache: &mut HashMap<String, Option<usize>>) -> Option<usize> {
+        if let Some(q) = cache.get(project) {
+            return *q;
+        }
+        let q = match self.neutron.get_quota(project).await {
+            Ok(v) => v.get("router_route").and_then(Value::as_i64).and_then(|n| usize::try_from(n).ok()),
+            Err(e) => {
+                log::debug!("cannot read the router_route quota of project {project}: {e}; learning the limit from refusals");
+                None
+            }
+        };
+        cache.insert(project.to_string(), q);
+        q
+    }
+}
+
+/// The router fields we read that `openstack::Router` does not have.
+#[derive(Debug, Deserialize)]
+struct RouterDoc {
+    id: String,
+    #[serde(default)]
+    routes: Vec<openstack::Route>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    project_id: String,
+}
+
+impl Cloud for NeutronCloud {
+    async fn snapshot(&self) -> Result<Snapshot, CloudError> {
+        let mut subnets: HashMap<String, Ipv4Net> = HashMap::new();
+        let mut attached: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
+        let mut ports = Vec::new();
+        for net in &self.networks {
+            for s in self.neutron.list_subnets(net).await.map_err(classify)? {
+                if let IpNet::V4(cidr) = s.cidr {
+                    subnets.insert(s.id, cidr);
+                }
+            }
+            let mut filters = vec![("network_id", net.as_str())];
+            filters.extend(INTERFACE_OWNERS.iter().map(|o| ("device_owner", *o)));
+            for p in self.neutron.list_ports(&filters).await.map_err(classify)? {
+                if !self.routers.is_empty() && !self.routers.contains(&p.device_id) {
+                    continue;
+                }
+                let entry = attached.entry(p.device_id.clone()).or_default();
+                entry.extend(p.fixed_ips.iter().filter_map(|f| subnets.get(&f.subnet_id).copied()));
+            }
+            for p in self.neutron.list_ports(&[("network_id", net.as_str()), ("tags", MANAGED_TAG)]).await.map_err(classify)? {
+                match vm_port(&p) {
+                    Ok(Some(vm)) => ports.push(vm),
+                    Ok(None) => {}
+                    // One badly marked port must not stop routes for everyone else.
+                    Err(e) => log::warn!("skipping {e}"),
+                }
+            }
+        }
+        let mut quotas = HashMap::new();
+        let mut routers = Vec::new();
+        for (id, subnets) in attached {
+            let doc = match self.router_full(&id).await {
+                Ok(d) => d,
+                // Interface of a router we cannot see (another project): not ours to manage.
+                Err(CloudError::Failed(e)) => {
+                    log::warn!("skipping router {id}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let quota = self.quota(&doc.project_id, &mut quotas).await;
+            let state = RouterState { id: doc.id, routes: doc.routes.iter().filter_map(v4_route).collect(), tags: doc.tags };
+            routers.push(RouterView { state, subnets, quota });
+        }
+        Ok(Snapshot { routers, ports })
+    }
+
+    async fn fingerprint(&self, routers: &[String]) -> Result<u64, CloudError> {
+        let mut h = DefaultHasher::new();
+        for net in &self.networks {
+            let ports = self
+                .neutron
+                .list_ports(&[
+                    ("network_id", net.as_str()),
+                    ("tags", MANAGED_TAG),
+                    ("fields", "id"),
+                    ("fields", "revision_number"),
+                    ("fields", "network_id"),
+                    ("fields", "mac_address"),
+                ])
+                .await
+                .map_err(classify)?;
+            let mut revs: Vec<(String, u64)> = ports.into_iter().map(|p| (p.id, p.revision_number)).collect();
+            revs.sort();
+            revs.hash(&mut h);
+        }
+        for id in routers {
+            let v = self.raw(Method::GET, &format!("/routers/{id}?fields=id&fields=revision_number"), None).await.map_err(classify)?;
+            v.pointer("/router/revision_number").and_then(Value::as_u64).hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
+    async fn add_routes(&self, router: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
+        let r = self.neutron.add_extraroutes(router, &to_wire(routes)).await.map_err(classify)?;
+        Ok(r.routes.iter().filter_map(v4_route).collect())
+    }
+
+    async fn remove_routes(&self, router: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
+        let r = self.neutron.remove_extraroutes(router, &to_wire(routes)).await.map_err(classify)?;
+        Ok(r.routes.iter().filter_map(v4_route).collect())
+    }
+
+    async fn add_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
+        match self.raw(Method::PUT, &format!("/routers/{router}/tags/{tag}"), None).await {
+            Ok(_) => Ok(()),
+            // Neutron allows 50 tags per resource: the ledger is full.
+            Err(e) if e.status() == Some(400) && e.to_string().contains("number of tags") => Err(CloudError::RouteLimit(e.to_string())),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn remove_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
+        match self.raw(Method::DELETE, &format!("/routers/{router}/tags/{tag}"), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+fn to_wire(routes: &[Route]) -> Vec<openstack::Route> {
+    routes
+        .iter()
+        .map(|r| openstack::Route { destination: IpNet::V4(r.destination), nexthop: IpAddr::V4(r.nexthop) })
+        .collect()
+}
+
+fn v4_route(r: &openstack::Route) -> Option<Route> {
+    match (r.destination, r.nexthop) {
+        (IpNet::V4(d), IpAddr::V4(n)) => Some(Route::new(d, n)),
+        _ => None,
+    }
+}
+
+/// Sorts a client error into what the reconciler does about it.
+fn classify(e: Error) -> CloudError {
+    if matches!(e.kind(), Some("OverQuota" | "RoutesExhausted")) {
+        CloudError::RouteLimit(e.to_string())
+    } else if e.is_transient() {
+        CloudError::Unavailable(e.to_string())
+    } else {
+        CloudError::Failed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_limit_errors_are_route_limits() {
+        for (status, kind) in [(409, "OverQuota"), (400, "RoutesExhausted")] {
+            let e = Error::Api { service: Service::Neutron, endpoint: "PUT /routers/x/add_extraroutes".into(), status, kind: kind.into(), message: "m".into() };
+            assert!(matches!(classify(e), CloudError::RouteLimit(_)), "{kind}");
+        }
+        let e = Error::Api { service: Service::Neutron, endpoint: "e".into(), status: 400, kind: "InvalidRoutes".into(), message: "m".into() };
+        assert!(matches!(classify(e), CloudError::Failed(_)));
+        let e = Error::Unreachable { service: Service::Neutron, endpoint: "e".into(), reason: "refused".into() };
+        assert!(matches!(classify(e), CloudError::Unavailable(_)));
+    }
+
+    #[test]
+    fn ipv6_routes_are_left_alone() {
+        let r = openstack::Route { destination: "fd00::/64".parse().unwrap(), nexthop: "fd00::1".parse().unwrap() };
+        assert_eq!(v4_route(&r), None);
+    }
+}
