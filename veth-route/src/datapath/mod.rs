@@ -6,10 +6,24 @@
 //! - `attach` after the pod is fully wired, `detach` on DEL (idempotent), `check` on CHECK,
 //!   `gc` on GC. All run in the host (VM) network namespace of the plugin process.
 
+pub mod cli;
+mod kfunc;
+mod loader;
+mod maps;
+mod pins;
+mod tc;
+
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use veth_route_common::{Endpoint, PodSource, MODE_ALWAYS, MODE_AUTO, SOURCE_F_ANTI_SPOOF};
+
+use self::loader::{Programs, FROM_POD, FROM_UPLINK};
+use self::maps::PinnedMaps;
+use self::pins::PinLayout;
+use self::tc::AttachMode;
 
 /// How the fast path is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -97,25 +111,204 @@ pub enum DatapathError {
 }
 
 /// Attach the programs for one pod and insert its endpoint.
-pub fn attach(cfg: &DatapathConfig, _ep: &PodEndpoint) -> Result<Attached, DatapathError> {
-    match cfg.fast_path {
-        FastPath::Off => Ok(Attached::KernelOnly { reason: "fastPath is off".into() }),
-        FastPath::Required => Err(DatapathError::Unavailable("not implemented yet".into())),
-        _ => Ok(Attached::KernelOnly { reason: "fast path not implemented yet".into() }),
+///
+/// Loads and pins the programs on first use on this host; attaches the uplinks once.
+/// When eBPF cannot be used here the pod keeps the kernel path (one log line), unless
+/// `fastPath` is `required`.
+pub fn attach(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<Attached, DatapathError> {
+    if cfg.fast_path == FastPath::Off {
+        return Ok(Attached::KernelOnly { reason: "fastPath is off".into() });
+    }
+    match attach_fast(cfg, ep) {
+        Ok(()) => Ok(Attached::Fast),
+        Err(DatapathError::Unavailable(reason)) if cfg.fast_path != FastPath::Required => {
+            log::warn!("eBPF fast path unavailable, pod {} uses kernel routes only: {reason}", ep.pod_ip);
+            Ok(Attached::KernelOnly { reason })
+        }
+        Err(e) => Err(e),
     }
 }
 
-/// Remove the pod's endpoint and per-pod attachments; succeeds when already gone.
-pub fn detach(_cfg: &DatapathConfig, _pod_ip: Option<Ipv4Addr>, _host_ifname: &str) -> Result<(), DatapathError> {
+fn attach_fast(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError> {
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    layout.prepare()?;
+    let _lock = layout.lock()?;
+    let mut progs = loader::load_or_reuse(&layout)?;
+    let mut maps = PinnedMaps::open(&layout)?;
+    let mode = AttachMode::detect();
+    maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
+    ensure_uplinks(cfg, &layout, &mut progs, mode)?;
+
+    let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
+    maps.put_source(ep.host_ifindex, PodSource { ip: ep.pod_ip.octets(), flags })?;
+    let entry = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
+    let attached = maps
+        .put_endpoint(ep.pod_ip, entry)
+        .and_then(|()| tc::attach(&mut progs.from_pod, FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode));
+    if let Err(e) = attached {
+        // Leave nothing behind: the plugin rolls back the veth, we roll back our entries.
+        let _ = maps.remove_endpoint(ep.pod_ip);
+        let _ = maps.remove_source(ep.host_ifindex);
+        let _ = tc::detach(FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode);
+        return Err(e);
+    }
     Ok(())
 }
 
+/// Attach `from_uplink` to each configured uplink that does not have it yet (idempotent;
+/// the pinned link or netlink filter outlives this process).
+fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs, mode: AttachMode) -> Result<(), DatapathError> {
+    for uplink in &cfg.uplinks {
+        if ifindex(uplink).is_none() {
+            return Err(DatapathError::Other(format!("uplink {uplink}: no such interface")));
+        }
+        let pin = layout.uplink_link(uplink);
+        if mode == AttachMode::Tcx && tc::is_attached(&progs.from_uplink, uplink, &pin, mode)? {
+            continue;
+        }
+        tc::attach(&mut progs.from_uplink, FROM_UPLINK, uplink, &pin, mode)?;
+        log::info!("eBPF fast path attached to uplink {uplink}");
+    }
+    Ok(())
+}
+
+/// Remove the pod's endpoint and per-pod attachments; succeeds when already gone.
+///
+/// Runs whatever `fastPath` says now (it may have been different at ADD). An entry whose
+/// interface still exists under another name belongs to a newer pod and is kept.
+pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str) -> Result<(), DatapathError> {
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    if !layout.exists() {
+        return Ok(());
+    }
+    let _lock = layout.lock()?;
+    let mode = AttachMode::detect();
+    tc::detach(FROM_POD, host_ifname, &layout.pod_link(host_ifname), mode)?;
+    let Ok(mut maps) = PinnedMaps::open(&layout) else {
+        return Ok(());
+    };
+    let live = ifindex(host_ifname);
+    if let Some(ip) = pod_ip {
+        if let Some(ep) = maps.endpoint(ip)? {
+            if live == Some(ep.ifindex) || ifname(ep.ifindex).is_none() {
+                maps.remove_endpoint(ip)?;
+            }
+        }
+    }
+    if let Some(idx) = live {
+        maps.remove_source(idx)?;
+        for (ip, ep) in maps.all_endpoints()? {
+            if ep.ifindex == idx {
+                maps.remove_endpoint(ip)?;
+            }
+        }
+    }
+    sweep_vanished(&mut maps, None)
+}
+
 /// Verify the pod's endpoint and attachment.
-pub fn check(_cfg: &DatapathConfig, _ep: &PodEndpoint) -> Result<(), DatapathError> {
+pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError> {
+    if cfg.fast_path == FastPath::Off {
+        return Ok(());
+    }
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    if !layout.exists() || !layout.program(FROM_POD).exists() {
+        return match cfg.fast_path {
+            FastPath::Required => Err(DatapathError::Mismatch(format!("no eBPF programs pinned under {}", layout.root().display()))),
+            // ADD fell back to the kernel path on this host.
+            _ => Ok(()),
+        };
+    }
+    let maps = PinnedMaps::open(&layout)?;
+    let want = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
+    match maps.endpoint(ep.pod_ip)? {
+        None => return Err(DatapathError::Mismatch(format!("no endpoint for {} in {}", ep.pod_ip, layout.map("endpoints").display()))),
+        Some(got) if got != want => {
+            return Err(DatapathError::Mismatch(format!(
+                "endpoint for {} is {} but the pod is {}",
+                ep.pod_ip,
+                cli::describe(&got),
+                cli::describe(&want)
+            )))
+        }
+        Some(_) => {}
+    }
+    match maps.source(ep.host_ifindex)? {
+        Some(src) if src.ip == ep.pod_ip.octets() && (src.flags & SOURCE_F_ANTI_SPOOF != 0) == cfg.anti_spoof => {}
+        other => {
+            return Err(DatapathError::Mismatch(format!(
+                "anti-spoof entry of {} (ifindex {}) is {other:?}, expected source {} with antiSpoof={}",
+                ep.host_ifname, ep.host_ifindex, ep.pod_ip, cfg.anti_spoof
+            )))
+        }
+    }
+    let prog = aya::programs::SchedClassifier::from_pin(layout.program(FROM_POD))
+        .map_err(|e| DatapathError::Other(format!("opening pinned program: {e}")))?;
+    let mode = AttachMode::detect();
+    if !tc::is_attached(&prog, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode)? {
+        return Err(DatapathError::Mismatch(format!("{FROM_POD} is not attached to tc ingress of {}", ep.host_ifname)));
+    }
     Ok(())
 }
 
 /// Remove endpoints and per-pod pins for host veths not in `keep`.
-pub fn gc(_cfg: &DatapathConfig, _keep: &[String]) -> Result<(), DatapathError> {
+pub fn gc(cfg: &DatapathConfig, keep: &[String]) -> Result<(), DatapathError> {
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    if !layout.exists() {
+        return Ok(());
+    }
+    let _lock = layout.lock()?;
+    let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
+    let mode = AttachMode::detect();
+    if let Ok(dir) = std::fs::read_dir(layout.pod_links()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(name.as_str()) {
+                tc::detach(FROM_POD, &name, &entry.path(), mode)?;
+            }
+        }
+    }
+    let Ok(mut maps) = PinnedMaps::open(&layout) else {
+        return Ok(());
+    };
+    sweep_vanished(&mut maps, Some(&keep))
+}
+
+/// Drop map entries whose host veth no longer exists (or, with `keep`, is not kept).
+fn sweep_vanished(maps: &mut PinnedMaps, keep: Option<&HashSet<&str>>) -> Result<(), DatapathError> {
+    let stale = |idx: u32| match ifname(idx) {
+        None => true,
+        Some(name) => keep.is_some_and(|k| !k.contains(name.as_str())),
+    };
+    for (ip, ep) in maps.all_endpoints()? {
+        if stale(ep.ifindex) {
+            maps.remove_endpoint(ip)?;
+        }
+    }
+    for (idx, _) in maps.all_sources()? {
+        if stale(idx) {
+            maps.remove_source(idx)?;
+        }
+    }
     Ok(())
+}
+
+/// ifindex of `name` in the current network namespace.
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// Name of interface `idx` in the current network namespace.
+fn ifname(idx: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
+    let p = unsafe { libc::if_indextoname(idx, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }

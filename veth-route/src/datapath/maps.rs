@@ -1,0 +1,140 @@
+//! Typed access to the pinned maps.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use veth_route_common::{
+    map_names, Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS,
+};
+
+use super::pins::PinLayout;
+use super::DatapathError;
+
+/// The pinned maps of one host (one pin directory).
+pub struct PinnedMaps {
+    pub endpoints: HashMap<MapData, EndpointKey, Endpoint>,
+    pub sources: HashMap<MapData, u32, PodSource>,
+    pub settings: Array<MapData, Settings>,
+    pub counters: PerCpuArray<MapData, Counters>,
+}
+
+fn open(layout: &PinLayout, name: &str) -> Result<Map, DatapathError> {
+    let path = layout.map(name);
+    let data = MapData::from_pin(&path)
+        .map_err(|e| DatapathError::Other(format!("opening pinned map {}: {e}", path.display())))?;
+    Map::from_map_data(data).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(layout: &PinLayout, name: &str) -> Result<T, DatapathError> {
+    // A wrong key/value size here means the pins are from another layout version.
+    T::try_from(open(layout, name)?).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+}
+
+impl PinnedMaps {
+    /// Open all maps pinned under `layout`.
+    pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
+        Ok(Self {
+            endpoints: typed(layout, map_names::ENDPOINTS)?,
+            sources: typed(layout, map_names::SOURCES)?,
+            settings: typed(layout, map_names::SETTINGS)?,
+            counters: typed(layout, map_names::COUNTERS)?,
+        })
+    }
+
+    /// The endpoint for `ip`, if present.
+    pub fn endpoint(&self, ip: Ipv4Addr) -> Result<Option<Endpoint>, DatapathError> {
+        match self.endpoints.get(&key(ip), 0) {
+            Ok(ep) => Ok(Some(ep)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading endpoint", e)),
+        }
+    }
+
+    /// The anti-spoof entry of host veth `ifindex`, if present.
+    pub fn source(&self, ifindex: u32) -> Result<Option<PodSource>, DatapathError> {
+        match self.sources.get(&ifindex, 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading source", e)),
+        }
+    }
+
+    /// Every endpoint, sorted by address.
+    pub fn all_endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>, DatapathError> {
+        let mut v = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, ep) = item.map_err(|e| map_err("listing endpoints", e))?;
+            v.push((Ipv4Addr::from(k.ip), ep));
+        }
+        v.sort_by_key(|(ip, _)| *ip);
+        Ok(v)
+    }
+
+    /// Every anti-spoof entry.
+    pub fn all_sources(&self) -> Result<Vec<(u32, PodSource)>, DatapathError> {
+        let mut v = Vec::new();
+        for item in self.sources.iter() {
+            v.push(item.map_err(|e| map_err("listing sources", e))?);
+        }
+        Ok(v)
+    }
+
+    /// Insert or replace the endpoint for `ip`.
+    pub fn put_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<(), DatapathError> {
+        self.endpoints.insert(key(ip), ep, 0).map_err(|e| map_err("writing endpoint", e))
+    }
+
+    /// Insert or replace the anti-spoof entry of `ifindex`.
+    pub fn put_source(&mut self, ifindex: u32, src: PodSource) -> Result<(), DatapathError> {
+        self.sources.insert(ifindex, src, 0).map_err(|e| map_err("writing source", e))
+    }
+
+    /// Remove the endpoint for `ip`; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        ignore_missing(self.endpoints.remove(&key(ip)), "removing endpoint")
+    }
+
+    /// Remove the anti-spoof entry of `ifindex`; absent is fine.
+    pub fn remove_source(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        ignore_missing(self.sources.remove(&ifindex), "removing source")
+    }
+
+    /// Set the host-wide redirect mode (`MODE_*`).
+    pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
+        self.settings.set(0, Settings { mode, reserved: 0 }, 0).map_err(|e| map_err("writing settings", e))
+    }
+
+    /// The host-wide redirect mode.
+    pub fn mode(&self) -> Result<u32, DatapathError> {
+        Ok(self.settings.get(&0, 0).map_err(|e| map_err("reading settings", e))?.mode)
+    }
+
+    /// Counters per slot, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<Counters>, DatapathError> {
+        (0..COUNTER_SLOTS)
+            .map(|slot| {
+                let per_cpu = self.counters.get(&slot, 0).map_err(|e| map_err("reading counters", e))?;
+                let mut total = Counters::default();
+                for c in per_cpu.iter() {
+                    total.add(c);
+                }
+                Ok(total)
+            })
+            .collect()
+    }
+}
+
+fn key(ip: Ipv4Addr) -> EndpointKey {
+    EndpointKey { ip: ip.octets() }
+}
+
+fn ignore_missing(r: Result<(), MapError>, what: &str) -> Result<(), DatapathError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(what, e)),
+    }
+}
+
+fn map_err(what: &str, e: MapError) -> DatapathError {
+    DatapathError::Other(format!("{what}: {e}"))
+}

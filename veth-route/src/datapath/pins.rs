@@ -1,0 +1,137 @@
+//! The versioned pin layout on bpffs, mounting bpffs when needed, and the host-wide lock.
+//!
+//! ```text
+//! <bpfPinDir>/v1/endpoints            map: pod IPv4 -> {ifindex, pod_mac, host_mac}
+//! <bpfPinDir>/v1/sources              map: host veth ifindex -> {ip, flags} (anti-spoof)
+//! <bpfPinDir>/v1/settings             map: [0] -> {mode}
+//! <bpfPinDir>/v1/counters             per-CPU map: [0]=from_pod, [1]=from_uplink
+//! <bpfPinDir>/v1/prog_from_pod        program (tc ingress of host veths)
+//! <bpfPinDir>/v1/prog_from_uplink     program (tc ingress of uplinks)
+//! <bpfPinDir>/v1/links/pod/<veth>     TCX link of one pod's host veth
+//! <bpfPinDir>/v1/links/uplink/<if>    TCX link of one uplink
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use veth_route_common::PIN_LAYOUT_VERSION;
+
+use super::DatapathError;
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// Where bpffs is conventionally mounted.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// Paths of every pinned object under one versioned directory.
+#[derive(Debug, Clone)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl PinLayout {
+    /// Layout under `<pin_dir>/v<PIN_LAYOUT_VERSION>`.
+    pub fn new(pin_dir: &Path) -> Self {
+        Self { root: pin_dir.join(format!("v{PIN_LAYOUT_VERSION}")) }
+    }
+
+    /// The versioned directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Pin path of map `name`.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Pin path of program `name`.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.root.join(format!("prog_{name}"))
+    }
+
+    /// Directory of the per-pod (host veth) link pins.
+    pub fn pod_links(&self) -> PathBuf {
+        self.root.join("links").join("pod")
+    }
+
+    /// Link pin of one host veth.
+    pub fn pod_link(&self, ifname: &str) -> PathBuf {
+        self.pod_links().join(ifname)
+    }
+
+    /// Link pin of one uplink.
+    pub fn uplink_link(&self, ifname: &str) -> PathBuf {
+        self.root.join("links").join("uplink").join(ifname)
+    }
+
+    /// Whether the versioned directory exists (i.e. the fast path was ever set up here).
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
+    /// Mount bpffs if needed and create the directories; fails if the pin dir is not on bpffs.
+    pub fn prepare(&self) -> Result<(), DatapathError> {
+        ensure_bpffs_mounted()?;
+        for dir in [self.pod_links(), self.root.join("links").join("uplink")] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        if !is_bpffs(&self.root)? {
+            return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
+        }
+        Ok(())
+    }
+
+    /// Take the host-wide lock (flock on the versioned directory), released on drop.
+    ///
+    /// bpffs holds no regular files, but directories can be flocked; every plugin process on
+    /// the host serialises loading, pinning and map updates on it.
+    pub fn lock(&self) -> Result<PinLock, DatapathError> {
+        let dir = File::open(&self.root)
+            .map_err(|e| DatapathError::Other(format!("opening {}: {e}", self.root.display())))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(DatapathError::Other(format!("locking {}: {e}", self.root.display())));
+        }
+        Ok(PinLock { _dir: dir })
+    }
+}
+
+/// Holds the host-wide datapath lock until dropped (closing the fd releases the flock).
+pub struct PinLock {
+    _dir: File,
+}
+
+/// `true` if `path` lives on bpffs.
+fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
+    match nix::sys::statfs::statfs(path) {
+        Ok(s) => Ok(s.filesystem_type().0 as i64 == BPF_FS_MAGIC),
+        Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(DatapathError::Unavailable(format!("statfs {}: {e}", path.display()))),
+    }
+}
+
+/// Mount bpffs on /sys/fs/bpf unless it already is (systemd normally does this).
+fn ensure_bpffs_mounted() -> Result<(), DatapathError> {
+    let root = Path::new(BPFFS_ROOT);
+    if is_bpffs(root)? {
+        return Ok(());
+    }
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|e| DatapathError::Unavailable(format!("mounting bpffs on {BPFFS_ROOT}: {e}")))?;
+    log::info!("mounted bpffs on {BPFFS_ROOT}");
+    Ok(())
+}
+
+/// Remove a pin; a missing pin is not an error.
+pub fn unpin(path: &Path) -> Result<(), DatapathError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DatapathError::Other(format!("removing pin {}: {e}", path.display()))),
+    }
+}
