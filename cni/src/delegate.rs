@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::env::Invocation;
 use crate::error::{CniError, ErrorCode};
 use crate::result::CniResult;
-use crate::version::Verb;
+use crate::version::{Verb, Version};
 
 /// Locate plugin `name` in the CNI_PATH directories.
 pub fn find_plugin(name: &str, inv: &Invocation) -> Result<PathBuf, CniError> {
@@ -25,7 +25,39 @@ pub fn find_plugin(name: &str, inv: &Invocation) -> Result<PathBuf, CniError> {
 }
 
 /// Run plugin `name` for `verb` with `config` on stdin; on success return its stdout.
+///
+/// A delegate that predates the config's version (Debian's host-local stops at 1.0.0)
+/// answers code 1; the call is then retried once with the newest version both sides
+/// support that still allows `verb`, `prevResult` re-rendered to match.
 pub fn exec(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Result<Vec<u8>, CniError> {
+    match exec_once(name, inv, verb, config) {
+        Err(e) if e.code == ErrorCode::IncompatibleVersion && verb != Verb::Version => match downgrade(name, inv, verb, config) {
+            Some(older) => exec_once(name, inv, verb, &older),
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// `config` rewritten to the newest version `name` supports that allows `verb`.
+fn downgrade(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Option<Vec<u8>> {
+    let mut conf: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let requested: Version = conf.get("cniVersion")?.as_str()?.parse().ok()?;
+    let theirs = supported_versions(name, inv).ok()?;
+    let target = Version::ALL
+        .into_iter()
+        .rev()
+        .find(|v| *v < requested && v.allows(verb) && theirs.iter().any(|t| t == v.as_str()))?;
+    log::debug!("{name} does not speak {requested}; delegating {verb} as {target}");
+    conf["cniVersion"] = serde_json::Value::String(target.to_string());
+    if let Some(prev) = conf.get("prevResult").filter(|p| !p.is_null()) {
+        let rendered = CniResult::parse(prev).ok()?.render(target);
+        conf["prevResult"] = rendered;
+    }
+    serde_json::to_vec(&conf).ok()
+}
+
+fn exec_once(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Result<Vec<u8>, CniError> {
     let path = find_plugin(name, inv)?;
     log::debug!("delegating {verb} to {}", path.display());
     let mut cmd = Command::new(&path);
@@ -70,7 +102,7 @@ pub fn run(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Result<()
 
 /// The versions a plugin supports (asks it with VERSION).
 pub fn supported_versions(name: &str, inv: &Invocation) -> Result<Vec<String>, CniError> {
-    let out = exec(name, inv, Verb::Version, br#"{"cniVersion":"1.1.0"}"#)?;
+    let out = exec_once(name, inv, Verb::Version, br#"{"cniVersion":"1.1.0"}"#)?;
     let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| crate::error::from_json_error("VERSION output", &e))?;
     Ok(v.get("supportedVersions")
         .and_then(|s| s.as_array())
@@ -79,6 +111,6 @@ pub fn supported_versions(name: &str, inv: &Invocation) -> Result<Vec<String>, C
 }
 
 /// Whether plugin `name` supports `version` (false when it cannot be asked).
-pub fn supports(name: &str, inv: &Invocation, version: crate::version::Version) -> bool {
+pub fn supports(name: &str, inv: &Invocation, version: Version) -> bool {
     supported_versions(name, inv).map(|vs| vs.iter().any(|v| v == version.as_str())).unwrap_or(false)
 }

@@ -1,1 +1,13 @@
-fn main() {}
+//! Entry point: a CNI plugin when CNI_COMMAND is set, an operator tool otherwise.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        if args.is_empty() {
+            eprintln!("{}", veth_route::ABOUT);
+            std::process::exit(0);
+        }
+        std::process::exit(veth_route::operator_cli(&args));
+    }
+    std::process::exit(cni::plugin::run(&veth_route::VethRoute));
+}

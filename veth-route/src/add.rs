@@ -1,0 +1,205 @@
+//! ADD: IPAM, veth pair, host side, pod side, masquerade, datapath; on any failure
+//! everything done so far is undone in reverse order.
+
+use std::net::Ipv4Addr;
+
+use cni::{delegate, CniError, CniResult, ErrorCode, Interface, IpConfig, Request, Route, Verb};
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::config::{self, Conf};
+use crate::datapath::{self, Attached, PodEndpoint};
+use crate::error::Result;
+use crate::netlink::{self, mac_string};
+use crate::netns::{with_netlink, NetNs};
+use crate::pod::{self, PodPlan};
+use crate::{host, masq, names, veth};
+
+/// Plugin-specific CNI code: the IPAM result cannot be used (e.g. no IPv4 address).
+pub const CODE_IPAM_RESULT: u32 = 103;
+
+/// Run ADD.
+pub fn add(req: &Request) -> Result<CniResult> {
+    let conf = config::parse(&req.config)?;
+    config::init_logging(&conf);
+    let inv = &req.inv;
+    let netns_path = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for ADD"))?;
+    let pod_ns = NetNs::open(netns_path)?;
+    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    log::info!("ADD {} {} netns {} host veth {host_name}", inv.container_id, inv.ifname, netns_path.display());
+
+    // Refuse early, before IPAM allocates anything.
+    let ifname = inv.ifname.clone();
+    if pod_ns.run(|h| async move { pod::exists(&h, &ifname).await })? {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("interface {} already exists in netns {}", inv.ifname, netns_path.display()),
+        )
+        .into());
+    }
+    if with_netlink(|h| async move { netlink::link_by_name(&h, &host_name).await })?.is_some() {
+        return Err(CniError::new(
+            ErrorCode::Other(crate::error::CODE_KERNEL),
+            format!("host veth {} already exists: attachment {}/{} is already set up", names::host_veth(&inv.container_id, &inv.ifname), inv.container_id, inv.ifname),
+        )
+        .with_details("DEL it first")
+        .into());
+    }
+
+    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, masq_chain: None, datapath: None };
+    let outcome = setup(&conf, req, &pod_ns, &mut undo);
+    if let Err(e) = &outcome {
+        log::warn!("ADD {} failed, rolling back: {e}", inv.container_id);
+        undo.run();
+    }
+    outcome
+}
+
+fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<CniResult> {
+    let inv = &req.inv;
+    let ipam = addresses(conf, req, undo)?;
+    let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
+    let gw = conf.plugin.gateway;
+    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    let tag = names::tag(&conf.name, &inv.container_id, &inv.ifname);
+
+    with_netlink(|h| async move { veth::create_pair(&h, &host_name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
+    undo.host_veth = Some(names::host_veth(&inv.container_id, &inv.ifname));
+    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+
+    let (host_link, placement) =
+        with_netlink(|h| async move { host::wire(&h, &conf.plugin, &host_name, &tag, pod_addr.addr()).await })?;
+    log::info!("gateway {gw} placement: {placement:?}");
+
+    let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes);
+    let plan_ref = &plan;
+    let pod_if = pod_ns.run(|h| async move { pod::configure(&h, plan_ref).await })?;
+
+    if conf.plugin.ip_masq {
+        let chain = names::masq_chain(&conf.name, &inv.container_id, &inv.ifname);
+        undo.masq_chain = Some(chain.clone());
+        masq::setup(&chain, &names::tag(&conf.name, &inv.container_id, &inv.ifname), pod_addr)?;
+    }
+
+    let ep = PodEndpoint {
+        pod_ip: pod_addr.addr(),
+        pod_mac: pod_if.mac,
+        host_ifindex: host_link.index,
+        host_ifname: host_link.name.clone(),
+        host_mac: host_link.mac.unwrap_or_default(),
+    };
+    undo.datapath = Some(pod_addr.addr());
+    match datapath::attach(&conf.plugin.datapath, &ep)? {
+        Attached::Fast => log::info!("fast path attached for {}", pod_addr.addr()),
+        Attached::KernelOnly { reason } => log::info!("kernel path only for {}: {reason}", pod_addr.addr()),
+    }
+    undo.disarm();
+
+    let mut routes = vec![Route::new(IpNet::V4(Ipv4Net::default()), Some(gw.into()))];
+    routes.extend(plan.extra.iter().map(|dst| Route::new(IpNet::V4(*dst), Some(gw.into()))));
+    Ok(CniResult {
+        interfaces: vec![
+            Interface { name: host_link.name.clone(), mac: host_link.mac.as_ref().map(mac_string), mtu: host_link.mtu, sandbox: None },
+            Interface {
+                name: inv.ifname.clone(),
+                mac: Some(mac_string(&pod_if.mac)),
+                mtu: pod_if.mtu,
+                sandbox: inv.netns.as_ref().map(|p| p.display().to_string()),
+            },
+        ],
+        ips: vec![IpConfig { address: IpNet::V4(pod_addr), gateway: Some(gw.into()), interface: Some(1) }],
+        routes,
+        dns: if ipam.dns == cni::Dns::default() { conf.dns.clone().unwrap_or_default() } else { ipam.dns.clone() },
+    })
+}
+
+/// The addresses: from the IPAM plugin, or from `prevResult` when the config has no IPAM.
+fn addresses(conf: &Conf, req: &Request, undo: &mut Undo) -> Result<CniResult> {
+    match conf.ipam_type() {
+        Some(ipam) => {
+            // Mark first: a failed ADD may still have allocated, and IPAM DEL is idempotent.
+            undo.ipam = true;
+            Ok(delegate::add(ipam, &req.inv, &req.config)?)
+        }
+        None => conf.prev_result()?.ok_or_else(|| {
+            CniError::new(ErrorCode::InvalidNetworkConfig, "no \"ipam\" section and no prevResult to take addresses from").into()
+        }),
+    }
+}
+
+/// The pod's IPv4 address and the IPAM routes to install via the gateway.
+fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
+    let v4 = ipam.ips.iter().find_map(|ip| match ip.address {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    });
+    let Some(addr) = v4 else {
+        return Err(CniError::new(
+            ErrorCode::Other(CODE_IPAM_RESULT),
+            format!("IPAM plugin {} returned no IPv4 address", conf.ipam_type().unwrap_or("(prevResult)")),
+        )
+        .with_details(format!("{} address(es) returned; veth-route needs one IPv4 address", ipam.ips.len()))
+        .into());
+    };
+    if ipam.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
+        log::warn!("IPv6 addresses from IPAM are not configured (IPv4 only for now)");
+    }
+    if addr.addr() == conf.plugin.gateway {
+        return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM returned the gateway address {}", addr.addr())).into());
+    }
+    let routes = ipam
+        .routes
+        .iter()
+        .filter_map(|r| match r.dst {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    Ok((addr, routes))
+}
+
+/// What ADD has done so far, undone in reverse on failure.
+struct Undo<'a> {
+    conf: &'a Conf,
+    req: &'a Request,
+    ipam: bool,
+    host_veth: Option<String>,
+    masq_chain: Option<String>,
+    datapath: Option<Ipv4Addr>,
+}
+
+impl Undo<'_> {
+    fn disarm(&mut self) {
+        self.ipam = false;
+        self.host_veth = None;
+        self.masq_chain = None;
+        self.datapath = None;
+    }
+
+    fn run(&mut self) {
+        let host = names::host_veth(&self.req.inv.container_id, &self.req.inv.ifname);
+        if let Some(ip) = self.datapath.take() {
+            if let Err(e) = datapath::detach(&self.conf.plugin.datapath, Some(ip), &host) {
+                log::error!("rollback: datapath detach: {e}");
+            }
+        }
+        if let Some(chain) = self.masq_chain.take() {
+            if let Err(e) = masq::teardown(&chain) {
+                log::error!("rollback: remove masquerade chain {chain}: {e}");
+            }
+        }
+        if let Some(name) = self.host_veth.take() {
+            // Deleting one end removes the pod end, its addresses and routes, and the host route.
+            if let Err(e) = with_netlink(|h| async move { netlink::delete_link(&h, &name).await }) {
+                log::error!("rollback: delete host veth: {e}");
+            }
+        }
+        if std::mem::take(&mut self.ipam) {
+            if let Some(ipam) = self.conf.ipam_type() {
+                if let Err(e) = delegate::run(ipam, &self.req.inv, Verb::Del, &self.req.config) {
+                    log::error!("rollback: IPAM DEL: {e}");
+                }
+            }
+        }
+    }
+}
+

@@ -1,0 +1,158 @@
+//! CHECK: compare the pod side, the host side, masquerading and the datapath with the
+//! `prevResult`, and list every difference precisely.
+
+
+use cni::{delegate, CniError, ErrorCode, Request, Verb};
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::config::{self, Conf};
+use crate::datapath::{self, DatapathError, PodEndpoint};
+use crate::error::{Error, Result};
+use crate::netlink::{self, describe, mac_string, Link, Route4};
+use crate::netns::{with_netlink, NetNs};
+use crate::pod::{self, PodPlan, PodState};
+use crate::{gateway, host, masq, names, sysctl};
+
+/// Run CHECK.
+pub fn check(req: &Request) -> Result<()> {
+    let conf = config::parse(&req.config)?;
+    config::init_logging(&conf);
+    let inv = &req.inv;
+    let prev = conf
+        .prev_result()?
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK requires prevResult"))?;
+    if let Some(ipam) = conf.ipam_type() {
+        delegate::run(ipam, inv, Verb::Check, &req.config)?;
+    }
+
+    // Our interface in the result, and its IPv4 address.
+    let pod_idx = prev.interfaces.iter().position(|i| i.name == inv.ifname && i.sandbox.is_some());
+    let Some(pod_idx) = pod_idx else {
+        return Err(Error::Mismatch(vec![format!("prevResult has no interface {} with a sandbox", inv.ifname)]));
+    };
+    let addr = prev.ips.iter().find_map(|ip| match (ip.address, ip.interface) {
+        (IpNet::V4(n), Some(i)) if i == pod_idx => Some(n),
+        (IpNet::V4(n), None) => Some(n),
+        _ => None,
+    });
+    let Some(addr) = addr else {
+        return Err(Error::Mismatch(vec![format!("prevResult has no IPv4 address for {}", inv.ifname)]));
+    };
+    let extra = prev.routes.iter().filter_map(|r| match r.dst {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    });
+    let plan = PodPlan::new(&inv.ifname, addr, conf.plugin.gateway, extra);
+
+    let netns = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for CHECK"))?;
+    let pod_ns = NetNs::open(netns)?;
+    let ifname = inv.ifname.clone();
+    let state = pod_ns.run(|h| async move { pod::inspect(&h, &ifname).await })?;
+    let mut diffs = Vec::new();
+    let Some(state) = state else {
+        return Err(Error::Mismatch(vec![format!("interface {} does not exist in netns {}", inv.ifname, netns.display())]));
+    };
+    diffs.extend(pod_diffs(&plan, &state, prev.interfaces[pod_idx].mac.as_deref()));
+
+    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    let (host_diffs, host_link) = {
+        let (conf, state, host_name) = (&conf, &state, &host_name);
+        with_netlink(|h| async move { host_diffs(&h, conf, host_name, addr, state).await })?
+    };
+    diffs.extend(host_diffs);
+
+    if conf.plugin.ip_masq {
+        diffs.extend(masq::check(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname), addr.addr())?);
+    }
+    if let (Some(host_link), Some(pod_mac)) = (host_link, state.link.mac) {
+        let ep = PodEndpoint {
+            pod_ip: addr.addr(),
+            pod_mac,
+            host_ifindex: host_link.index,
+            host_ifname: host_link.name.clone(),
+            host_mac: host_link.mac.unwrap_or_default(),
+        };
+        match datapath::check(&conf.plugin.datapath, &ep) {
+            Ok(()) => {}
+            Err(DatapathError::Mismatch(m)) => diffs.push(m),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Mismatch(diffs))
+    }
+}
+
+fn same(a: &Route4, b: &Route4) -> bool {
+    a.dst == b.dst && a.gw == b.gw && a.oif == b.oif && a.scope == b.scope
+}
+
+fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String> {
+    let mut d = Vec::new();
+    let ifname = &plan.ifname;
+    if let (Some(want), Some(have)) = (mac, state.link.mac) {
+        if !want.eq_ignore_ascii_case(&mac_string(&have)) {
+            d.push(format!("pod {ifname} MAC is {} but the result says {want}", mac_string(&have)));
+        }
+    }
+    if !state.link.up {
+        d.push(format!("pod {ifname} is down"));
+    }
+    if !state.addrs.contains(&plan.addr) {
+        d.push(format!("pod {ifname} lacks address {} (has: {})", plan.addr, list(&state.addrs)));
+    }
+    let want = plan.routes(state.link.index);
+    let have: Vec<&Route4> = state.routes.iter().filter(|r| r.oif == Some(state.link.index)).collect();
+    let show = |r: &Route4| describe(r).replace(&format!("#{}", state.link.index), ifname);
+    for w in &want {
+        if !have.iter().any(|h| same(h, w)) {
+            d.push(format!("pod route `{}` is missing", show(w)));
+        }
+    }
+    for h in have {
+        if !want.iter().any(|w| same(h, w)) {
+            d.push(format!("pod has unexpected route `{}`", show(h)));
+        }
+    }
+    d
+}
+
+async fn host_diffs(h: &rtnetlink::Handle, conf: &Conf, host_name: &str, addr: Ipv4Net, pod: &PodState) -> Result<(Vec<String>, Option<Link>)> {
+    let mut d = Vec::new();
+    let Some(link) = netlink::link_by_name(h, host_name).await? else {
+        d.push(format!("host veth {host_name} does not exist"));
+        return Ok((d, None));
+    };
+    if link.peer_index != Some(pod.link.index) || pod.link.peer_index != Some(link.index) {
+        d.push(format!("host veth {host_name} is not the peer of pod {}", pod.link.name));
+    }
+    if !link.up {
+        d.push(format!("host veth {host_name} is down"));
+    }
+    let want = host::pod_route(addr.addr(), link.index);
+    let routes = netlink::ipv4_routes(h).await?;
+    if !routes.iter().any(|r| same(r, &want)) {
+        let other: Vec<String> = routes.iter().filter(|r| r.dst == want.dst).map(describe).collect();
+        d.push(format!(
+            "host route `{} dev {host_name}` is missing{}",
+            addr.addr(),
+            if other.is_empty() { String::new() } else { format!(" (found: {})", other.join(", ")) }
+        ));
+    }
+    d.extend(gateway::check(h, &conf.plugin, &link).await?);
+    if sysctl::read("net/ipv4/ip_forward")?.as_deref() != Some("1") {
+        d.push("IPv4 forwarding is off on the host".to_string());
+    }
+    Ok((d, Some(link)))
+}
+
+fn list(addrs: &[Ipv4Net]) -> String {
+    if addrs.is_empty() {
+        "none".into()
+    } else {
+        addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+

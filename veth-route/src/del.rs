@@ -1,0 +1,57 @@
+//! DEL: idempotent, needs no state and no netns. The host veth name, masquerade chain
+//! and IPAM identity all derive from the container ID, ifname and network name.
+
+use std::net::Ipv4Addr;
+
+use cni::{delegate, Request, Verb};
+
+use crate::config;
+use crate::datapath;
+use crate::error::{Error, Result};
+use crate::netlink;
+use crate::netns::with_netlink;
+use crate::{masq, names};
+
+/// Run DEL: every step runs even if an earlier one failed; the first error is returned.
+pub fn del(req: &Request) -> Result<()> {
+    let conf = config::parse(&req.config)?;
+    config::init_logging(&conf);
+    let inv = &req.inv;
+    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    log::info!("DEL {} {} host veth {host_name}", inv.container_id, inv.ifname);
+    let mut first: Option<Error> = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            log::error!("DEL {}: {e}", inv.container_id);
+            first.get_or_insert(e);
+        }
+    };
+
+    // The pod IP for the datapath: prevResult, else the host route through the veth.
+    let prev_ip = conf.prev_result().ok().flatten().and_then(|r| r.first_ipv4().and_then(|ip| match ip.address.addr() {
+        std::net::IpAddr::V4(a) => Some(a),
+        _ => None,
+    }));
+    let name = host_name.clone();
+    let routed_ip = with_netlink(|h| async move { routed_pod_ip(&h, &name).await }).unwrap_or(None);
+    note(datapath::detach(&conf.plugin.datapath, prev_ip.or(routed_ip), &host_name).map_err(Error::from));
+
+    // Deleting the host end also removes the pod end (netns or not) and the host route.
+    let name = host_name.clone();
+    note(with_netlink(|h| async move { netlink::delete_link(&h, &name).await.map(drop) }));
+
+    if conf.plugin.ip_masq {
+        note(masq::teardown(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname)));
+    }
+    if let Some(ipam) = conf.ipam_type() {
+        note(delegate::run(ipam, inv, Verb::Del, &req.config).map_err(Error::from));
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// The /32 routed through `host_veth`, if the veth and its route still exist.
+async fn routed_pod_ip(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Ipv4Addr>> {
+    let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
+    let routes = netlink::ipv4_routes(h).await?;
+    Ok(routes.iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 32).map(|r| r.dst.addr()))
+}

@@ -1,0 +1,71 @@
+//! Names derived from the attachment identity, so DEL and GC need no stored state.
+
+/// Prefix of host-side veth names.
+const HOST_VETH_PREFIX: &str = "veth";
+/// Prefix of masquerade chains (distinct from the reference plugins' `CNI-` + sha512).
+pub const MASQ_CHAIN_PREFIX: &str = "CNI-VR-";
+/// Prefix of the ownership tag on host veths and masquerade rules.
+const TAG_PREFIX: &str = "veth-route/";
+
+/// FNV-1a, 64 bit: stable across builds and platforms (unlike `DefaultHasher`).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Host-side veth name: `veth` + 8 hex digits of the container ID and ifname (12 chars).
+pub fn host_veth(container_id: &str, ifname: &str) -> String {
+    format!("{HOST_VETH_PREFIX}{:08x}", fnv1a(&[container_id, ifname]) as u32)
+}
+
+/// Masquerade chain of one attachment of one network (23 chars, under iptables' 28).
+pub fn masq_chain(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{MASQ_CHAIN_PREFIX}{:016x}", fnv1a(&[network, container_id, ifname]))
+}
+
+/// Ownership tag: the host veth's alias and the masquerade rules' comment.
+/// Container IDs, ifnames and network names cannot contain '/' or spaces.
+pub fn tag(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{TAG_PREFIX}{network}/{container_id}/{ifname}")
+}
+
+/// The (container ID, ifname) of a tag belonging to `network`.
+pub fn parse_tag<'a>(tag: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
+    let rest = tag.strip_prefix(TAG_PREFIX)?.strip_prefix(network)?.strip_prefix('/')?;
+    let (id, ifname) = rest.split_once('/')?;
+    (!id.is_empty() && !ifname.is_empty() && !ifname.contains('/')).then_some((id, ifname))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_short() {
+        let a = host_veth("abc123", "eth0");
+        assert_eq!(a, host_veth("abc123", "eth0"));
+        assert_ne!(a, host_veth("abc123", "eth1"));
+        assert_ne!(a, host_veth("abc12", "3eth0"));
+        assert_eq!(a.len(), 12);
+        assert!(masq_chain("cni0", "abc123", "eth0").len() <= 28);
+        assert_ne!(masq_chain("cni0", "abc", "eth0"), masq_chain("cni1", "abc", "eth0"));
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let t = tag("cni0", "abc", "eth0");
+        assert_eq!(parse_tag(&t, "cni0"), Some(("abc", "eth0")));
+        assert_eq!(parse_tag(&t, "cni"), None);
+        assert_eq!(parse_tag("something else", "cni0"), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! The pod side: CNI_IFNAME up, the IPAM address, and only the gateway routes.
+//! Everything here runs inside the pod's namespace (see `netns`).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
+use rtnetlink::Handle;
+
+use crate::error::{Error, Result};
+use crate::garp;
+use crate::netlink::{self, Link, Route4};
+
+/// What the pod side should look like.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// The IPAM address with its prefix (e.g. 10.10.10.19/24).
+    pub addr: Ipv4Net,
+    /// The host gateway (169.254.1.1).
+    pub gateway: Ipv4Addr,
+    /// Extra destinations routed via the gateway (from IPAM; never the default route).
+    pub extra: Vec<Ipv4Net>,
+}
+
+impl PodPlan {
+    /// Build a plan; IPAM route destinations are deduplicated, the default route dropped
+    /// (the plan always has one). Destinations are kept as given: one with host bits set
+    /// is the IPAM's mistake and the kernel's refusal is reported, not papered over.
+    pub fn new(ifname: &str, addr: Ipv4Net, gateway: Ipv4Addr, ipam_routes: impl IntoIterator<Item = Ipv4Net>) -> PodPlan {
+        let mut extra: Vec<Ipv4Net> = Vec::new();
+        for dst in ipam_routes {
+            if dst.prefix_len() != 0 && !extra.contains(&dst) {
+                extra.push(dst);
+            }
+        }
+        PodPlan { ifname: ifname.to_string(), addr, gateway, extra }
+    }
+
+    /// The routes the pod must have, in the order they are added.
+    pub fn routes(&self, index: u32) -> Vec<Route4> {
+        let mut r = vec![
+            Route4::new(Ipv4Net::new(self.gateway, 32).expect("/32"), None, index, RouteScope::Link),
+            Route4::new(Ipv4Net::default(), Some(self.gateway), index, RouteScope::Universe),
+        ];
+        r.extend(self.extra.iter().map(|dst| Route4::new(*dst, Some(self.gateway), index, RouteScope::Universe)));
+        r
+    }
+}
+
+/// The pod interface after configuration.
+#[derive(Debug, Clone)]
+pub struct PodIface {
+    /// ifindex inside the pod.
+    pub index: u32,
+    /// MAC.
+    pub mac: [u8; 6],
+    /// IFLA_LINK: the host veth's ifindex.
+    pub peer_index: Option<u32>,
+    /// MTU.
+    pub mtu: Option<u32>,
+}
+
+/// Whether `ifname` already exists in the pod.
+pub async fn exists(h: &Handle, ifname: &str) -> Result<bool> {
+    Ok(netlink::link_by_name(h, ifname).await?.is_some())
+}
+
+/// Configure the pod interface as planned.
+pub async fn configure(h: &Handle, plan: &PodPlan) -> Result<PodIface> {
+    let link = netlink::link_by_name(h, &plan.ifname)
+        .await?
+        .ok_or_else(|| Error::Command(format!("{} vanished from the pod right after creation", plan.ifname)))?;
+    netlink::set_up(h, link.index, &plan.ifname).await?;
+    netlink::add_ipv4_addr(h, link.index, plan.addr).await?;
+    // The design note shows only the two gateway routes: drop the kernel's prefix route,
+    // so on-subnet peers are also reached through the host (which routes per pod /32).
+    if plan.addr.prefix_len() < 32 {
+        let prefix = Route4 { protocol: RouteProtocol::Kernel, ..Route4::new(plan.addr.trunc(), None, link.index, RouteScope::Link) };
+        netlink::del_route(h, &prefix).await?;
+    }
+    for route in plan.routes(link.index) {
+        netlink::add_route(h, &route).await.map_err(|e| match e {
+            Error::Netlink { op, source } => Error::Rejected { op: format!("{op} in the pod"), source },
+            other => other,
+        })?;
+    }
+    let mac = link.mac.ok_or_else(|| Error::Command(format!("{} has no MAC address", plan.ifname)))?;
+    if let Err(e) = garp::announce(link.index, mac, plan.addr.addr()) {
+        // Only an optimisation for reused addresses; never fail the ADD for it.
+        log::warn!("gratuitous ARP for {} failed: {e}", plan.addr.addr());
+    }
+    Ok(PodIface { index: link.index, mac, peer_index: link.peer_index, mtu: link.mtu })
+}
+
+/// What the pod side looks like now (for CHECK).
+#[derive(Debug, Clone)]
+pub struct PodState {
+    /// The interface.
+    pub link: Link,
+    /// Its IPv4 addresses.
+    pub addrs: Vec<Ipv4Net>,
+    /// The namespace's IPv4 main-table routes.
+    pub routes: Vec<Route4>,
+}
+
+/// Read the pod side; `None` when `ifname` does not exist.
+pub async fn inspect(h: &Handle, ifname: &str) -> Result<Option<PodState>> {
+    let Some(link) = netlink::link_by_name(h, ifname).await? else { return Ok(None) };
+    let addrs = netlink::ipv4_addrs(h, link.index).await?;
+    let routes = netlink::ipv4_routes(h).await?;
+    Ok(Some(PodState { link, addrs, routes }))
+}

@@ -1,0 +1,35 @@
+//! Network sysctls of the calling thread's namespace (see `netns` for why threads matter).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+fn path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+/// Read a sysctl such as `net/ipv4/ip_forward`; `None` when it does not exist.
+pub fn read(key: &str) -> Result<Option<String>> {
+    match std::fs::read_to_string(path(key)) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("read sysctl {key}"))(e)),
+    }
+}
+
+/// Write a sysctl unless it already has `value` (avoids needless writes on every ADD).
+pub fn ensure(key: &str, value: &str) -> Result<()> {
+    if read(key)?.as_deref() == Some(value) {
+        return Ok(());
+    }
+    std::fs::write(path(key), value).map_err(Error::io(format!("set sysctl {key}={value}")))
+}
+
+/// The per-interface IPv6 key, tolerating kernels or namespaces without IPv6.
+pub fn ensure_if_present(key: &str, value: &str) -> Result<()> {
+    match read(key)? {
+        None => Ok(()),
+        Some(v) if v == value => Ok(()),
+        Some(_) => ensure(key, value),
+    }
+}
