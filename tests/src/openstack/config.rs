@@ -1,0 +1,52 @@
+//! Configuration files of the local Keystone and Neutron (SQLite, no agents).
+
+use std::path::Path;
+
+/// keystone.conf: SQLite, fernet tokens with the requested lifetime.
+pub fn keystone_conf(dir: &Path, token_expiration: u64) -> String {
+    let d = dir.display();
+    format!(
+        "[DEFAULT]\nlog_file = {d}/keystone.log\n\
+         [database]\nconnection = sqlite:///{d}/keystone.db\n\
+         [token]\nprovider = fernet\nexpiration = {token_expiration}\n\
+         [fernet_tokens]\nkey_repository = {d}/fernet-keys\n\
+         [fernet_receipts]\nkey_repository = {d}/fernet-receipts\n\
+         [credential]\nkey_repository = {d}/credential-keys\n"
+    )
+}
+
+/// neutron.conf: ML2 without mechanism drivers, router plugin, Keystone auth.
+///
+/// Token validation caching is off so that a revoked token is refused at once (tests of
+/// the clients' re-authentication depend on it).
+pub fn neutron_conf(dir: &Path, venv: &Path, auth_url: &str, neutron_password: &str) -> String {
+    let d = dir.display();
+    let v = venv.display();
+    let base = auth_url.trim_end_matches("/v3");
+    format!(
+        "[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\nauth_strategy = keystone\n\
+         api_paste_config = {v}/etc/neutron/api-paste.ini\ntransport_url = fake:/\n\
+         notify_nova_on_port_status_changes = false\nnotify_nova_on_port_data_changes = false\n\
+         log_file = {d}/neutron-app.log\n\
+         [database]\nconnection = sqlite:///{d}/neutron.db\n\
+         [oslo_concurrency]\nlock_path = {d}/locks\n\
+         [oslo_messaging_notifications]\ndriver = noop\n\
+         [ml2]\ntype_drivers = flat,vxlan\ntenant_network_types = vxlan\nmechanism_drivers =\n\
+         extension_drivers = port_security\n\
+         [ml2_type_vxlan]\nvni_ranges = 1:1000\n\
+         [ml2_type_flat]\nflat_networks = public\n\
+         [keystone_authtoken]\nwww_authenticate_uri = {base}\nauth_url = {base}\nauth_type = password\n\
+         username = neutron\npassword = {neutron_password}\nproject_name = service\n\
+         user_domain_id = default\nproject_domain_id = default\ntoken_cache_time = -1\n"
+    )
+}
+
+/// The Python one-liner that creates Neutron's schema from its models
+/// (`neutron-db-manage upgrade head` fails on SQLite).
+pub const NEUTRON_SCHEMA_PY: &str = "\
+import sys
+import sqlalchemy
+from neutron.db.migration.models import head
+engine = sqlalchemy.create_engine(sys.argv[1])
+head.get_metadata().create_all(engine)
+";
