@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`. Run `cargo xtask --help` for the list.
 
+mod openstack;
 mod process;
 mod setup;
 mod suite;
@@ -31,6 +32,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A local Keystone + Neutron for trying veth-route (`up` prints `export` lines).
+    Openstack {
+        #[command(subcommand)]
+        action: OpenstackAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpenstackAction {
+    /// Start it (or report the running one) and print the environment to use it.
+    Up,
+    /// Stop it and remove its run directory.
+    Down,
+    /// Print the environment of the running one.
+    Env,
 }
 
 fn main() {
@@ -40,6 +56,9 @@ fn main() {
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
         Task::Test { args } => suite::test(&args),
+        Task::Openstack { action: OpenstackAction::Up } => openstack::up(),
+        Task::Openstack { action: OpenstackAction::Down } => openstack::down(),
+        Task::Openstack { action: OpenstackAction::Env } => openstack::env(),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

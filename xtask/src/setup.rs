@@ -30,7 +30,7 @@ const APT_PACKAGES: &[&str] = &[
 pub fn setup() -> Result<()> {
     apt_packages()?;
     bpf_linker()?;
-    // TODO(lead): crate::openstack::install_venv()? once it lands.
+    crate::openstack::install_venv()?;
     mount_bpffs()?;
     Ok(())
 }
