@@ -1,6 +1,7 @@
 //! Test bed: namespaces, a local OpenStack, and a CNI runner for tests, the demo and benchmarks.
 
 pub mod openstack;
+pub mod fastpath_support;
 pub mod netns;
 pub mod probe;
 pub mod cni_runner;

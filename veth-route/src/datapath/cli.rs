@@ -8,12 +8,14 @@ use veth_route_common::{Counters, Endpoint, MODE_ALWAYS, SOURCE_F_ANTI_SPOOF};
 
 use super::maps::PinnedMaps;
 use super::pins::PinLayout;
+use super::tc::tcx_ingress_programs;
 use super::{ifname, DatapathError};
 
-const USAGE: &str = "usage: veth-route stats|endpoints [--pin-dir DIR]
+const USAGE: &str = "usage: veth-route stats|endpoints [--pin-dir DIR] [--json]
   stats       packet counters of the eBPF fast path (redirected / passed to the kernel / dropped)
   endpoints   pods in the fast path's endpoint map
-  --pin-dir   the network config's bpfPinDir (default /sys/fs/bpf/veth-route)";
+  --pin-dir   the network config's bpfPinDir (default /sys/fs/bpf/veth-route)
+  --json      machine-readable output";
 
 /// Whether `arg` (argv[1]) is one of the operator commands handled by [`run`].
 pub fn is_command(arg: &str) -> bool {
@@ -23,6 +25,7 @@ pub fn is_command(arg: &str) -> bool {
 /// Run an operator command; `args` starts with the command name. Returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let mut pin_dir = PathBuf::from("/sys/fs/bpf/veth-route");
+    let mut json = false;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -30,6 +33,7 @@ pub fn run(args: &[String]) -> i32 {
                 Some(d) => pin_dir = PathBuf::from(d),
                 None => return usage_error("--pin-dir needs a value"),
             },
+            "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return 0;
@@ -39,7 +43,9 @@ pub fn run(args: &[String]) -> i32 {
     }
     let layout = PinLayout::new(&pin_dir);
     let out = match args.first().map(String::as_str) {
+        Some("stats") if json => stats_json(&layout),
         Some("stats") => stats(&layout),
+        Some("endpoints") if json => endpoints_json(&layout),
         Some("endpoints") => endpoints(&layout),
         _ => return usage_error("unknown command"),
     };
@@ -82,6 +88,9 @@ pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
         s += &format!("{name:<22} {a:>14} {b:>14}\n");
     }
     s += &format!("{:<22} {:>14} {:>14}\n", "passed (total)", pod.passed(), up.passed());
+    for u in uplink_names(layout) {
+        s += &format!("uplink {u}: tcx ingress programs {:?}\n", tcx_ingress_programs(&u));
+    }
     Ok(s)
 }
 
@@ -102,6 +111,53 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(s)
 }
 
+/// `{"mode": "auto", "from_pod": {"redirected": n, ...}, "from_uplink": {...}}`.
+pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
+    let maps = open(layout)?;
+    let mode = if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" };
+    let c = maps.counters()?;
+    let obj = |c: Option<&Counters>| {
+        let c = c.copied().unwrap_or_default();
+        let mut m: serde_json::Map<String, serde_json::Value> =
+            c.fields().iter().map(|(k, v)| ((*k).to_string(), (*v).into())).collect();
+        m.insert("passed".into(), c.passed().into());
+        serde_json::Value::Object(m)
+    };
+    let uplinks: serde_json::Map<String, serde_json::Value> = uplink_names(layout)
+        .into_iter()
+        .map(|u| {
+            let progs = tcx_ingress_programs(&u);
+            (u, serde_json::json!({ "tcx_ingress_programs": progs }))
+        })
+        .collect();
+    let v = serde_json::json!({
+        "mode": mode,
+        "from_pod": obj(c.first()),
+        "from_uplink": obj(c.get(1)),
+        "uplinks": uplinks,
+    });
+    Ok(format!("{v}\n"))
+}
+
+/// `[{"ip": "10.10.10.19", "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true}]`.
+pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
+    let maps = open(layout)?;
+    let mut list = Vec::new();
+    for (ip, ep) in maps.all_endpoints()? {
+        let src = maps.source(ep.ifindex)?;
+        list.push(serde_json::json!({
+            "ip": ip.to_string(),
+            "ifindex": ep.ifindex,
+            "ifname": ifname(ep.ifindex),
+            "pod_mac": mac(&ep.pod_mac),
+            "host_mac": mac(&ep.host_mac),
+            "anti_spoof": src.is_some_and(|s| s.ip == ip.octets() && s.flags & SOURCE_F_ANTI_SPOOF != 0),
+            "tcx_ingress_programs": ifname(ep.ifindex).map(|n| tcx_ingress_programs(&n)).unwrap_or_default(),
+        }));
+    }
+    Ok(format!("{}\n", serde_json::Value::Array(list)))
+}
+
 /// Counters of both programs, summed over CPUs (for tests and benchmarks).
 pub fn read_counters(pin_dir: &std::path::Path) -> Result<[Counters; 2], DatapathError> {
     let c = open(&PinLayout::new(pin_dir))?.counters()?;
@@ -116,6 +172,15 @@ pub fn read_endpoints(pin_dir: &std::path::Path) -> Result<Vec<(Ipv4Addr, Endpoi
 /// One-line description of an endpoint value.
 pub fn describe(ep: &Endpoint) -> String {
     format!("ifindex {} pod_mac {} host_mac {}", ep.ifindex, mac(&ep.pod_mac), mac(&ep.host_mac))
+}
+
+/// Uplinks with a pinned link.
+fn uplink_names(layout: &PinLayout) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(layout.uplink_links())
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn mac(m: &[u8; 6]) -> String {

@@ -62,9 +62,14 @@ impl PinLayout {
         self.pod_links().join(ifname)
     }
 
+    /// Directory of the uplink link pins.
+    pub fn uplink_links(&self) -> PathBuf {
+        self.root.join("links").join("uplink")
+    }
+
     /// Link pin of one uplink.
     pub fn uplink_link(&self, ifname: &str) -> PathBuf {
-        self.root.join("links").join("uplink").join(ifname)
+        self.uplink_links().join(ifname)
     }
 
     /// Whether the versioned directory exists (i.e. the fast path was ever set up here).
@@ -75,7 +80,7 @@ impl PinLayout {
     /// Mount bpffs if needed and create the directories; fails if the pin dir is not on bpffs.
     pub fn prepare(&self) -> Result<(), DatapathError> {
         ensure_bpffs_mounted()?;
-        for dir in [self.pod_links(), self.root.join("links").join("uplink")] {
+        for dir in [self.pod_links(), self.uplink_links()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         }

@@ -114,3 +114,11 @@ fn is_no_such_device(e: &ProgramError) -> bool {
     let s = error_chain(e);
     s.contains("No such device") || s.contains("not found")
 }
+
+/// Names of the TCX ingress programs on `ifname`, in run order (empty if none or no TCX).
+pub fn tcx_ingress_programs(ifname: &str) -> Vec<String> {
+    match SchedClassifier::query_tcx(ifname, ATTACH) {
+        Ok((_, progs)) => progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect(),
+        Err(_) => Vec::new(),
+    }
+}

@@ -1,0 +1,303 @@
+//! Fixtures for the fast-path tests: one router namespace with several "VM" namespaces
+//! behind it (each with its own pod subnet and pin dir, so Services can span VMs), pods
+//! added by the real plugin binary (`cni_runner`), bulk TCP and TTL-revealing UDP traffic
+//! from sockets opened inside namespaces, and the plugin's own `stats`/`endpoints --json`
+//! for the counters. Built on `netns` and `cni_runner`.
+//!
+//! Topology (N = VM index):
+//! ```text
+//! pod (10.10.N.x) ==veth== VM netns --up0 (192.168.N.2)== router netns (192.168.N.1)
+//! ```
+//! Every namespace, pin directory and IPAM directory is unique and removed on drop.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cni_runner::{self, Attachment, Outcome};
+use crate::netns::{run_ok, unique, NetNs, TempDir};
+
+/// Name of the uplink inside each VM namespace.
+pub const UPLINK: &str = "up0";
+/// I/O timeout for test traffic: generous, only there so a broken path fails instead of hanging.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The router ("vrouter" / remote host) every VM's uplink connects to.
+pub struct Router {
+    pub ns: NetNs,
+}
+
+impl Router {
+    /// A forwarding namespace with no links yet; each [`Vm::new`] adds one.
+    pub fn new() -> Self {
+        let ns = NetNs::new("fr");
+        ns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        Self { ns }
+    }
+
+    /// The router's address on VM `index`'s link.
+    pub fn addr_for(index: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, index, 1)
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A VM: its namespace, uplink to the router, pin dir and IPAM store; pods live in 10.10.N.0/24.
+pub struct Vm {
+    pub ns: NetNs,
+    pub index: u8,
+    pub pin_dir: PathBuf,
+    /// host-local's store, removed on drop.
+    _ipam_dir: TempDir,
+    /// The network config passed to the plugin; tests may edit it before adding pods.
+    pub conf: Value,
+    /// Extra environment for the plugin process.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Vm {
+    /// A VM behind `router` with `fastPath` set to `fast_path`.
+    pub fn new(router: &Router, index: u8, fast_path: &str) -> Self {
+        let ns = NetNs::new("fv");
+        let peer = unique("fu");
+        ns.ip(&format!("link add {UPLINK} type veth peer name {peer} netns {}", router.ns.name()));
+        ns.ip(&format!("addr add 192.168.{index}.2/24 dev {UPLINK}"));
+        ns.ip(&format!("link set {UPLINK} up"));
+        router.ns.ip(&format!("addr add 192.168.{index}.1/24 dev {peer}"));
+        router.ns.ip(&format!("link set {peer} up"));
+        router.ns.ip(&format!("route add 10.10.{index}.0/24 via 192.168.{index}.2"));
+        ns.ip(&format!("route add default via {}", Router::addr_for(index)));
+        ns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let tag = unique("fp");
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&tag);
+        let ipam_dir = TempDir::new("fpipam");
+        let conf = json!({
+            "cniVersion": "1.0.0",
+            "name": format!("fastpath-{tag}"),
+            "type": "veth-route",
+            "fastPath": fast_path,
+            "bpfPinDir": pin_dir,
+            "uplinks": [UPLINK],
+            "ipam": {
+                "type": "host-local",
+                "dataDir": ipam_dir.path(),
+                "ranges": [[{ "subnet": format!("10.10.{index}.0/24") }]]
+            }
+        });
+        Self { ns, index, pin_dir, _ipam_dir: ipam_dir, conf, env: Vec::new() }
+    }
+
+    /// Run the plugin for `command` as a runtime would, inside the VM namespace.
+    pub fn cni(&self, command: &str, att: &Attachment) -> Outcome {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cni_runner::exec(cni_runner::plugin_binary(), &self.ns, command, Some(att), &env, self.conf.to_string().as_bytes())
+    }
+
+    /// ADD a pod; panics if the plugin fails.
+    pub fn add_pod(&self) -> Pod<'_> {
+        self.try_add_pod().unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
+    }
+
+    /// ADD a pod; the plugin's output when it fails (the pod netns is then removed).
+    pub fn try_add_pod(&self) -> Result<Pod<'_>, Outcome> {
+        let ns = NetNs::new("fp");
+        let att = Attachment { container_id: format!("{}-ctr", unique("f")), netns: Some(ns.path().to_path_buf()), ifname: "eth0".into() };
+        let out = self.cni("ADD", &att);
+        if out.exit != 0 {
+            return Err(out);
+        }
+        let result = out.result();
+        let addr = result["ips"][0]["address"].as_str().expect("result has an address");
+        let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
+        Ok(Pod { vm: self, ns, att, ip, deleted: false })
+    }
+
+    /// The host veth routing to `ip` (from the VM's /32 route).
+    pub fn host_veth_of(&self, ip: Ipv4Addr) -> String {
+        let routes: Value = serde_json::from_str(&self.ns.ip(&format!("-j route show {ip}/32"))).unwrap();
+        routes[0]["dev"].as_str().unwrap_or_else(|| panic!("no route to {ip}: {routes}")).to_string()
+    }
+
+    /// `veth-route stats --json` for this VM's pin dir.
+    pub fn stats(&self) -> Value {
+        self.operator(&["stats"])
+    }
+
+    /// Counter `name` of program `prog` ("from_pod" / "from_uplink").
+    pub fn counter(&self, prog: &str, name: &str) -> u64 {
+        self.stats()[prog][name].as_u64().unwrap_or_else(|| panic!("no counter {prog}.{name}"))
+    }
+
+    /// Pod addresses in the endpoint map (`veth-route endpoints --json`).
+    pub fn endpoint_ips(&self) -> Vec<Ipv4Addr> {
+        self.operator(&["endpoints"]).as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap().parse().unwrap()).collect()
+    }
+
+    fn operator(&self, cmd: &[&str]) -> Value {
+        let out = run_ok(self.ns.command(cni_runner::plugin_binary()).args(cmd).arg("--pin-dir").arg(&self.pin_dir).arg("--json"));
+        serde_json::from_str(&out).expect("operator output is JSON")
+    }
+
+    /// Names of the per-pod link pins.
+    pub fn pod_link_pins(&self) -> Vec<String> {
+        match std::fs::read_dir(self.pin_dir.join("v1/links/pod")) {
+            Ok(d) => d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Run `iptables` inside the VM.
+    pub fn iptables(&self, args: &[&str]) {
+        self.ns.sh("iptables", args);
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Link pins hold the TCX links; removing the tree detaches and frees everything.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// A pod added through the plugin; DEL and netns removal on drop.
+pub struct Pod<'a> {
+    pub vm: &'a Vm,
+    pub ns: NetNs,
+    pub att: Attachment,
+    pub ip: Ipv4Addr,
+    deleted: bool,
+}
+
+impl Pod<'_> {
+    /// DEL through the plugin; must succeed.
+    pub fn del(&mut self) {
+        self.vm.cni("DEL", &self.att).assert_ok();
+        self.deleted = true;
+    }
+
+    /// CHECK through the plugin.
+    pub fn check(&self) -> Outcome {
+        self.vm.cni("CHECK", &self.att)
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        if !self.deleted {
+            let _ = self.vm.cni("DEL", &self.att);
+        }
+    }
+}
+
+/// Send `bytes` over TCP from a socket in `client` to `connect`, served by a listener in
+/// `server` on `listen_port` (0: the port of `connect`); returns what the server received
+/// and echoed back as a count, checked against a checksum.
+pub fn tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> usize {
+    let port = if listen_port == 0 { connect.port() } else { listen_port };
+    let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+    let payload: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
+    let want_sum = checksum(&payload);
+    std::thread::scope(|s| {
+        let srv = s.spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).expect("server read");
+            conn.write_all(&(got.len() as u64).to_be_bytes()).unwrap();
+            conn.write_all(&checksum(&got).to_be_bytes()).unwrap();
+        });
+        let mut conn = client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT)).expect("connect");
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn.write_all(&payload).expect("client write");
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = [0u8; 16];
+        conn.read_exact(&mut reply).expect("server's reply");
+        srv.join().unwrap();
+        let n = u64::from_be_bytes(reply[..8].try_into().unwrap()) as usize;
+        assert_eq!(u64::from_be_bytes(reply[8..].try_into().unwrap()), want_sum, "payload corrupted in transit");
+        n
+    })
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Send one UDP datagram with IP TTL `ttl` from `sender` (bound to `from`, or any address)
+/// to `to`, received in `receiver`; returns the TTL the receiver saw (IP_RECVTTL).
+pub fn udp_ttl(sender: &NetNs, from: Option<Ipv4Addr>, receiver: &NetNs, to: Ipv4Addr, ttl: u32) -> u8 {
+    let rx = receiver.run(|| UdpSocket::bind((to, 0)).expect("bind receiver"));
+    let port = rx.local_addr().unwrap().port();
+    enable_recv_ttl(&rx);
+    rx.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let tx = sender.run(|| UdpSocket::bind((from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)).expect("bind sender"));
+    tx.set_ttl(ttl).unwrap();
+    tx.send_to(b"ttl probe", (to, port)).expect("send");
+    let (payload, got_ttl) = recv_with_ttl(&rx).expect("datagram delivered");
+    assert_eq!(payload, b"ttl probe");
+    got_ttl
+}
+
+/// A UDP socket created inside `ns`, bound to `bind` (port chosen by the kernel).
+pub fn udp_socket_in(ns: &NetNs, bind: Ipv4Addr) -> UdpSocket {
+    ns.run(|| UdpSocket::bind((bind, 0)).expect("bind"))
+}
+
+fn enable_recv_ttl(sock: &UdpSocket) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option on our socket.
+    let rc = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, (&one as *const libc::c_int).cast(), 4)
+    };
+    assert_eq!(rc, 0, "IP_RECVTTL");
+}
+
+/// One datagram and its IP TTL; None on timeout.
+fn recv_with_ttl(sock: &UdpSocket) -> Option<(Vec<u8>, u8)> {
+    let mut buf = [0u8; 2048];
+    let mut cbuf = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: recvmsg into buffers we own.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return None;
+    }
+    let mut ttl = None;
+    // SAFETY: walking the control messages the kernel wrote, with the libc macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TTL {
+                ttl = Some(*(libc::CMSG_DATA(c) as *const libc::c_int) as u8);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((buf[..n as usize].to_vec(), ttl.expect("IP_TTL control message")))
+}
+
+/// Poll `cond` until it holds (event-driven counters settle in microseconds; the deadline
+/// only turns a bug into a failure instead of a hang).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::yield_now();
+    }
+}
