@@ -86,7 +86,7 @@ pub fn check(req: &Request) -> Result<()> {
 }
 
 fn same(a: &Route4, b: &Route4) -> bool {
-    a.dst == b.dst && a.gw == b.gw && a.oif == b.oif && a.scope == b.scope
+    a.dst == b.dst && a.gw == b.gw && a.oif == b.oif && a.scope == b.scope && a.priority == b.priority
 }
 
 fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String> {

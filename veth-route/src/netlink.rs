@@ -148,12 +148,14 @@ pub struct Route4 {
     pub scope: RouteScope,
     /// Protocol (`boot` for routes we add, like `ip route add`).
     pub protocol: RouteProtocol,
+    /// Metric (0 for routes we add).
+    pub priority: u32,
 }
 
 impl Route4 {
     /// A route as `ip route add` would create it: protocol boot, main table.
     pub fn new(dst: Ipv4Net, gw: Option<Ipv4Addr>, oif: u32, scope: RouteScope) -> Route4 {
-        Route4 { dst, gw, oif: Some(oif), scope, protocol: RouteProtocol::Boot }
+        Route4 { dst, gw, oif: Some(oif), scope, protocol: RouteProtocol::Boot, priority: 0 }
     }
 
     fn message(&self) -> RouteMessage {
@@ -177,15 +179,17 @@ impl Route4 {
         let mut dst = Ipv4Addr::UNSPECIFIED;
         let mut gw = None;
         let mut oif = None;
+        let mut priority = 0;
         for a in &m.attributes {
             match a {
                 RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
                 RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
                 RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Priority(p) => priority = *p,
                 _ => {}
             }
         }
-        Some(Route4 { dst: Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?, gw, oif, scope: m.header.scope, protocol: m.header.protocol })
+        Some(Route4 { dst: Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?, gw, oif, scope: m.header.scope, protocol: m.header.protocol, priority })
     }
 }
 
@@ -231,6 +235,9 @@ pub fn describe(r: &Route4) -> String {
     }
     if r.scope == RouteScope::Link {
         s.push_str(" scope link");
+    }
+    if r.priority != 0 {
+        s.push_str(&format!(" metric {}", r.priority));
     }
     s
 }
