@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`. Run `cargo xtask --help` for the list.
 
+mod ebpf;
 mod openstack;
 mod process;
 mod setup;

@@ -4,7 +4,8 @@ use crate::process::{cargo, run, Result};
 
 /// Build the kernel programs the plugin embeds.
 pub fn build_ebpf() -> Result<()> {
-    // TODO(lead): call the eBPF build once `xtask/src/ebpf.rs` lands.
+    let object = crate::ebpf::build_ebpf(true)?;
+    eprintln!("eBPF object: {}", object.display());
     Ok(())
 }
 
