@@ -209,3 +209,19 @@ pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result
     let project_id = body.token.project.map(|p| p.id).ok_or_else(|| decode("token is not project-scoped".into()))?;
     Ok(Token { value, expires_at, issued_at, project_id, catalog: body.token.catalog })
 }
+
+/// Checks that Keystone answers at `auth_url` (unauthenticated `GET` of the version document).
+pub async fn check_reachable(http: &reqwest::Client, auth_url: &str) -> Result<()> {
+    let endpoint = format!("GET {auth_url}");
+    let resp = http.get(auth_url).send().await.map_err(|e| Error::Unreachable {
+        service: Service::Keystone,
+        endpoint: endpoint.clone(),
+        reason: transport_reason(&e),
+    })?;
+    let status = resp.status().as_u16();
+    if status >= 500 {
+        let (_, message) = parse_error_body(&resp.text().await.unwrap_or_default());
+        return Err(Error::Server { service: Service::Keystone, endpoint, status, message });
+    }
+    Ok(())
+}

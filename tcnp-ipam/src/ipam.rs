@@ -1,0 +1,316 @@
+//! The CNI verbs. Each holds the node lock for the whole operation; Neutron is contacted
+//! only when needed (a warm-pool ADD with known port facts makes no call at all).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cni::{CniError, CniResult, ErrorCode, IpConfig, NetConf, Plugin, Request};
+use ipnet::IpNet;
+use openstack::{Neutron, Session};
+
+use crate::config::Settings;
+use crate::error::{state_err, IpamError};
+use crate::port;
+use crate::store::{attachment_key, Lease, Pending, State, Store};
+use crate::token_cache::FileTokenStore;
+
+/// The tcnp-ipam plugin.
+pub struct Ipam;
+
+/// One verb's working set: settings, locked store and state, and a lazily built client.
+struct Op {
+    settings: Settings,
+    store: Store,
+    state: State,
+    neutron: Option<Neutron>,
+}
+
+fn settings_of(req: &Request) -> Result<(NetConf<serde_json::Value>, Settings), CniError> {
+    let conf: NetConf<serde_json::Value> = req.parse_config()?;
+    let ipam = conf
+        .ipam
+        .clone()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "network configuration has no \"ipam\" section"))?;
+    let settings = Settings::parse(&conf.name, &ipam)?;
+    cni::logging::init("tcnp-ipam", settings.log_file.as_deref(), settings.log_level);
+    Ok((conf, settings))
+}
+
+fn block_on<T>(fut: impl std::future::Future<Output = Result<T, IpamError>>) -> Result<T, CniError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(fut).map_err(CniError::from)
+}
+
+async fn client(settings: &Settings) -> Result<Neutron, IpamError> {
+    let http = settings.http.build()?;
+    let store = FileTokenStore::new(&settings.data_dir, &settings.credentials);
+    let session = Arc::new(Session::new(http, settings.credentials.clone()).with_token_store(Box::new(store)));
+    Ok(match &settings.neutron_url {
+        Some(url) => Neutron::new(session, url),
+        None => Neutron::from_catalog(session, &settings.interface, settings.region.as_deref()).await?,
+    })
+}
+
+impl Op {
+    fn open(settings: Settings) -> Result<Op, IpamError> {
+        let dir = settings.data_dir.clone();
+        let store = Store::lock(&dir).map_err(state_err(&dir))?;
+        let state = store.load().map_err(state_err(&dir))?;
+        Ok(Op { settings, store, state, neutron: None })
+    }
+
+    async fn neutron(&mut self) -> Result<Neutron, IpamError> {
+        if self.neutron.is_none() {
+            self.neutron = Some(client(&self.settings).await?);
+        }
+        Ok(self.neutron.clone().expect("just set"))
+    }
+
+    fn save(&self) -> Result<(), IpamError> {
+        self.store.save(&self.state).map_err(state_err(self.store.dir()))
+    }
+
+    /// The VM port, found once per node and marked managed.
+    async fn port(&mut self) -> Result<crate::store::PortInfo, IpamError> {
+        if self.state.port.is_none() {
+            let neutron = self.neutron().await?;
+            let info = port::find(&neutron, &self.settings).await?;
+            log::info!("VM port {} (MAC {}, primary {}) on network {}", info.id, info.mac, info.primary, info.network_id);
+            self.state.port = Some(info);
+            self.save()?;
+        }
+        let info = self.state.port.clone().expect("just set");
+        if !info.marked {
+            let neutron = self.neutron().await?;
+            port::mark(&neutron, &info).await?;
+            if let Some(p) = self.state.port.as_mut() {
+                p.marked = true;
+            }
+            self.save()?;
+        }
+        Ok(self.state.port.clone().expect("just set"))
+    }
+
+    /// Finishes an allocation whose result was never recorded (the process died after the
+    /// PUT): addresses that appeared then and nobody holds go to the pool or are released.
+    async fn recover(&mut self) -> Result<(), IpamError> {
+        let Some(pending) = self.state.pending.clone() else { return Ok(()) };
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        let current = neutron.get_port(&info.id).await?;
+        let known: HashSet<IpAddr> = pending.before.iter().copied().chain(self.state.held().map(|l| l.ip)).chain([info.primary]).collect();
+        let orphans: Vec<Lease> = current
+            .fixed_ips
+            .iter()
+            .filter(|f| !known.contains(&f.ip_address))
+            .map(|f| Lease { ip: f.ip_address, subnet_id: f.subnet_id.clone() })
+            .collect();
+        if !orphans.is_empty() {
+            log::warn!("recovering {} address(es) of an interrupted allocation on port {}", orphans.len(), info.id);
+            let remove: HashSet<IpAddr> = orphans.iter().map(|l| l.ip).collect();
+            port::change_ips(&neutron, &info.id, &info.subnet.id, 0, &remove, |_| Ok(())).await?;
+        }
+        self.state.pending = None;
+        self.save()
+    }
+
+    /// Adds `n` addresses to the port in one PUT, journalled so a crash cannot leak them.
+    async fn allocate(&mut self, n: usize) -> Result<Vec<Lease>, IpamError> {
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        let store = &self.store;
+        let state = &mut self.state;
+        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, n, &HashSet::new(), |before| {
+            state.pending = Some(Pending { before: before.to_vec() });
+            store.save(state).map_err(state_err(store.dir()))
+        })
+        .await;
+        match added {
+            Ok(leases) => {
+                self.state.pending = None;
+                Ok(leases)
+            }
+            Err(e) => {
+                // The PUT failed as a whole: nothing was added.
+                self.state.pending = None;
+                let _ = self.save();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes addresses from the port (those already gone are fine).
+    async fn release(&mut self, ips: &[IpAddr]) -> Result<(), IpamError> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        let remove: HashSet<IpAddr> = ips.iter().copied().collect();
+        port::change_ips(&neutron, &info.id, &info.subnet.id, 0, &remove, |_| Ok(())).await?;
+        log::info!("released {ips:?} from port {}", info.id);
+        Ok(())
+    }
+
+    fn result(&self, lease: &Lease) -> Result<CniResult, IpamError> {
+        let info = self.state.port.as_ref().ok_or_else(|| IpamError::Config("no VM port recorded".into()))?;
+        let address = IpNet::new(lease.ip, info.subnet.cidr.prefix_len()).map_err(|e| IpamError::Config(e.to_string()))?;
+        Ok(CniResult {
+            ips: vec![IpConfig { address, gateway: info.subnet.gateway, interface: None }],
+            routes: self.settings.routes.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn add(&mut self, key: &str) -> Result<CniResult, IpamError> {
+        if let Some(lease) = self.state.attachments.get(key).cloned() {
+            log::info!("{key} already has {}", lease.ip);
+            return self.result(&lease);
+        }
+        self.recover().await?;
+        let pool = self.settings.pool;
+        let lease = match self.state.spares.pop() {
+            Some(spare) => spare,
+            None => {
+                // One PUT: this attachment's address plus a full pool.
+                let n = 1 + pool.map_or(0, |p| p.max);
+                let mut added = self.allocate(n).await?;
+                if added.is_empty() {
+                    return Err(IpamError::Contention("Neutron added no address to the port".into()));
+                }
+                let first = added.remove(0);
+                self.state.spares.extend(added);
+                first
+            }
+        };
+        self.state.attachments.insert(key.to_string(), lease.clone());
+        if let Err(e) = self.save() {
+            // Cannot record it: give it back rather than leak it.
+            let _ = self.release(&[lease.ip]).await;
+            return Err(e);
+        }
+        log::info!("{key} -> {}", lease.ip);
+        if let Some(p) = pool {
+            if self.state.spares.len() < p.min {
+                let want = p.max - self.state.spares.len();
+                match self.allocate(want).await {
+                    Ok(added) => {
+                        self.state.spares.extend(added);
+                        self.save()?;
+                    }
+                    // The ADD itself succeeded; the next one refills.
+                    Err(e) => log::warn!("pool refill of {want} failed: {e}"),
+                }
+            }
+        }
+        self.result(&lease)
+    }
+
+    async fn del(&mut self, key: &str) -> Result<(), IpamError> {
+        let Some(lease) = self.state.attachments.get(key).cloned() else {
+            log::info!("{key}: nothing allocated (already released)");
+            return Ok(());
+        };
+        match self.settings.pool {
+            Some(p) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
+            _ => self.release(&[lease.ip]).await?,
+        }
+        self.state.attachments.remove(key);
+        self.save()?;
+        log::info!("{key}: released {}", lease.ip);
+        Ok(())
+    }
+
+    async fn gc(&mut self, valid: &HashSet<String>) -> Result<(), IpamError> {
+        self.recover().await?;
+        let stale: Vec<String> = self.state.attachments.keys().filter(|k| !valid.contains(*k)).cloned().collect();
+        let keep_spares = self.settings.pool.map_or(0, |p| p.max);
+        let mut spares = std::mem::take(&mut self.state.spares);
+        let mut freed = Vec::new();
+        for k in &stale {
+            let lease = self.state.attachments[k].clone();
+            if spares.len() < keep_spares {
+                spares.push(lease);
+            } else {
+                freed.push(lease.ip);
+            }
+        }
+        freed.extend(spares.drain(keep_spares.min(spares.len())..).map(|l| l.ip));
+        self.state.spares = spares;
+        if !freed.is_empty() {
+            self.release(&freed).await?;
+        }
+        for k in &stale {
+            self.state.attachments.remove(k);
+        }
+        self.save()?;
+        log::info!("GC: {} stale attachment(s), released {freed:?}", stale.len());
+        Ok(())
+    }
+}
+
+impl Plugin for Ipam {
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let (_, settings) = settings_of(req)?;
+        let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        block_on(async {
+            let mut op = Op::open(settings)?;
+            op.add(&key).await
+        })
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let (_, settings) = settings_of(req)?;
+        let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        block_on(async {
+            let mut op = Op::open(settings)?;
+            op.del(&key).await
+        })
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        let (_, settings) = settings_of(req)?;
+        let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        block_on(async {
+            let mut op = Op::open(settings)?;
+            let lease = op.state.attachments.get(&key).cloned().ok_or_else(|| IpamError::Config(format!("no address recorded for {key}")))?;
+            let info = op.port().await?;
+            let current = op.neutron().await?.get_port(&info.id).await?;
+            if !current.fixed_ips.iter().any(|f| f.ip_address == lease.ip) {
+                return Err(IpamError::NoPort(format!("{} of {key} is no longer on port {}", lease.ip, info.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        let (_, settings) = settings_of(req)?;
+        let unavailable = |e: CniError| CniError::new(ErrorCode::PluginNotAvailable, e.msg).with_details(e.details);
+        block_on(async {
+            let http = settings.http.build()?;
+            openstack::keystone::check_reachable(&http, &settings.credentials.auth_url).await?;
+            let neutron = client(&settings).await?;
+            neutron.ping().await?;
+            Ok(())
+        })
+        .map_err(unavailable)
+    }
+
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        let (conf, settings) = settings_of(req)?;
+        let valid: HashSet<String> = conf
+            .valid_attachments
+            .unwrap_or_default()
+            .iter()
+            .map(|a| attachment_key(&a.container_id, &a.ifname))
+            .collect();
+        block_on(async {
+            let mut op = Op::open(settings)?;
+            op.gc(&valid).await
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Node-local state under the data directory: which address belongs to which attachment,
+//! the warm spares, the VM port facts, and a journal of an in-flight allocation. Every
+//! operation holds an exclusive flock on the directory's `lock` file, which serialises
+//! plugin processes on this node; writes are atomic (temp file + rename, mode 0600).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// One address on the VM port, with its subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The address.
+    pub ip: IpAddr,
+    /// Its Neutron subnet.
+    pub subnet_id: String,
+}
+
+/// The subnet pod addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetInfo {
+    /// Subnet id.
+    pub id: String,
+    /// CIDR (prefix length for results).
+    pub cidr: IpNet,
+    /// Gateway.
+    pub gateway: Option<IpAddr>,
+}
+
+/// The VM's own port, as found once on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Port id.
+    pub id: String,
+    /// MAC it was found by (or read from Neutron).
+    pub mac: String,
+    /// Network id.
+    pub network_id: String,
+    /// The VM's own address on it.
+    pub primary: IpAddr,
+    /// Subnet for pod addresses (the primary's).
+    pub subnet: SubnetInfo,
+    /// Whether the managed/primary tags are on the port.
+    pub marked: bool,
+}
+
+/// An allocation PUT whose outcome is not yet recorded: the port's addresses before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Addresses on the port before the PUT.
+    pub before: Vec<IpAddr>,
+}
+
+/// Everything this node remembers for one CNI network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The VM port.
+    #[serde(default)]
+    pub port: Option<PortInfo>,
+    /// `containerID/ifname` -> address.
+    #[serde(default)]
+    pub attachments: BTreeMap<String, Lease>,
+    /// Spare addresses already on the port (warm pool).
+    #[serde(default)]
+    pub spares: Vec<Lease>,
+    /// Journal of an unfinished allocation.
+    #[serde(default)]
+    pub pending: Option<Pending>,
+}
+
+impl State {
+    /// Every address this node hands out or holds (attachments and spares).
+    pub fn held(&self) -> impl Iterator<Item = &Lease> {
+        self.attachments.values().chain(self.spares.iter())
+    }
+}
+
+/// Key of an attachment in [`State::attachments`].
+pub fn attachment_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
+}
+
+/// The locked state directory of one network.
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    /// Creates the directory (0700) if needed and takes the node lock (blocks until free).
+    pub fn lock(dir: &Path) -> std::io::Result<Store> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join("lock"))?;
+        // SAFETY: flock on an fd we own; released when the file closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Store { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the state (empty when none was saved yet).
+    pub fn load(&self) -> std::io::Result<State> {
+        match fs::read(self.dir.join("state.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", self.dir.join("state.json").display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, state: &State) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        write_atomic(&self.dir.join("state.json"), &bytes)
+    }
+}
+
+/// Writes `path` atomically with mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
