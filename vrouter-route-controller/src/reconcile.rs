@@ -102,6 +102,7 @@ impl Reconciler {
             if self.settings.dry_run && !p.is_noop() {
                 log::info!("router {id}: dry run: would add {:?}, remove {:?}", p.add, p.remove);
             }
+            warn_refused(&report);
             return Ok(report);
         }
 
@@ -123,6 +124,7 @@ impl Reconciler {
             report.refused = refused.into_iter().chain(p.refused.iter().copied()).collect();
             report.limit = self.learned.get(id).copied().or(limit);
         }
+        warn_refused(&report);
         Ok(report)
     }
 
@@ -181,13 +183,26 @@ impl Reconciler {
         if refused.is_empty() {
             return;
         }
+        log::info!("router {id}: Neutron refused more routes at {count}; remembering that limit until the next resync");
         self.learned.insert(id.to_string(), count);
-        log::warn!(
-            "router {id}: route limit reached at {count} route(s); {} route(s) refused, first: {}",
-            refused.len(),
-            list(&refused[..refused.len().min(5)])
-        );
     }
+}
+
+/// The one clear statement an operator needs when routes do not fit.
+fn warn_refused(r: &RouterReport) {
+    if r.refused.is_empty() {
+        return;
+    }
+    log::warn!(
+        "router {}: route limit reached ({}): {} of {} desired route(s) applied, {} refused (most useful kept); first refused: {}. \
+         Use node-affine blocks in tcnp-ipam, raise the router_route quota, or use proxyNeighbor mode",
+        r.router,
+        r.limit.map_or("limit unknown".to_string(), |l| format!("{l} routes per router")),
+        r.applied,
+        r.desired,
+        r.refused.len(),
+        list(&r.refused[..r.refused.len().min(5)])
+    );
 }
 
 fn list(routes: &[Route]) -> String {

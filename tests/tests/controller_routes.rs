@@ -1,0 +1,151 @@
+//! vrouter-route-controller against a real Neutron: routes converge on 40 pods over 3 VMs,
+//! follow pod deletions, leave hand-made routes alone, cause no churn on restart, and stay
+//! within the router_route quota (30 by default) with a clear refusal, or fit entirely when
+//! pods come in node-affine blocks.
+
+mod controller_support;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use controller_support::{lookup, status_of, Lab};
+use testbed::openstack::shared;
+
+/// Every pod routes to its VM, and every address a route covers is a pod of that VM.
+fn assert_exact(lab: &Lab, pods: &BTreeMap<Ipv4Addr, Ipv4Addr>) {
+    let routes = lab.routes();
+    for (pod, vm) in pods {
+        assert_eq!(lookup(&routes, *pod), Some(*vm), "pod {pod} should route to {vm}; routes: {routes:?}");
+    }
+    for (dst, nexthop) in routes.iter().filter(|(d, _)| lab.cidr.contains(&d.network())) {
+        if pods.values().any(|v| v == nexthop) {
+            for ip in dst.hosts().chain([dst.network(), dst.broadcast()]) {
+                if let Some(vm) = pods.get(&ip) {
+                    assert_eq!(vm, nexthop, "{dst} via {nexthop} covers {ip} of {vm}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn routes_follow_pods_spare_hand_made_routes_and_restart_quietly() {
+    let mut lab = Lab::new(shared(), "vrc-follow", "10.61.0.0/24");
+    let vms: Vec<_> = (0..3u32).map(|i| lab.vm(&format!("vm{i}"), lab.ip(11 + i), &format!("fa:16:3e:61:00:{i:02x}"))).collect();
+    // 40 pods: contiguous runs per VM (14 + 13 + 13), as a per-node IPAM would hand them out.
+    let runs = [(20u32, 14u32), (34, 13), (47, 13)];
+    let mut pods = BTreeMap::new();
+    for (vm, (start, len)) in vms.iter().zip(runs) {
+        let ips: Vec<Ipv4Addr> = (start..start + len).map(|n| lab.ip(n)).collect();
+        lab.set_pods(vm, &ips);
+        pods.extend(ips.iter().map(|ip| (*ip, vm.primary)));
+    }
+    // Hand-made routes, one of them looking exactly like ours (in-subnet /32 via a managed VM).
+    lab.add_route_by_hand("192.168.77.0/24", vms[0].primary);
+    lab.add_route_by_hand(&format!("{}/32", lab.ip(200)), vms[1].primary);
+
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "first pass failed: {}", String::from_utf8_lossy(&out.stderr));
+    let st = status_of(&out);
+    assert_eq!(st["routers"][0]["desired"], st["routers"][0]["applied"], "{st}");
+    assert_exact(&lab, &pods);
+    let n_routes = lab.routes().len();
+    assert!(n_routes < 40, "aggregation should need fewer routes than pods, got {n_routes}");
+
+    // Ten pods go away (4 from the first VM, 3 each from the others).
+    for (vm, (start, len)) in vms.iter().zip(runs) {
+        let drop = if start == 20 { 4 } else { 3 };
+        let keep: Vec<Ipv4Addr> = (start..start + len - drop).map(|n| lab.ip(n)).collect();
+        lab.set_pods(vm, &keep);
+        for n in start + len - drop..start + len {
+            pods.remove(&lab.ip(n));
+        }
+    }
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exact(&lab, &pods);
+    let routes = lab.routes();
+    for n in 20..60 {
+        let ip = lab.ip(n);
+        if !pods.contains_key(&ip) {
+            assert_eq!(lookup(&routes, ip), None, "deleted pod {ip} still routed");
+        }
+    }
+    assert!(routes.contains(&("192.168.77.0/24".parse().unwrap(), vms[0].primary)), "hand-made route removed");
+    assert!(routes.contains(&(format!("{}/32", lab.ip(200)).parse().unwrap(), vms[1].primary)), "hand-made look-alike removed");
+
+    // A restarted controller finds everything in place and writes nothing.
+    let revision = lab.revision();
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lab.revision(), revision, "restart caused writes: {}", String::from_utf8_lossy(&out.stderr));
+
+    // All pods gone: every route of ours goes, hand-made ones stay.
+    for vm in &vms {
+        lab.set_pods(vm, &[]);
+    }
+    assert!(lab.controller_once(&[]).status.success());
+    assert_eq!(lab.routes().len(), 2, "only the hand-made routes remain: {:?}", lab.routes());
+}
+
+#[test]
+fn quota_refusal_is_clear_and_node_affine_blocks_fit_under_it() {
+    let mut lab = Lab::new(shared(), "vrc-quota", "10.62.0.0/24");
+    let vms: Vec<_> = (0..3u32).map(|i| lab.vm(&format!("vm{i}"), lab.ip(11 + i), &format!("fa:16:3e:62:00:{i:02x}"))).collect();
+    // 40 pods handed out round-robin: neighbours always sit on different VMs, nothing aggregates.
+    let mut per_vm: Vec<Vec<Ipv4Addr>> = vec![vec![]; 3];
+    let mut pods = BTreeMap::new();
+    for i in 0..40u32 {
+        let ip = lab.ip(64 + i);
+        per_vm[(i % 3) as usize].push(ip);
+        pods.insert(ip, vms[(i % 3) as usize].primary);
+    }
+    for (vm, ips) in vms.iter().zip(&per_vm) {
+        lab.set_pods(vm, ips);
+    }
+
+    let out = lab.controller_once(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "exit code 3 means 'converged, routes refused'; stderr: {stderr}");
+    assert!(stderr.contains("route limit reached"), "the refusal must be stated: {stderr}");
+    let st = status_of(&out);
+    let r = &st["routers"][0];
+    assert_eq!((r["desired"].as_u64(), r["applied"].as_u64(), r["limit"].as_u64()), (Some(40), Some(30), Some(30)), "{st}");
+    assert_eq!(r["refused"].as_array().unwrap().len(), 10, "{st}");
+    assert!(r["message"].as_str().unwrap().contains("node-affine"), "{st}");
+    let routes = lab.routes();
+    assert_eq!(routes.len(), 30);
+    for (dst, nexthop) in &routes {
+        assert_eq!(pods.get(&dst.addr()), Some(nexthop), "wrong route {dst} via {nexthop}");
+    }
+
+    // What the controller relies on: the real Neutron refuses the 31st route with 409 OverQuota.
+    let extra = openstack::Route { destination: "10.62.0.250/32".parse().unwrap(), nexthop: vms[0].primary.into() };
+    let err = testbed::openstack::block_on(lab.neutron().add_extraroutes(&lab.router_id, &[extra])).expect_err("31st route accepted");
+    assert_eq!((err.status(), err.kind()), (Some(409), Some("OverQuota")), "{err}");
+
+    // Under the limit, a restart does not shuffle which 30 routes are kept.
+    let revision = lab.revision();
+    assert_eq!(lab.controller_once(&[]).status.code(), Some(3));
+    assert_eq!(lab.revision(), revision, "no churn while at the limit");
+
+    // Node-affine blocks (each VM holds an aligned /28: its pods plus spares): 3 routes.
+    for vm in &vms {
+        lab.set_pods(vm, &[]);
+    }
+    let mut pods = BTreeMap::new();
+    let counts = [14u32, 13, 13];
+    for (k, vm) in vms.iter().enumerate() {
+        let base = 64 + 16 * k as u32;
+        let block: Vec<Ipv4Addr> = (base..base + 16).map(|n| lab.ip(n)).collect();
+        lab.set_pods(vm, &block);
+        pods.extend(block.iter().take(counts[k] as usize).map(|ip| (*ip, vm.primary)));
+    }
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pods.len(), 40);
+    assert_exact(&lab, &pods);
+    let routes = lab.routes();
+    assert_eq!(routes.len(), 3, "one /28 per VM: {routes:?}");
+    assert!(routes.iter().all(|(d, _)| d.prefix_len() == 28));
+}

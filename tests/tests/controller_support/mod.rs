@@ -1,0 +1,178 @@
+//! Shared by the `controller_*` tests: a private network + subnet + router per test on the
+//! shared local OpenStack (so tests run in parallel without touching each other's routes),
+//! VM ports marked the way tcnp-ipam marks them, and running the real controller binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ipnet::{IpNet, Ipv4Net};
+use openstack::{FixedIp, FixedIpRequest, Neutron, Service};
+use reqwest::Method;
+use serde_json::{json, Value};
+use testbed::openstack::{block_on, Stack};
+
+/// Tags tcnp-ipam puts on a VM port it manages (see vrouter-route-controller `managed`).
+pub const MANAGED_TAG: &str = "veth-route:managed";
+pub const PRIMARY_PREFIX: &str = "veth-route:primary=";
+
+/// A built binary of the workspace (`cargo build --bins` runs before the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` first", p.display());
+    p
+}
+
+/// One test's own network, subnet and router on the shared stack; removed on drop.
+pub struct Lab {
+    pub stack: &'static Stack,
+    pub network_id: String,
+    pub subnet_id: String,
+    pub cidr: Ipv4Net,
+    pub router_id: String,
+    pub ports: Vec<String>,
+}
+
+/// A test "VM": its Neutron port and its own address.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    pub port_id: String,
+    pub primary: Ipv4Addr,
+    pub subnet_id: String,
+}
+
+async fn raw(n: &Neutron, method: Method, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{}{path}", n.base_url());
+    n.session()
+        .request(Service::Neutron, method.clone(), &url, body.as_ref(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+impl Lab {
+    /// A network `name` with subnet `cidr` (gateway .1) and a router attached to it.
+    pub fn new(stack: &'static Stack, name: &str, cidr: &str) -> Lab {
+        let cidr: Ipv4Net = cidr.parse().unwrap();
+        let (network_id, subnet_id) = stack.create_network(name, IpNet::V4(cidr), None).expect("network");
+        let n = stack.neutron();
+        let router_id = block_on(async {
+            let r = raw(&n, Method::POST, "/routers", Some(json!({"router": {"name": format!("{name}-router")}}))).await;
+            let id = r["router"]["id"].as_str().unwrap().to_string();
+            raw(&n, Method::PUT, &format!("/routers/{id}/add_router_interface"), Some(json!({"subnet_id": subnet_id}))).await;
+            id
+        });
+        Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![] }
+    }
+
+    pub fn neutron(&self) -> Neutron {
+        self.stack.neutron()
+    }
+
+    /// The `n`th address of the subnet.
+    pub fn ip(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cidr.network()) + n)
+    }
+
+    /// A VM port with own address `primary`, marked managed by tcnp-ipam's tags.
+    pub fn vm(&mut self, name: &str, primary: Ipv4Addr, mac: &str) -> Vm {
+        let n = self.neutron();
+        let body = json!({"name": name, "mac_address": mac, "device_owner": "compute:nova",
+                          "fixed_ips": [{"subnet_id": self.subnet_id, "ip_address": primary.to_string()}]});
+        let port = block_on(n.create_port(&self.network_id, body)).expect("VM port");
+        block_on(n.set_port_tags(&port.id, &[MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{primary}")])).expect("tags");
+        self.ports.push(port.id.clone());
+        Vm { port_id: port.id, primary, subnet_id: self.subnet_id.clone() }
+    }
+
+    /// Sets the pod addresses on a VM port (what tcnp-ipam's ADDs and DELs amount to).
+    pub fn set_pods(&self, vm: &Vm, pods: &[Ipv4Addr]) {
+        let n = self.neutron();
+        let ips: Vec<FixedIpRequest> = std::iter::once(vm.primary)
+            .chain(pods.iter().copied())
+            .map(|ip| FixedIpRequest::Address(FixedIp { subnet_id: vm.subnet_id.clone(), ip_address: IpAddr::V4(ip) }))
+            .collect();
+        block_on(n.update_port_fixed_ips(&vm.port_id, &ips, json!({}), None)).expect("set pod IPs");
+    }
+
+    /// The router's routes as (destination, nexthop).
+    pub fn routes(&self) -> BTreeSet<(Ipv4Net, Ipv4Addr)> {
+        let r = block_on(self.neutron().get_router(&self.router_id)).expect("router");
+        r.routes
+            .iter()
+            .map(|r| match (r.destination, r.nexthop) {
+                (IpNet::V4(d), IpAddr::V4(n)) => (d, n),
+                other => panic!("unexpected route {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The router's revision (changes with any write to it, routes or tags).
+    pub fn revision(&self) -> u64 {
+        block_on(self.neutron().get_router(&self.router_id)).expect("router").revision_number
+    }
+
+    /// Adds a route by hand, as an operator would.
+    pub fn add_route_by_hand(&self, destination: &str, nexthop: Ipv4Addr) {
+        let route = openstack::Route { destination: destination.parse().unwrap(), nexthop: IpAddr::V4(nexthop) };
+        block_on(self.neutron().add_extraroutes(&self.router_id, &[route])).expect("hand-made route");
+    }
+
+    /// Runs `vrouter-route-controller --once` against this lab's network.
+    pub fn controller_once(&self, extra: &[&str]) -> Output {
+        let env = self.stack.env();
+        Command::new(bin("vrouter-route-controller"))
+            .args(["--once", "--network", &self.network_id, "--router", &self.router_id])
+            .args(extra)
+            .env_clear()
+            .env("OS_AUTH_URL", &env.auth_url)
+            .env("OS_USERNAME", &env.username)
+            .env("OS_PASSWORD_FILE", &env.password_file)
+            .env("OS_PROJECT_NAME", &env.project)
+            .env("OS_DOMAIN", "default")
+            .env("OS_REGION_NAME", &env.region)
+            .output()
+            .expect("run controller")
+    }
+}
+
+/// The route a router would use for `ip` (longest prefix match), if any.
+pub fn lookup(routes: &BTreeSet<(Ipv4Net, Ipv4Addr)>, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    routes.iter().filter(|(d, _)| d.contains(&ip)).max_by_key(|(d, _)| d.prefix_len()).map(|(_, n)| *n)
+}
+
+/// `--once` output: the status JSON on stdout.
+pub fn status_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("controller output is not JSON ({e}); stdout: {} stderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let n = self.neutron();
+        let (router, subnet) = (self.router_id.clone(), self.subnet_id.clone());
+        let ports = self.ports.clone();
+        let network = self.network_id.clone();
+        block_on(async move {
+            let put = |path: String, body: Value| {
+                let n = n.clone();
+                async move {
+                    let url = format!("{}{path}", n.base_url());
+                    let _ = n.session().request(Service::Neutron, Method::PUT, &url, Some(&body), None).await;
+                }
+            };
+            put(format!("/routers/{router}"), json!({"router": {"routes": []}})).await;
+            put(format!("/routers/{router}/remove_router_interface"), json!({"subnet_id": subnet})).await;
+            let url = format!("{}/routers/{router}", n.base_url());
+            let _ = n.session().request(Service::Neutron, Method::DELETE, &url, None, None).await;
+            for p in ports {
+                let _ = n.delete_port(&p).await;
+            }
+            let _ = n.delete_network(&network).await;
+        });
+    }
+}
