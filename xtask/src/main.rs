@@ -27,6 +27,8 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// The main job: a local OpenStack, namespaces as VM, vrouter and pods, wired by the plugins (needs root).
+    Demo,
     /// Install, build, and run the whole test suite (needs root).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -56,6 +58,7 @@ fn main() {
         Task::Setup => setup::setup(),
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
+        Task::Demo => suite::demo(),
         Task::Test { args } => suite::test(&args),
         Task::Openstack { action: OpenstackAction::Up } => openstack::up(),
         Task::Openstack { action: OpenstackAction::Down } => openstack::down(),

@@ -1,6 +1,8 @@
 //! Building the workspace and running the test suite.
 
-use crate::process::{cargo, run, Result};
+use std::process::Command;
+
+use crate::process::{cargo, run, workspace_root, Result};
 
 /// Build the kernel programs the plugin embeds.
 pub fn build_ebpf() -> Result<()> {
@@ -25,4 +27,12 @@ pub fn test(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     build(false)?;
     run(cargo().args(["test", "--workspace"]).args(args))
+}
+
+/// The README's first command: install, build, then run the demo binary of the test bed.
+pub fn demo() -> Result<()> {
+    crate::setup::setup()?;
+    build(false)?;
+    let bin_dir = workspace_root().join("target/debug");
+    run(Command::new(bin_dir.join("veth-route-demo")).env("VETH_ROUTE_BIN", bin_dir.join("veth-route")))
 }

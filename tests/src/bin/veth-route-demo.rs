@@ -1,0 +1,195 @@
+//! `cargo xtask demo`: the user's design note, live. A local Keystone + Neutron, a namespace
+//! playing the VM (its uplink MAC is its Neutron port's MAC), one playing the vrouter, and
+//! pods wired by the real `veth-route` + `tcnp-ipam` binaries exactly as `cnitool` would run
+//! them. Prints what a person would look at, checks that traffic flows, deletes the pods
+//! and leaves nothing behind.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use serde_json::{json, Value};
+use testbed::cni_runner;
+use testbed::openstack::{block_on, Stack, StackOptions};
+use testbed::probe;
+use testbed::vm::Vm;
+
+type DemoResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 10, 8);
+
+fn main() -> ExitCode {
+    match demo() {
+        Ok(()) => {
+            println!("\nDemo finished: every check passed and nothing is left behind.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(title: &str) {
+    println!("\n=== {title}");
+}
+
+/// Print a command as the seed note does (`[root@where ~]# cmd`) followed by its output.
+fn show(prompt: &str, cmd: &str, out: &str) {
+    println!("[root@{prompt} ~]# {cmd}");
+    print!("{out}");
+}
+
+fn demo() -> DemoResult {
+    step("1. A local OpenStack (Keystone 30 + Neutron 29 on loopback, SQLite)");
+    let stack = Stack::start(StackOptions::default())?;
+    let env = stack.env().clone();
+    println!("Keystone  {}\nNeutron   {}", env.auth_url, env.neutron_url);
+    println!("network   {} subnet {} (gateway {}), router {}", env.network_id, env.cidr, env.gateway, env.router_id);
+
+    step("2. Namespaces: the VM (10.10.10.8 on eth0), its vrouter (10.10.10.1 on qr0)");
+    let vm = Vm::new();
+    let mac = vm.ns.ip("-o link show eth0");
+    let mac = mac.split("link/ether ").nth(1).and_then(|s| s.split_whitespace().next()).ok_or("no MAC on eth0")?.to_string();
+    let neutron = stack.neutron();
+    let port = block_on(neutron.create_port(
+        &env.network_id,
+        json!({"name": "demo-vm", "mac_address": mac, "device_owner": "compute:nova",
+               "fixed_ips": [{"subnet_id": env.subnet_id, "ip_address": VM_IP.to_string()}]}),
+    ))?;
+    println!("the VM's Neutron port {} has MAC {mac} and fixed IP {VM_IP}", port.id);
+
+    step("3. The CNI config (the design note's, with the password in a 0600 file)");
+    let mut ipam = stack.ipam_config(&env.network_id);
+    ipam["dataDir"] = json!(vm.ipam_dir.path());
+    ipam["hostInterface"] = json!("eth0");
+    let conf = json!({
+        "cniVersion": "0.3.1",
+        "name": "cni0",
+        "type": "veth-route",
+        "bpfPinDir": vm.pin_dir,
+        "uplinks": ["eth0"],
+        "logFile": vm.log_file(),
+        "ipam": ipam,
+    });
+    println!("{}", serde_json::to_string_pretty(&conf)?);
+
+    step("4. cnitool add: two pods");
+    let pods = [vm.pod(), vm.pod()];
+    let mut results = Vec::new();
+    for pod in &pods {
+        let out = vm.add(&conf, pod);
+        if out.exit != 0 {
+            return Err(format!("ADD failed: {}{}", out.stdout, out.stderr).into());
+        }
+        results.push(out.result());
+    }
+    let ips: Vec<Ipv4Addr> = results.iter().map(pod_ip).collect::<DemoResult<_>>()?;
+    println!("{}", serde_json::to_string_pretty(&results[0])?);
+
+    step("5. Inside the first pod (compare with the design note)");
+    show("pod", "ip -4 addr", &pods[0].ns.ip("-4 addr"));
+    show("pod", "ip route", &pods[0].ns.ip("route"));
+
+    step("6. On the VM: the gateway, the host veths and the /32 routes");
+    show("vm", "ip -4 addr", &vm.ns.ip("-4 addr"));
+    show("vm", "ip route", &vm.ns.ip("route"));
+
+    step("7. Neutron: the pods' addresses are fixed IPs of the VM's own port");
+    let now = block_on(neutron.get_port(&port.id))?;
+    for ip in &now.fixed_ips {
+        println!("  {} (subnet {})", ip.ip_address, ip.subnet_id);
+    }
+    for ip in &ips {
+        if !now.fixed_ips.iter().any(|f| f.ip_address == std::net::IpAddr::V4(*ip)) {
+            return Err(format!("{ip} is not on the VM's port").into());
+        }
+    }
+
+    step("8. vrouter-route-controller --once: the router learns <pod>/32 via the VM");
+    let router_routes = sync_router(&stack, &vm)?;
+    for r in &router_routes {
+        println!("  {} nexthop {}", r.0, r.1);
+        // Stand in for the L3 agent: program the vrouter namespace from the router's routes.
+        vm.vrouter.ip(&format!("route replace {} via {}", r.0, r.1));
+    }
+    show("vrouter", "ip route", &vm.vrouter.ip("route"));
+
+    step("9. Traffic");
+    let checks: [(&str, &testbed::netns::NetNs, Ipv4Addr); 5] = [
+        ("pod 1 -> its gateway 169.254.1.1", &pods[0].ns, Ipv4Addr::new(169, 254, 1, 1)),
+        ("pod 1 -> pod 2 on the same VM", &pods[0].ns, ips[1]),
+        ("pod 1 -> the VM's own address", &pods[0].ns, VM_IP),
+        ("pod 1 -> the vrouter", &pods[0].ns, env_gateway(&env.gateway)?),
+        ("vrouter -> pod 2 (through the VM)", &vm.vrouter, ips[1]),
+    ];
+    for (what, from, to) in checks {
+        probe::ping(from, to)?;
+        println!("  ok  {what} ({to})");
+    }
+
+    step("10. The eBPF fast path (`veth-route stats`, `veth-route endpoints`)");
+    for sub in ["endpoints", "stats"] {
+        let out = vm.ns.command(cni_runner::plugin_binary()).args([sub, "--pin-dir"]).arg(&vm.pin_dir).output()?;
+        show("vm", &format!("veth-route {sub}"), &String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            print!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    step("11. cnitool del: the pods go, and so do their addresses on Neutron");
+    for (pod, res) in pods.iter().zip(&results) {
+        let out = vm.del(&conf, pod, Some(res));
+        if out.exit != 0 {
+            return Err(format!("DEL failed: {}{}", out.stdout, out.stderr).into());
+        }
+    }
+    let after = block_on(neutron.get_port(&port.id))?;
+    println!("VM port fixed IPs now: {:?}", after.fixed_ips.iter().map(|f| f.ip_address.to_string()).collect::<Vec<_>>());
+    if after.fixed_ips.len() != 1 {
+        return Err("pod addresses were not released".into());
+    }
+    let left = sync_router(&stack, &vm)?;
+    println!("router routes now: {left:?}");
+    show("vm", "ip route", &vm.ns.ip("route"));
+    block_on(neutron.delete_port(&port.id))?;
+    Ok(())
+}
+
+/// The first IPv4 address of a CNI result.
+fn pod_ip(result: &Value) -> DemoResult<Ipv4Addr> {
+    let addr = result["ips"][0]["address"].as_str().ok_or("result has no address")?;
+    Ok(addr.split('/').next().unwrap_or_default().parse()?)
+}
+
+fn env_gateway(gw: &std::net::IpAddr) -> DemoResult<Ipv4Addr> {
+    match gw {
+        std::net::IpAddr::V4(v4) => Ok(*v4),
+        other => Err(format!("unexpected gateway {other}").into()),
+    }
+}
+
+/// Run one reconcile of the route controller against the stack and return the router's routes.
+fn sync_router(stack: &Stack, _vm: &Vm) -> DemoResult<Vec<(String, String)>> {
+    let env = stack.env();
+    let bin = cni_runner::target_dir().join("debug/vrouter-route-controller");
+    run_controller(&bin, stack)?;
+    let router = block_on(stack.neutron().get_router(&env.router_id))?;
+    Ok(router.routes.iter().map(|r| (r.destination.to_string(), r.nexthop.to_string())).collect())
+}
+
+fn run_controller(bin: &Path, stack: &Stack) -> DemoResult {
+    let env = stack.env();
+    let out = Command::new(bin)
+        .arg("--once")
+        .args(["--auth-url", &env.auth_url, "--username", &env.username, "--project", &env.project])
+        .arg("--password-file")
+        .arg(&env.password_file)
+        .args(["--network", &env.network_id])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("vrouter-route-controller --once failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
