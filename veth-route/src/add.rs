@@ -10,9 +10,9 @@ use crate::config::{self, Conf};
 use crate::datapath::{self, Attached, PodEndpoint};
 use crate::error::Result;
 use crate::netlink::{self, mac_string};
-use crate::netns::{with_netlink, NetNs};
+use crate::netns::{block_on, with_netlink, NetNs};
 use crate::pod::{self, PodPlan};
-use crate::{host, masq, names, veth};
+use crate::{host, masq, names, proxy_neigh, veth};
 
 /// Plugin-specific CNI code: the IPAM result cannot be used (e.g. no IPv4 address).
 pub const CODE_IPAM_RESULT: u32 = 103;
@@ -45,7 +45,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         .into());
     }
 
-    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, masq_chain: None, datapath: None };
+    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, proxy_neigh: None, masq_chain: None, datapath: None };
     let outcome = setup(&conf, req, &pod_ns, &mut undo);
     if let Err(e) = &outcome {
         log::warn!("ADD {} failed, rolling back: {e}", inv.container_id);
@@ -69,6 +69,11 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     let (host_link, placement) =
         with_netlink(|h| async move { host::wire(&h, &conf.plugin, &host_name, &tag, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
+
+    if let Some(pn) = &conf.plugin.proxy_neighbor {
+        undo.proxy_neigh = Some(pod_addr.addr());
+        block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
+    }
 
     let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes);
     let plan_ref = &plan;
@@ -163,6 +168,7 @@ struct Undo<'a> {
     req: &'a Request,
     ipam: bool,
     host_veth: Option<String>,
+    proxy_neigh: Option<Ipv4Addr>,
     masq_chain: Option<String>,
     datapath: Option<Ipv4Addr>,
 }
@@ -171,6 +177,7 @@ impl Undo<'_> {
     fn disarm(&mut self) {
         self.ipam = false;
         self.host_veth = None;
+        self.proxy_neigh = None;
         self.masq_chain = None;
         self.datapath = None;
     }
@@ -185,6 +192,11 @@ impl Undo<'_> {
         if let Some(chain) = self.masq_chain.take() {
             if let Err(e) = masq::teardown(&chain) {
                 log::error!("rollback: remove masquerade chain {chain}: {e}");
+            }
+        }
+        if let (Some(ip), Some(pn)) = (self.proxy_neigh.take(), &self.conf.plugin.proxy_neighbor) {
+            if let Err(e) = block_on(async move { proxy_neigh::remove(pn, ip).await.map_err(Into::into) }) {
+                log::error!("rollback: remove proxy neighbour {ip}: {e}");
             }
         }
         if let Some(name) = self.host_veth.take() {

@@ -9,8 +9,9 @@ use crate::config::{self, Conf};
 use crate::datapath::{self, DatapathError, PodEndpoint};
 use crate::error::{Error, Result};
 use crate::netlink::{self, describe, mac_string, Link, Route4};
-use crate::netns::{with_netlink, NetNs};
+use crate::netns::{block_on, with_netlink, NetNs};
 use crate::pod::{self, PodPlan, PodState};
+use crate::proxy_neigh::{self, ProxyNeighError};
 use crate::{gateway, host, masq, names, sysctl};
 
 /// Run CHECK.
@@ -61,6 +62,13 @@ pub fn check(req: &Request) -> Result<()> {
     };
     diffs.extend(host_diffs);
 
+    if let Some(pn) = &conf.plugin.proxy_neighbor {
+        match block_on(async move { Ok(proxy_neigh::check(pn, addr.addr()).await) })? {
+            Ok(()) => {}
+            Err(e @ ProxyNeighError::Missing { .. }) => diffs.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
     if conf.plugin.ip_masq {
         diffs.extend(masq::check(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname), addr.addr())?);
     }

@@ -7,6 +7,7 @@ use cni::{CniError, ErrorCode, NetConf};
 use serde::Deserialize;
 
 use crate::datapath::DatapathConfig;
+use crate::proxy_neigh::ProxyNeighborConfig;
 
 /// The whole config: common CNI fields plus [`VethRouteConf`].
 pub type Conf = NetConf<VethRouteConf>;
@@ -36,6 +37,10 @@ pub struct VethRouteConf {
     /// off, error, warn, info, debug, trace.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Answer ARP for pod addresses on the VM uplink (per-pod proxy neighbour entries), so
+    /// the vrouter and other VMs reach pods without a static route.
+    #[serde(default)]
+    pub proxy_neighbor: Option<ProxyNeighborConfig>,
     /// eBPF fast-path keys.
     #[serde(flatten)]
     pub datapath: DatapathConfig,

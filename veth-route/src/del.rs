@@ -9,8 +9,8 @@ use crate::config;
 use crate::datapath;
 use crate::error::{Error, Result};
 use crate::netlink;
-use crate::netns::with_netlink;
-use crate::{masq, names};
+use crate::netns::{block_on, with_netlink};
+use crate::{masq, names, proxy_neigh};
 
 /// Run DEL: every step runs even if an earlier one failed; the first error is returned.
 pub fn del(req: &Request) -> Result<()> {
@@ -34,12 +34,22 @@ pub fn del(req: &Request) -> Result<()> {
     }));
     let name = host_name.clone();
     let routed_ip = with_netlink(|h| async move { routed_pod_ip(&h, &name).await }).unwrap_or(None);
-    note(datapath::detach(&conf.plugin.datapath, prev_ip.or(routed_ip), &host_name).map_err(Error::from));
+    let pod_ip = prev_ip.or(routed_ip);
+    note(datapath::detach(&conf.plugin.datapath, pod_ip, &host_name).map_err(Error::from));
 
     // Deleting the host end also removes the pod end (netns or not) and the host route.
     let name = host_name.clone();
     note(with_netlink(|h| async move { netlink::delete_link(&h, &name).await.map(drop) }));
 
+    if let Some(pn) = &conf.plugin.proxy_neighbor {
+        // Without a known address, drop every entry of ours whose pod route is gone.
+        note(block_on(async move {
+            match pod_ip {
+                Some(ip) => proxy_neigh::remove(pn, ip).await.map_err(Into::into),
+                None => proxy_neigh::gc(pn).await.map(drop).map_err(Into::into),
+            }
+        }));
+    }
     if conf.plugin.ip_masq {
         note(masq::teardown(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname)));
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use cni::{CniError, ErrorCode};
 
 use crate::datapath::DatapathError;
+use crate::proxy_neigh::ProxyNeighError;
 
 /// Plugin-specific CNI code: a kernel operation (netlink, sysctl, iptables) failed.
 pub const CODE_KERNEL: u32 = 100;
@@ -40,6 +41,9 @@ pub enum Error {
     /// The datapath failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// A proxy neighbour operation failed.
+    #[error(transparent)]
+    ProxyNeigh(#[from] ProxyNeighError),
 }
 
 /// Result alias for the plugin.
@@ -72,6 +76,11 @@ impl From<Error> for CniError {
             Error::Netlink { .. } | Error::Command(_) => CniError::new(ErrorCode::Other(CODE_KERNEL), msg),
             Error::Mismatch(_) => CniError::new(ErrorCode::Other(CODE_CHECK_MISMATCH), msg),
             Error::Datapath(_) => CniError::new(ErrorCode::Other(CODE_DATAPATH), msg),
+            Error::ProxyNeigh(ProxyNeighError::UplinkNotFound(_) | ProxyNeighError::NoDefaultRoute) => {
+                CniError::new(ErrorCode::InvalidNetworkConfig, msg)
+            }
+            Error::ProxyNeigh(ProxyNeighError::Missing { .. }) => CniError::new(ErrorCode::Other(CODE_CHECK_MISMATCH), msg),
+            Error::ProxyNeigh(_) => CniError::new(ErrorCode::Other(CODE_KERNEL), msg),
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::config;
 use crate::datapath;
 use crate::error::{Error, Result};
 use crate::netlink;
-use crate::netns::with_netlink;
-use crate::{masq, names};
+use crate::netns::{block_on, with_netlink};
+use crate::{masq, names, proxy_neigh};
 
 /// Run GC.
 pub fn gc(req: &Request) -> Result<()> {
@@ -50,6 +50,14 @@ pub fn gc(req: &Request) -> Result<()> {
                     stale.push(key);
                 }
             }
+        }
+    }
+
+    if let Some(pn) = &conf.plugin.proxy_neighbor {
+        // After the stale veths are gone: entries whose pod route vanished with them.
+        let released = block_on(async move { proxy_neigh::gc(pn).await.map_err(Error::from) })?;
+        if !released.is_empty() {
+            log::info!("GC: released proxy neighbour entries {released:?}");
         }
     }
 

@@ -21,6 +21,7 @@ pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod pod;
+pub mod proxy_neigh;
 pub mod status;
 pub mod sysctl;
 pub mod veth;

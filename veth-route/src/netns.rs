@@ -77,3 +77,12 @@ where
         f(handle).await
     })
 }
+
+/// Run a future that opens its own sockets, on a current-thread runtime.
+pub fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(Error::io("start runtime"))?
+        .block_on(fut)
+}
