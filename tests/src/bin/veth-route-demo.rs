@@ -59,6 +59,8 @@ fn demo() -> DemoResult {
                "fixed_ips": [{"subnet_id": env.subnet_id, "ip_address": VM_IP.to_string()}]}),
     ))?;
     println!("the VM's Neutron port {} has MAC {mac} and fixed IP {VM_IP}", port.id);
+    // The VM reaches the API at the same loopback URLs (relayed to the root namespace).
+    let _api = stack.expose_in(vm.ns.path())?;
 
     step("3. The CNI config (the design note's, with the password in a 0600 file)");
     let mut ipam = stack.ipam_config(&env.network_id);
@@ -126,7 +128,13 @@ fn demo() -> DemoResult {
     ];
     for (what, from, to) in checks {
         probe::ping(from, to)?;
-        println!("  ok  {what} ({to})");
+        println!("  ok  ping {what} ({to})");
+    }
+    // TCP is what the fast path redirects (ICMP stays on the kernel path in `auto` mode).
+    let _server = probe::TcpServer::start(&pods[1].ns, 8080, "hello from pod 2");
+    for (what, from) in [("pod 1", &pods[0].ns), ("the vrouter", &vm.vrouter)] {
+        let reply = probe::tcp_read(from, ips[1], 8080)?;
+        println!("  ok  tcp {what} -> pod 2:8080 answered {reply:?}");
     }
 
     step("10. The eBPF fast path (`veth-route stats`, `veth-route endpoints`)");
