@@ -60,13 +60,11 @@ impl<T: DeserializeOwned> NetConf<T> {
 
 /// Network names: an alphanumeric, then alphanumerics, '_', '.' or '-' (spec).
 pub fn validate_name(name: &str) -> Result<(), CniError> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if crate::env::is_cni_identifier(name) {
         Ok(())
     } else {
         Err(CniError::new(ErrorCode::InvalidNetworkConfig, format!("invalid network name {name:?}"))
-            .with_details("must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"))
+            .with_details(crate::env::IDENTIFIER_RULE))
     }
 }
 

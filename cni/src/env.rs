@@ -92,15 +92,21 @@ fn missing(var: &str) -> CniError {
     CniError::new(ErrorCode::InvalidEnvironment, format!("required environment variable {var} is not set"))
 }
 
-/// Container IDs must be non-empty and use only `[A-Za-z0-9_.-]` (spec).
+/// The spec's rule for container IDs and network names: an ASCII letter or digit, then
+/// letters, digits, '_', '.' or '-'.
+pub fn is_cni_identifier(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// What [`is_cni_identifier`] demands, for error details.
+pub const IDENTIFIER_RULE: &str = "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'";
+
 fn validate_container_id(id: &str) -> Result<(), CniError> {
-    let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if is_cni_identifier(id) {
         Ok(())
     } else {
-        Err(CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_CONTAINERID {id:?}"))
-            .with_details("must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"))
+        Err(CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_CONTAINERID {id:?}")).with_details(IDENTIFIER_RULE))
     }
 }
 

@@ -32,21 +32,25 @@ pub fn target_dir() -> PathBuf {
 /// The veth-route binary (built on first use; see the module docs).
 pub fn plugin_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("VETH_ROUTE_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "veth-route", "--bin", "veth-route"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build -p veth-route");
-        assert!(status.success(), "cargo build -p veth-route failed");
-        let bin = target_dir().join("debug/veth-route");
-        assert!(bin.is_file(), "{} missing after build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| workspace_binary("veth-route", "VETH_ROUTE_BIN"))
+}
+
+/// A binary of this workspace: `$override_var` if set, else `cargo build -p <name>` (a
+/// no-op when up to date) and `<target dir>/debug/<name>`. Callers cache the answer.
+pub fn workspace_binary(name: &str, override_var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(override_var) {
+        return PathBuf::from(p);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .current_dir(workspace_root())
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build -p {name}: {e}"));
+    assert!(status.success(), "cargo build -p {name} failed");
+    let bin = target_dir().join("debug").join(name);
+    assert!(bin.is_file(), "{} missing after build", bin.display());
+    bin
 }
 
 /// CNI_PATH for tests: the directory of veth-route, then the reference plugins.
