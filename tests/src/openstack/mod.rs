@@ -14,7 +14,10 @@
 //! Passwords are generated per run, written only to 0600 files, and never printed.
 
 mod config;
+mod forward;
 mod process;
+
+pub use forward::Forwarder;
 
 use std::fs;
 use std::io::Write;
@@ -422,6 +425,12 @@ impl Stack {
         })
     }
 
+    /// Makes Keystone and Neutron reachable at their usual URLs from inside the network
+    /// namespace at `netns` (e.g. a namespace playing the VM, where plugins run).
+    pub fn expose_in(&self, netns: &Path) -> Result<Forwarder, HarnessError> {
+        Forwarder::start(netns, &[url_port(&self.env.auth_url)?, url_port(&self.env.neutron_url)?])
+    }
+
     /// Stops Neutron (owned stacks only): for tests of an unreachable Neutron.
     pub fn stop_neutron(&self) {
         assert!(self.owned, "only an owned stack may stop its Neutron");
@@ -468,6 +477,12 @@ where
         .join()
         .expect("block_on thread panicked")
     })
+}
+
+fn url_port(url: &str) -> Result<u16, HarnessError> {
+    let authority = url.split("://").nth(1).and_then(|r| r.split('/').next()).ok_or("bad URL")?;
+    let port = authority.rsplit(':').next().ok_or("URL has no port")?;
+    Ok(port.parse()?)
 }
 
 fn clouds_yaml(env: &StackEnv) -> String {

@@ -1,0 +1,267 @@
+//! tcnp-ipam against the real Keystone and Neutron (shared stack): ADD/DEL round trip with
+//! the seed's config, idempotency, the port marks, concurrency on one node and across two,
+//! GC, the warm pool, re-authentication after token revocation, STATUS, and clear errors
+//! that leave nothing behind.
+
+mod ipam_support;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipam_support::{address_of, Node};
+use serde_json::json;
+use testbed::netns::unique;
+use testbed::openstack::{block_on, shared};
+
+#[test]
+fn add_returns_a_port_address_and_del_removes_it() {
+    let stack = shared();
+    let node = Node::new(stack);
+    // The seed's config verbatim: inline password, domain "default" (an id).
+    let mut ipam = node.ipam();
+    ipam["openstackConf"] = json!({
+        "username": stack.env().username, "password": stack.env().password.expose(),
+        "project": "admin", "domain": "default", "authUrl": stack.env().auth_url,
+    });
+    ipam["neutronConf"] = json!({ "networks": [node.network_id], "mode": "mix" });
+    let conf = node.conf(ipam);
+    let cid = unique("c");
+    let result = node.run("ADD", &cid, &conf).result();
+    let ip = address_of(&result);
+    assert!(node.port_ips().contains(&ip), "{ip} not on port: {:?}", node.port_ips());
+    assert_ne!(ip, node.primary);
+    assert_eq!(result["ips"][0]["address"], format!("{ip}/24"));
+    assert_eq!(result["ips"][0]["gateway"], stack.env().gateway.to_string());
+    assert_eq!(result["routes"], json!([{ "dst": "0.0.0.0/0" }]));
+    let tags = node.port().tags;
+    assert!(tags.contains(&"veth-route:managed".to_string()), "{tags:?}");
+    assert!(tags.contains(&format!("veth-route:primary={}", node.primary)), "{tags:?}");
+
+    // Same container + ifname again: the same address, nothing new on the port.
+    let again = address_of(&node.run("ADD", &cid, &conf).result());
+    assert_eq!(again, ip);
+    assert_eq!(node.port_ips().len(), 2);
+
+    node.run("DEL", &cid, &conf).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    assert_eq!(node.recorded(), 0);
+    node.run("DEL", &cid, &conf).assert_ok();
+
+    // The domain as a name ("Default"), mode alias mix-route.
+    let mut named = node.ipam();
+    named["openstackConf"]["domain"] = json!("Default");
+    named["neutronConf"]["mode"] = json!("mix-route");
+    let ip2 = address_of(&node.run("ADD", &cid, &node.conf(named.clone())).result());
+    assert!(node.port_ips().contains(&ip2));
+    node.run("DEL", &cid, &node.conf(named)).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    let log = node.log();
+    assert!(!log.contains(stack.env().password.expose()), "password leaked into the log");
+}
+
+#[test]
+fn thirty_concurrent_adds_on_one_node_get_distinct_addresses() {
+    let node = Node::new(shared());
+    let cids: Vec<String> = (0..30).map(|_| unique("c")).collect();
+    let ips: Vec<IpAddr> = std::thread::scope(|s| {
+        let handles: Vec<_> = cids.iter().map(|cid| s.spawn(|| node.add(cid))).collect();
+        handles.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+    });
+    let distinct: HashSet<IpAddr> = ips.iter().copied().collect();
+    assert_eq!(distinct.len(), 30, "duplicates among {ips:?}");
+    let on_port: HashSet<IpAddr> = node.port_ips().into_iter().collect();
+    assert!(distinct.is_subset(&on_port), "lost addresses: {:?}", distinct.difference(&on_port).collect::<Vec<_>>());
+    assert_eq!(on_port.len(), 31, "port: {on_port:?}");
+    assert_eq!(node.recorded(), 30);
+    std::thread::scope(|s| {
+        for cid in &cids {
+            s.spawn(|| node.del(cid));
+        }
+    });
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    assert_eq!(node.recorded(), 0);
+}
+
+#[test]
+fn two_nodes_allocating_concurrently_never_share_an_address() {
+    let stack = shared();
+    let (a, b) = (Node::new(stack), Node::new(stack));
+    let run = |node: &Node| -> Vec<IpAddr> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..12).map(|_| s.spawn(|| node.add(&unique("c")))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let (ips_a, ips_b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| run(&a));
+        let hb = s.spawn(|| run(&b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let all: HashSet<IpAddr> = ips_a.iter().chain(&ips_b).copied().collect();
+    assert_eq!(all.len(), 24, "duplicates: {ips_a:?} {ips_b:?}");
+    let port_a: HashSet<IpAddr> = a.port_ips().into_iter().collect();
+    let port_b: HashSet<IpAddr> = b.port_ips().into_iter().collect();
+    assert!(ips_a.iter().all(|ip| port_a.contains(ip)) && ips_b.iter().all(|ip| port_b.contains(ip)));
+    assert!(port_a.is_disjoint(&port_b));
+}
+
+#[test]
+fn gc_releases_addresses_of_vanished_attachments() {
+    let node = Node::new(shared());
+    let (keep, gone1, gone2) = (unique("c"), unique("c"), unique("c"));
+    let kept = node.add(&keep);
+    let (g1, g2) = (node.add(&gone1), node.add(&gone2));
+    let mut conf = node.conf(node.ipam());
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{ "containerID": keep, "ifname": "eth0" }]);
+    node.run("GC", "", &conf).assert_ok();
+    let ips = node.port_ips();
+    assert!(ips.contains(&kept) && !ips.contains(&g1) && !ips.contains(&g2), "{ips:?}");
+    assert_eq!(node.recorded(), 1);
+    node.del(&keep);
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+#[test]
+fn warm_pool_serves_adds_without_neutron_writes_and_shrinks_on_gc() {
+    let node = Node::new(shared());
+    let mut ipam = node.ipam();
+    ipam["pool"] = json!({ "min": 2, "max": 4 });
+    let conf = node.conf(ipam.clone());
+    let add = |cid: &str| address_of(&node.run("ADD", cid, &conf).result());
+    let cids: Vec<String> = (0..4).map(|_| unique("c")).collect();
+
+    add(&cids[0]);
+    // One PUT: the address plus four spares.
+    assert_eq!(node.port_ips().len(), 1 + 1 + 4);
+    let rev = node.port().revision_number;
+    add(&cids[1]);
+    add(&cids[2]);
+    assert_eq!(node.port().revision_number, rev, "spare-served ADDs must not write to Neutron");
+    // Below min (1 spare left after this one): refill to max in one PUT.
+    add(&cids[3]);
+    assert_eq!(node.port_ips().len(), 1 + 4 + 4);
+    assert_eq!(node.state()["spares"].as_array().unwrap().len(), 4);
+
+    // DEL keeps up to max spares and releases the rest.
+    for cid in &cids {
+        node.run("DEL", cid, &conf).assert_ok();
+    }
+    assert_eq!(node.port_ips().len(), 1 + 4);
+    // A smaller pool: GC trims the spares to the new max.
+    ipam["pool"] = json!({ "min": 0, "max": 1 });
+    let mut gc = node.conf(ipam);
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips().len(), 1 + 1);
+    assert_eq!(node.recorded(), 0);
+}
+
+#[test]
+fn revoked_token_is_replaced_transparently() {
+    let stack = shared();
+    let node = Node::new(stack);
+    let first = node.add(&unique("c"));
+    let token_file = std::fs::read_dir(node.data.path().join("ipamtest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("token-"))
+        .expect("token cache file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "token cache must be private");
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    let old = cached["token"]["value"].as_str().unwrap().to_string();
+    // Revoke it in Keystone (Neutron validates every request: token caching is off).
+    block_on(async {
+        let http = reqwest::Client::new();
+        let admin = stack.neutron().session().token().await.unwrap();
+        let r = http
+            .delete(format!("{}/auth/tokens", stack.env().auth_url))
+            .header("X-Auth-Token", admin.value.expose())
+            .header("X-Subject-Token", &old)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+    });
+    let second = node.add(&unique("c"));
+    assert!(node.port_ips().contains(&second) && second != first);
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_ne!(cached["token"]["value"].as_str().unwrap(), old, "a new token should be cached");
+}
+
+#[test]
+fn status_reports_reachability() {
+    let node = Node::new(shared());
+    let mut conf = node.conf(node.ipam());
+    conf["cniVersion"] = json!("1.1.0");
+    node.run("STATUS", "", &conf).assert_ok();
+    let mut dead = node.ipam();
+    dead["openstackConf"]["authUrl"] = json!("http://127.0.0.1:9/v3");
+    let mut conf = node.conf(dead);
+    conf["cniVersion"] = json!("1.1.0");
+    let (code, msg, _) = node.run("STATUS", "", &conf).error();
+    assert_eq!(code, 50);
+    assert!(msg.contains("127.0.0.1:9"), "{msg}");
+}
+
+#[test]
+fn bad_credentials_and_unknown_network_fail_clearly_and_leave_nothing() {
+    let stack = shared();
+    let node = Node::new(stack);
+    let mut ipam = node.ipam();
+    ipam["openstackConf"].as_object_mut().unwrap().remove("passwordFile");
+    ipam["openstackConf"]["password"] = json!("not-the-password");
+    let out = node.run("ADD", &unique("c"), &node.conf(ipam));
+    let (code, msg, _) = out.error();
+    assert_eq!(code, 101, "{msg}");
+    assert!(msg.contains("authentication failed") && !msg.contains("not-the-password"), "{msg}");
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    assert_eq!(node.recorded(), 0);
+
+    let mut ipam = node.ipam();
+    ipam["neutronConf"]["networks"] = json!(["00000000-0000-0000-0000-000000000000"]);
+    let (code, msg, _) = node.run("ADD", &unique("c"), &node.conf(ipam)).error();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains("00000000-0000-0000-0000-000000000000") && msg.contains("does not exist"), "{msg}");
+
+    let mut ipam = node.ipam();
+    ipam["neutronConf"]["mode"] = json!("eni");
+    let (code, msg, _) = node.run("ADD", &unique("c"), &node.conf(ipam)).error();
+    assert_eq!(code, 7);
+    assert!(msg.contains("eni"), "{msg}");
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+#[test]
+fn exhausted_subnet_is_reported_and_nothing_is_half_allocated() {
+    let stack = shared();
+    let name = unique("small");
+    let (net, _subnet) = stack
+        .create_network(&name, "10.77.0.0/29".parse().unwrap(), Some(("10.77.0.2".parse().unwrap(), "10.77.0.4".parse().unwrap())))
+        .unwrap();
+    {
+        let node = Node::on(stack, &net);
+        let (c1, c2) = (unique("c"), unique("c"));
+        node.add(&c1);
+        node.add(&c2);
+        let before = node.port_ips();
+        assert_eq!(before.len(), 3);
+        let (code, msg, _) = node.run("ADD", &unique("c"), &node.conf(node.ipam())).error();
+        assert_eq!(code, 102, "{msg}");
+        assert!(msg.contains("IpAddressGenerationFailure"), "{msg}");
+        assert_eq!(node.port_ips().len(), 3);
+        assert_eq!(node.recorded(), 2);
+        assert!(node.state()["pending"].is_null(), "journal left behind: {}", node.state());
+        // A pool asking for more than the subnet has fails as a whole, with nothing added.
+        node.del(&c2);
+        let mut pooled = node.ipam();
+        pooled["pool"] = json!({ "min": 1, "max": 3 });
+        let (code, _, _) = node.run("ADD", &unique("c"), &node.conf(pooled)).error();
+        assert_eq!(code, 102);
+        assert_eq!(node.port_ips().len(), 2);
+        node.del(&c1);
+    }
+    block_on(stack.neutron().delete_network(&net)).unwrap();
+}

@@ -1,0 +1,155 @@
+//! tcnp-ipam test fixtures: a "node" is a namespace playing the VM, whose uplink `eth0`
+//! carries the MAC and primary address of its own Neutron port, with the local OpenStack
+//! relayed into it, a private IPAM data directory, and the plugin run as a runtime would.
+
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use testbed::cni_runner::{self, Attachment, Outcome};
+use testbed::netns::{unique, NetNs, TempDir};
+use testbed::openstack::{block_on, Forwarder, Stack};
+
+/// The tcnp-ipam binary, built on first use (`TCNP_IPAM_BIN` overrides).
+pub fn ipam_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TCNP_IPAM_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tcnp-ipam"])
+            .current_dir(cni_runner::workspace_root())
+            .status()
+            .expect("run cargo build -p tcnp-ipam");
+        assert!(status.success(), "cargo build -p tcnp-ipam failed");
+        cni_runner::target_dir().join("debug/tcnp-ipam")
+    })
+}
+
+/// A random locally administered MAC in OpenStack's fa:16:3e range.
+pub fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+/// A simulated VM node with its Neutron port.
+pub struct Node<'a> {
+    /// The stack.
+    pub stack: &'a Stack,
+    /// The namespace playing the VM (the plugin runs here).
+    pub ns: NetNs,
+    /// The VM's Neutron port id.
+    pub port_id: String,
+    /// The port's MAC (= eth0's).
+    pub mac: String,
+    /// The VM's own address.
+    pub primary: IpAddr,
+    /// The network.
+    pub network_id: String,
+    /// The IPAM data directory (the node's state).
+    pub data: TempDir,
+    _fwd: Forwarder,
+}
+
+impl<'a> Node<'a> {
+    /// A node on the stack's tenant network.
+    pub fn new(stack: &'a Stack) -> Node<'a> {
+        Self::on(stack, &stack.env().network_id.clone())
+    }
+
+    /// A node on `network_id`.
+    pub fn on(stack: &'a Stack, network_id: &str) -> Node<'a> {
+        let mac = random_mac();
+        let port = stack.create_vm_port(network_id, &unique("vm"), &mac).expect("create VM port");
+        let primary = port.fixed_ips.first().expect("VM port has an address").ip_address;
+        let subnet = block_on(stack.neutron().get_subnet(&port.fixed_ips[0].subnet_id)).expect("subnet");
+        let ns = NetNs::new("ipvm");
+        ns.ip("link add eth0 type veth peer name eth0p");
+        ns.ip(&format!("link set eth0 address {mac}"));
+        ns.ip(&format!("addr add {primary}/{} dev eth0", subnet.cidr.prefix_len()));
+        ns.ip("link set eth0 up");
+        ns.ip("link set eth0p up");
+        if let Some(gw) = subnet.gateway_ip {
+            ns.ip(&format!("route add default via {gw} dev eth0"));
+        }
+        let fwd = stack.expose_in(ns.path()).expect("relay OpenStack into the VM namespace");
+        Node { stack, ns, port_id: port.id, mac, primary, network_id: network_id.to_string(), data: TempDir::new("ipd"), _fwd: fwd }
+    }
+
+    /// The `ipam` section for this node (password from the stack's 0600 file).
+    pub fn ipam(&self) -> Value {
+        let mut ipam = self.stack.ipam_config(&self.network_id);
+        ipam["dataDir"] = json!(self.data.path());
+        ipam["logFile"] = json!(self.data.path().join("tcnp-ipam.log"));
+        ipam["logLevel"] = json!("debug");
+        ipam
+    }
+
+    /// A network config around `ipam`.
+    pub fn conf(&self, ipam: Value) -> Value {
+        json!({ "cniVersion": "1.0.0", "name": "ipamtest", "type": "veth-route", "ipam": ipam })
+    }
+
+    /// Runs the plugin for `command` and container `cid` (ifname eth0) with `conf`.
+    pub fn run(&self, command: &str, cid: &str, conf: &Value) -> Outcome {
+        let att = Attachment { container_id: cid.to_string(), netns: Some(self.ns.path().to_path_buf()), ifname: "eth0".into() };
+        let att = (!cid.is_empty()).then_some(att);
+        cni_runner::exec(ipam_binary(), &self.ns, command, att.as_ref(), &[], conf.to_string().as_bytes())
+    }
+
+    /// ADD with the default config; returns the allocated address.
+    pub fn add(&self, cid: &str) -> IpAddr {
+        let out = self.run("ADD", cid, &self.conf(self.ipam()));
+        address_of(&out.result())
+    }
+
+    /// DEL with the default config; asserts success.
+    pub fn del(&self, cid: &str) {
+        self.run("DEL", cid, &self.conf(self.ipam())).assert_ok();
+    }
+
+    /// The port's addresses now.
+    pub fn port_ips(&self) -> Vec<IpAddr> {
+        self.port().fixed_ips.iter().map(|f| f.ip_address).collect()
+    }
+
+    /// The port now.
+    pub fn port(&self) -> openstack::Port {
+        block_on(self.stack.neutron().get_port(&self.port_id)).expect("get port")
+    }
+
+    /// The node's state file.
+    pub fn state(&self) -> Value {
+        let path = self.data.path().join("ipamtest/state.json");
+        std::fs::read(&path).map(|b| serde_json::from_slice(&b).expect("state JSON")).unwrap_or(Value::Null)
+    }
+
+    /// The attachments recorded in the node's state.
+    pub fn recorded(&self) -> usize {
+        self.state()["attachments"].as_object().map_or(0, |m| m.len())
+    }
+
+    /// The log file (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("tcnp-ipam.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node<'_> {
+    fn drop(&mut self) {
+        let _ = self.stack.delete_port(&self.port_id);
+    }
+}
+
+/// The address (without prefix) of a result's first IP.
+pub fn address_of(result: &Value) -> IpAddr {
+    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("result has no IP: {result}"));
+    cidr.split('/').next().unwrap().parse().expect("address")
+}
