@@ -31,6 +31,13 @@ fn seed_state_and_connectivity() {
     let gw_dev = if vm.ns.ip_output("link show dummy0").status.success() { "dummy0".to_string() } else { host_veth.clone() };
     let gw = vm.ns.ip(&format!("-4 addr show dev {gw_dev}"));
     assert!(gw.lines().any(|l| l.trim() == format!("inet 169.254.1.1/32 scope global {gw_dev}")), "{gw}");
+    // Host veth takes no router advertisements; the VM forwards. (/proc/sys/net shows the
+    // namespace of the process reading it, here `cat` run inside the VM.)
+    assert_eq!(vm.ns.sh("cat", &[&format!("/proc/sys/net/ipv6/conf/{host_veth}/accept_ra")]).trim(), "0");
+    assert_eq!(vm.ns.sh("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+    // Logs went to the configured file; stdout held only the result (parsed above).
+    let log = std::fs::read_to_string(vm.log_file()).unwrap();
+    assert!(log.contains(&format!("ADD {} eth0", p1.id)), "{log}");
     let p2_ip = "10.10.10.20".parse().unwrap();
     let p1_ip = "10.10.10.19".parse().unwrap();
 
