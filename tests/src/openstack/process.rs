@@ -83,9 +83,9 @@ while read -r cmd arg; do
     done) exit 0 ;;
   esac
 done
-for p in $pgs; do kill -TERM -- "-$p" 2>/dev/null; done
+for p in $pgs; do kill -TERM "-$p" 2>/dev/null; done
 sleep 3
-for p in $pgs; do kill -KILL -- "-$p" 2>/dev/null; done
+for p in $pgs; do kill -KILL "-$p" 2>/dev/null; done
 rm -rf -- "$1"
 "#;
 
