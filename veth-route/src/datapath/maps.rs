@@ -131,6 +131,8 @@ fn key(ip: Ipv4Addr) -> EndpointKey {
 fn ignore_missing(r: Result<(), MapError>, what: &str) -> Result<(), DatapathError> {
     match r {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        // aya reports a delete of a missing key as the raw syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(map_err(what, e)),
     }
 }
