@@ -4,5 +4,6 @@ pub mod openstack;
 pub mod fastpath_support;
 pub mod netns;
 pub mod probe;
+pub mod bench;
 pub mod cni_runner;
 pub mod vm;

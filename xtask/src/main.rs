@@ -29,6 +29,8 @@ enum Task {
     },
     /// The main job: a local OpenStack, namespaces as VM, vrouter and pods, wired by the plugins (needs root).
     Demo,
+    /// Benchmarks side by side (release build); prints ratios and writes docs/benchmarks.md (needs root).
+    Bench,
     /// Install, build, and run the whole test suite (needs root).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -59,6 +61,7 @@ fn main() {
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
         Task::Demo => suite::demo(),
+        Task::Bench => suite::bench(),
         Task::Test { args } => suite::test(&args),
         Task::Openstack { action: OpenstackAction::Up } => openstack::up(),
         Task::Openstack { action: OpenstackAction::Down } => openstack::down(),

@@ -33,6 +33,18 @@ pub fn test(args: &[String]) -> Result<()> {
 pub fn demo() -> Result<()> {
     crate::setup::setup()?;
     build(false)?;
-    let bin_dir = workspace_root().join("target/debug");
-    run(Command::new(bin_dir.join("veth-route-demo")).env("VETH_ROUTE_BIN", bin_dir.join("veth-route")))
+    run_tool("debug", "veth-route-demo")
+}
+
+/// Release build, then the test bed's benchmark runner.
+pub fn bench() -> Result<()> {
+    crate::setup::setup()?;
+    build(true)?;
+    run_tool("release", "veth-route-bench")
+}
+
+/// Run a test-bed binary of `profile` against the plugin built alongside it.
+fn run_tool(profile: &str, name: &str) -> Result<()> {
+    let bin_dir = workspace_root().join("target").join(profile);
+    run(Command::new(bin_dir.join(name)).env("VETH_ROUTE_BIN", bin_dir.join("veth-route")))
 }
