@@ -96,3 +96,31 @@ fn result_parses_with_reference_plugins_expectations() {
     assert_eq!(out["interfaces"], res["interfaces"]);
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }
+
+#[test]
+fn prev_result_without_ipam_is_passed_through() {
+    // As a later plugin in a chain: no IPAM, the address comes from prevResult, and the
+    // result keeps what came before while pointing the address at our interface.
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let mut conf = vm.network("1.0.0");
+    conf.as_object_mut().unwrap().remove("ipam");
+    conf["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "earlier0"}],
+        "ips": [{"address": "10.10.10.77/24", "gateway": "10.10.10.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {"nameservers": ["10.10.10.53"]}
+    });
+    let pod = vm.pod();
+    let res = vm.add(&conf, &pod).result();
+    assert_eq!(res["interfaces"][0]["name"], "earlier0");
+    assert_eq!(res["interfaces"][2]["name"], "eth0");
+    assert_eq!(res["ips"], json!([{"address": "10.10.10.77/24", "gateway": "169.254.1.1", "interface": 2}]));
+    assert_eq!(res["routes"], json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
+    assert_eq!(res["dns"]["nameservers"], json!(["10.10.10.53"]));
+    assert!(pod.ns.ip("-4 addr show dev eth0").contains("inet 10.10.10.77/24"));
+    vm.check(&conf, &pod, &res).assert_ok();
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+    vm.snapshot().assert_same_as(&before, "after DEL of a prevResult-addressed pod");
+}

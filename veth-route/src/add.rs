@@ -99,9 +99,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     }
     undo.disarm();
 
-    let mut routes = vec![Route::new(IpNet::V4(Ipv4Net::default()), Some(gw.into()))];
-    routes.extend(plan.extra.iter().map(|dst| Route::new(IpNet::V4(*dst), Some(gw.into()))));
-    Ok(CniResult {
+    let ours = CniResult {
         interfaces: vec![
             Interface { name: host_link.name.clone(), mac: host_link.mac.as_ref().map(mac_string), mtu: host_link.mtu, sandbox: None },
             Interface {
@@ -112,9 +110,38 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
             },
         ],
         ips: vec![IpConfig { address: IpNet::V4(pod_addr), gateway: Some(gw.into()), interface: Some(1) }],
-        routes,
+        routes: std::iter::once(Ipv4Net::default())
+            .chain(plan.extra.iter().copied())
+            .map(|dst| Route::new(IpNet::V4(dst), Some(gw.into())))
+            .collect(),
         dns: if ipam.dns == cni::Dns::default() { conf.dns.clone().unwrap_or_default() } else { ipam.dns.clone() },
+    };
+    Ok(match conf.prev_result()? {
+        Some(prev) => merge(prev, ours),
+        None => ours,
     })
+}
+
+/// In a chain, pass the previous result through with our interfaces, address and routes
+/// added (the address replaces the same one from `prevResult`, now pointing at our pod
+/// interface).
+fn merge(mut prev: CniResult, ours: CniResult) -> CniResult {
+    let offset = prev.interfaces.len();
+    prev.interfaces.extend(ours.interfaces);
+    for mut ip in ours.ips {
+        ip.interface = ip.interface.map(|i| i + offset);
+        prev.ips.retain(|p| p.address != ip.address);
+        prev.ips.push(ip);
+    }
+    for r in ours.routes {
+        // What the pod really has for a destination is our route.
+        prev.routes.retain(|p| p.dst != r.dst);
+        prev.routes.push(r);
+    }
+    if prev.dns == cni::Dns::default() {
+        prev.dns = ours.dns;
+    }
+    prev
 }
 
 /// The addresses: from the IPAM plugin, or from `prevResult` when the config has no IPAM.
