@@ -36,10 +36,11 @@ pub fn add(req: &Request) -> Result<CniResult> {
         )
         .into());
     }
-    if with_netlink(|h| async move { netlink::link_by_name(&h, &host_name).await })?.is_some() {
+    let name = host_name.as_str();
+    if with_netlink(|h| async move { netlink::link_by_name(&h, name).await })?.is_some() {
         return Err(CniError::new(
             ErrorCode::Other(crate::error::CODE_KERNEL),
-            format!("host veth {} already exists: attachment {}/{} is already set up", names::host_veth(&inv.container_id, &inv.ifname), inv.container_id, inv.ifname),
+            format!("host veth {host_name} already exists: attachment {}/{} is already set up", inv.container_id, inv.ifname),
         )
         .with_details("DEL it first")
         .into());
@@ -61,13 +62,13 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     let gw = conf.plugin.gateway;
     let host_name = names::host_veth(&inv.container_id, &inv.ifname);
     let tag = names::tag(&conf.name, &inv.container_id, &inv.ifname);
+    let (name, tag_ref) = (host_name.as_str(), tag.as_str());
 
-    with_netlink(|h| async move { veth::create_pair(&h, &host_name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
-    undo.host_veth = Some(names::host_veth(&inv.container_id, &inv.ifname));
-    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    with_netlink(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
+    undo.host_veth = Some(host_name.clone());
 
     let (host_link, placement) =
-        with_netlink(|h| async move { host::wire(&h, &conf.plugin, &host_name, &tag, pod_addr.addr()).await })?;
+        with_netlink(|h| async move { host::wire(&h, &conf.plugin, name, tag_ref, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
@@ -82,7 +83,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     if conf.plugin.ip_masq {
         let chain = names::masq_chain(&conf.name, &inv.container_id, &inv.ifname);
         undo.masq_chain = Some(chain.clone());
-        masq::setup(&chain, &names::tag(&conf.name, &inv.container_id, &inv.ifname), pod_addr)?;
+        masq::setup(&chain, &tag, pod_addr)?;
     }
 
     let ep = PodEndpoint {
