@@ -199,33 +199,53 @@ impl Drop for Pod<'_> {
 }
 
 /// Send `bytes` over TCP from a socket in `client` to `connect`, served by a listener in
-/// `server` on `listen_port` (0: the port of `connect`); returns what the server received
-/// and echoed back as a count, checked against a checksum.
+/// `server` on `listen_port` (0: the port of `connect`); returns how many bytes the server
+/// received, after checking their checksum. Panics on any failure.
 pub fn tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> usize {
+    try_tcp_transfer(client, server, listen_port, connect, bytes).unwrap_or_else(|e| panic!("TCP {connect}: {e}"))
+}
+
+/// [`tcp_transfer`], with failures (no connection, reset, timeout) as `Err`.
+pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> Result<usize, String> {
     let port = if listen_port == 0 { connect.port() } else { listen_port };
     let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).expect("bind"));
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
     let want_sum = checksum(&payload);
     std::thread::scope(|s| {
-        let srv = s.spawn(move || {
-            let (mut conn, _) = listener.accept().expect("accept");
+        let srv = s.spawn(move || -> Result<(), String> {
+            // poll first so a client that never connects cannot leave this thread in accept().
+            let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one valid fd.
+            if unsafe { libc::poll(&mut pfd, 1, IO_TIMEOUT.as_millis() as i32) } != 1 {
+                return Err("server: no connection arrived".into());
+            }
+            let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
             conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             let mut got = Vec::new();
-            conn.read_to_end(&mut got).expect("server read");
-            conn.write_all(&(got.len() as u64).to_be_bytes()).unwrap();
-            conn.write_all(&checksum(&got).to_be_bytes()).unwrap();
+            conn.read_to_end(&mut got).map_err(|e| format!("server read: {e}"))?;
+            conn.write_all(&(got.len() as u64).to_be_bytes()).map_err(|e| e.to_string())?;
+            conn.write_all(&checksum(&got).to_be_bytes()).map_err(|e| e.to_string())
         });
-        let mut conn = client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT)).expect("connect");
-        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        conn.write_all(&payload).expect("client write");
-        conn.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut reply = [0u8; 16];
-        conn.read_exact(&mut reply).expect("server's reply");
-        srv.join().unwrap();
-        let n = u64::from_be_bytes(reply[..8].try_into().unwrap()) as usize;
-        assert_eq!(u64::from_be_bytes(reply[8..].try_into().unwrap()), want_sum, "payload corrupted in transit");
-        n
+        let client_side = || -> Result<usize, String> {
+            let mut conn = client
+                .run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT))
+                .map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            conn.write_all(&payload).map_err(|e| format!("client write: {e}"))?;
+            conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+            let mut reply = [0u8; 16];
+            conn.read_exact(&mut reply).map_err(|e| format!("server's reply: {e}"))?;
+            if u64::from_be_bytes(reply[8..].try_into().unwrap()) != want_sum {
+                return Err("payload corrupted in transit".into());
+            }
+            Ok(u64::from_be_bytes(reply[..8].try_into().unwrap()) as usize)
+        };
+        let result = client_side();
+        let server = srv.join().expect("server thread panicked");
+        let n = result?;
+        server?;
+        Ok(n)
     })
 }
 

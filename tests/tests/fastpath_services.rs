@@ -1,0 +1,63 @@
+//! kube-proxy-style Services keep working with `fastPath: auto`: iptables DNAT in the VM
+//! from a virtual IP to a backend pod on the same VM and on a second VM. The backend's
+//! replies belong to a NATed conntrack entry, so the fast path must hand them to the
+//! kernel for reverse NAT (counted as `pass_nat`) instead of redirecting them.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer, Router, Vm};
+
+const VIP_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const VIP_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const BYTES: usize = 1 << 20;
+
+/// What kube-proxy's iptables mode installs for a ClusterIP with one endpoint.
+fn dnat(vm: &Vm, vip: Ipv4Addr, backend: Ipv4Addr) {
+    let to = format!("{backend}:8080");
+    let vip = vip.to_string();
+    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &to]);
+}
+
+#[test]
+fn service_vip_to_local_and_remote_backend_works_with_fast_path_auto() {
+    let router = Router::new();
+    let vm1 = Vm::new(&router, 1, "auto");
+    let vm2 = Vm::new(&router, 2, "auto");
+    let client = vm1.add_pod();
+    let local_backend = vm1.add_pod();
+    let remote_backend = vm2.add_pod();
+    dnat(&vm1, VIP_LOCAL, local_backend.ip);
+    dnat(&vm1, VIP_REMOTE, remote_backend.ip);
+
+    // Same VM: client -> VIP is DNATed by the kernel; the backend's replies (dst = client, a
+    // local pod) hit the endpoint map but conntrack says NAT, so they stay on the kernel path.
+    let nat = vm1.counter("from_pod", "pass_nat");
+    assert_eq!(tcp_transfer(&client.ns, &local_backend.ns, 8080, SocketAddrV4::new(VIP_LOCAL, 80), BYTES), BYTES);
+    assert!(vm1.counter("from_pod", "pass_nat") > nat, "backend replies must be left to reverse NAT");
+
+    // Backend on VM2: its replies enter VM1 through the uplink, same decision there.
+    let nat_up = vm1.counter("from_uplink", "pass_nat");
+    let vm2_redirected = vm2.counter("from_uplink", "redirected");
+    assert_eq!(tcp_transfer(&client.ns, &remote_backend.ns, 8080, SocketAddrV4::new(VIP_REMOTE, 80), BYTES), BYTES);
+    assert!(vm1.counter("from_uplink", "pass_nat") > nat_up, "remote backend replies must be left to reverse NAT");
+    // VM2 did no NAT itself: the DNATed packets arriving there go straight into the backend.
+    assert!(vm2.counter("from_uplink", "redirected") > vm2_redirected);
+
+    // Plain pod-to-pod traffic between the same pods is still redirected.
+    let redirected = vm1.counter("from_pod", "redirected");
+    assert_eq!(tcp_transfer(&client.ns, &local_backend.ns, 0, SocketAddrV4::new(local_backend.ip, 8081), BYTES), BYTES);
+    assert!(vm1.counter("from_pod", "redirected") > redirected);
+}
+
+/// Why `auto` exists: `always` redirects the backend's replies past reverse NAT, the client
+/// sees the backend's address instead of the VIP and the connection never establishes.
+#[test]
+fn fast_path_always_breaks_same_vm_services_as_documented() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "always");
+    let client = vm.add_pod();
+    let backend = vm.add_pod();
+    dnat(&vm, VIP_LOCAL, backend.ip);
+    let outcome = try_tcp_transfer(&client.ns, &backend.ns, 8080, SocketAddrV4::new(VIP_LOCAL, 80), 1024);
+    assert!(outcome.is_err(), "expected the un-NATed reply to break the connection, got {outcome:?}");
+}
