@@ -129,7 +129,7 @@ impl Vm {
 
     /// `veth-route stats --json` for this VM's pin dir.
     pub fn stats(&self) -> Value {
-        self.operator(&["stats"])
+        self.operator_json(&["stats"])
     }
 
     /// Counter `name` of program `prog` ("from_pod" / "from_uplink").
@@ -139,10 +139,11 @@ impl Vm {
 
     /// Pod addresses in the endpoint map (`veth-route endpoints --json`).
     pub fn endpoint_ips(&self) -> Vec<Ipv4Addr> {
-        self.operator(&["endpoints"]).as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap().parse().unwrap()).collect()
+        self.operator_json(&["endpoints"]).as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap().parse().unwrap()).collect()
     }
 
-    fn operator(&self, cmd: &[&str]) -> Value {
+    /// `veth-route <cmd> --pin-dir <this VM's pins> --json`, parsed.
+    pub fn operator_json(&self, cmd: &[&str]) -> Value {
         let out = run_ok(self.ns.command(cni_runner::plugin_binary()).args(cmd).arg("--pin-dir").arg(&self.pin_dir).arg("--json"));
         serde_json::from_str(&out).expect("operator output is JSON")
     }
