@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::cni_runner::{self, Attachment, Outcome};
 use crate::netns::{run_ok, unique, NetNs, TempDir};
+use crate::vm::with_prev;
 
 /// Name of the uplink inside each VM namespace.
 pub const UPLINK: &str = "up0";
@@ -97,9 +98,11 @@ impl Vm {
     }
 
     /// Run the plugin for `command` as a runtime would, inside the VM namespace.
-    pub fn cni(&self, command: &str, att: &Attachment) -> Outcome {
+    /// `prev` is passed as `prevResult`, as runtimes do for CHECK and DEL.
+    pub fn cni(&self, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        cni_runner::exec(cni_runner::plugin_binary(), &self.ns, command, Some(att), &env, self.conf.to_string().as_bytes())
+        let conf = with_prev(&self.conf, prev);
+        cni_runner::exec(cni_runner::plugin_binary(), &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
     }
 
     /// ADD a pod; panics if the plugin fails.
@@ -111,14 +114,14 @@ impl Vm {
     pub fn try_add_pod(&self) -> Result<Pod<'_>, Outcome> {
         let ns = NetNs::new("fp");
         let att = Attachment { container_id: format!("{}-ctr", unique("f")), netns: Some(ns.path().to_path_buf()), ifname: "eth0".into() };
-        let out = self.cni("ADD", &att);
+        let out = self.cni("ADD", &att, None);
         if out.exit != 0 {
             return Err(out);
         }
         let result = out.result();
         let addr = result["ips"][0]["address"].as_str().expect("result has an address");
         let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-        Ok(Pod { vm: self, ns, att, ip, deleted: false })
+        Ok(Pod { vm: self, ns, att, ip, result, deleted: false })
     }
 
     /// The host veth routing to `ip` (from the VM's /32 route).
@@ -175,26 +178,28 @@ pub struct Pod<'a> {
     pub ns: NetNs,
     pub att: Attachment,
     pub ip: Ipv4Addr,
+    /// The ADD result (prevResult of CHECK and DEL).
+    pub result: Value,
     deleted: bool,
 }
 
 impl Pod<'_> {
     /// DEL through the plugin; must succeed.
     pub fn del(&mut self) {
-        self.vm.cni("DEL", &self.att).assert_ok();
+        self.vm.cni("DEL", &self.att, Some(&self.result)).assert_ok();
         self.deleted = true;
     }
 
     /// CHECK through the plugin.
     pub fn check(&self) -> Outcome {
-        self.vm.cni("CHECK", &self.att)
+        self.vm.cni("CHECK", &self.att, Some(&self.result))
     }
 }
 
 impl Drop for Pod<'_> {
     fn drop(&mut self) {
         if !self.deleted {
-            let _ = self.vm.cni("DEL", &self.att);
+            let _ = self.vm.cni("DEL", &self.att, Some(&self.result));
         }
     }
 }

@@ -80,12 +80,14 @@ impl PinLayout {
     /// Mount bpffs if needed and create the directories; fails if the pin dir is not on bpffs.
     pub fn prepare(&self) -> Result<(), DatapathError> {
         ensure_bpffs_mounted()?;
+        // Check before creating anything, so a pin dir off bpffs leaves no directories behind.
+        let existing = self.root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+        if !is_bpffs(existing)? {
+            return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
+        }
         for dir in [self.pod_links(), self.uplink_links()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        }
-        if !is_bpffs(&self.root)? {
-            return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
         }
         Ok(())
     }

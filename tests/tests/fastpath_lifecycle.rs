@@ -1,0 +1,171 @@
+//! Fast-path lifecycle: DEL removes the endpoint and link pins, many ADD/DEL cycles leave
+//! nothing stale, CHECK sees a missing entry or attachment, GC drops what no pod owns,
+//! concurrent first ADDs load the programs once, and a host without usable eBPF keeps the
+//! kernel path (or fails ADD cleanly when `fastPath: required`).
+
+use std::net::SocketAddrV4;
+use std::thread;
+
+use serde_json::json;
+use testbed::fastpath_support::{tcp_transfer, udp_ttl, Router, Vm};
+
+#[test]
+fn del_removes_entry_and_pins_and_fifty_cycles_leave_nothing_stale() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let resident = vm.add_pod();
+    for cycle in 0..50 {
+        let mut pod = vm.add_pod();
+        let veth = vm.host_veth_of(pod.ip);
+        assert!(vm.endpoint_ips().contains(&pod.ip), "cycle {cycle}: no endpoint after ADD");
+        assert!(vm.pod_link_pins().contains(&veth), "cycle {cycle}: no link pin after ADD");
+        pod.del();
+        assert!(!vm.endpoint_ips().contains(&pod.ip), "cycle {cycle}: endpoint left after DEL");
+        assert!(!vm.pod_link_pins().contains(&veth), "cycle {cycle}: link pin left after DEL");
+    }
+    assert_eq!(vm.endpoint_ips(), vec![resident.ip], "only the resident pod may remain");
+    assert_eq!(vm.pod_link_pins(), vec![vm.host_veth_of(resident.ip)]);
+
+    let fresh = vm.add_pod();
+    let redirected = vm.counter("from_pod", "redirected");
+    assert_eq!(tcp_transfer(&fresh.ns, &resident.ns, 0, SocketAddrV4::new(resident.ip, 7101), 1 << 20), 1 << 20);
+    assert_eq!(udp_ttl(&resident.ns, None, &fresh.ns, fresh.ip, 64), 63);
+    assert!(vm.counter("from_pod", "redirected") > redirected);
+}
+
+#[test]
+fn del_is_idempotent_and_works_after_the_pod_netns_is_gone() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let mut pod = vm.add_pod();
+    let veth = vm.host_veth_of(pod.ip);
+    pod.ns.delete(); // takes the veth pair with it
+    pod.del();
+    pod.del();
+    assert!(!vm.endpoint_ips().contains(&pod.ip));
+    assert!(!vm.pod_link_pins().contains(&veth));
+}
+
+#[test]
+fn check_reports_a_missing_endpoint_and_a_missing_attachment() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let a = vm.add_pod();
+    let b = vm.add_pod();
+    a.check().assert_ok();
+    b.check().assert_ok();
+
+    // Tamper 1: remove a's endpoint behind the plugin's back, as an operator with bpftool could.
+    let key: Vec<String> = a.ip.octets().iter().map(u8::to_string).collect();
+    let map = vm.pin_dir.join("v1/endpoints");
+    let mut cmd = std::process::Command::new("bpftool");
+    cmd.args(["map", "delete", "pinned"]).arg(&map).arg("key").args(&key);
+    assert!(cmd.status().unwrap().success());
+    let (_, msg, err) = a.check().error();
+    assert!(format!("{msg} {err}").contains(&format!("no endpoint for {}", a.ip)), "{err}");
+
+    // Tamper 2: drop b's link pin, which detaches from_pod from its veth.
+    let veth = vm.host_veth_of(b.ip);
+    std::fs::remove_file(vm.pin_dir.join("v1/links/pod").join(&veth)).unwrap();
+    let (_, msg, err) = b.check().error();
+    assert!(format!("{msg} {err}").contains("not attached"), "{err}");
+}
+
+#[test]
+fn gc_removes_endpoints_and_pins_of_attachments_not_kept() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let kept = vm.add_pod();
+    let mut leaked = vm.add_pod();
+    let leaked_veth = vm.host_veth_of(leaked.ip);
+
+    let mut conf = vm.conf.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{ "containerID": kept.att.container_id, "ifname": "eth0" }]);
+    let out = testbed::cni_runner::exec(testbed::cni_runner::plugin_binary(), &vm.ns, "GC", None, &[], conf.to_string().as_bytes());
+    out.assert_ok();
+
+    assert_eq!(vm.endpoint_ips(), vec![kept.ip]);
+    assert!(!vm.pod_link_pins().contains(&leaked_veth));
+    assert_eq!(vm.pod_link_pins(), vec![vm.host_veth_of(kept.ip)]);
+    leaked.del(); // still succeeds: nothing left to remove
+}
+
+#[test]
+fn twenty_concurrent_first_adds_load_once_and_all_get_the_fast_path() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let pods: Vec<_> = thread::scope(|s| {
+        let handles: Vec<_> = (0..20).map(|_| s.spawn(|| vm.add_pod())).collect();
+        handles.into_iter().map(|h| h.join().expect("ADD")).collect()
+    });
+    let mut want: Vec<_> = pods.iter().map(|p| p.ip).collect();
+    want.sort();
+    assert_eq!(vm.endpoint_ips(), want);
+    assert_eq!(vm.pod_link_pins().len(), 20);
+    let endpoints = vm.operator_json(&["endpoints"]);
+    for e in endpoints.as_array().unwrap() {
+        assert_eq!(e["tcx_ingress_programs"], json!(["from_pod"]), "{e}");
+    }
+    // One uplink attachment however many ADDs raced for it.
+    assert_eq!(vm.stats()["uplinks"]["up0"]["tcx_ingress_programs"], json!(["from_uplink"]));
+    let redirected = vm.counter("from_pod", "redirected");
+    assert_eq!(udp_ttl(&pods[0].ns, None, &pods[19].ns, pods[19].ip, 64), 63);
+    assert!(vm.counter("from_pod", "redirected") > redirected);
+}
+
+#[test]
+fn without_usable_ebpf_the_kernel_path_serves() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    // A pin dir that is not on bpffs makes eBPF unusable for this config.
+    let not_bpffs = testbed::netns::TempDir::new("nobpf");
+    vm.conf["bpfPinDir"] = json!(not_bpffs.path());
+    let a = vm.add_pod();
+    let b = vm.add_pod();
+    assert_eq!(tcp_transfer(&a.ns, &b.ns, 0, SocketAddrV4::new(b.ip, 7102), 1 << 20), 1 << 20);
+    assert_eq!(udp_ttl(&router.ns, None, &b.ns, b.ip, 64), 63);
+    a.check().assert_ok();
+    assert_eq!(std::fs::read_dir(not_bpffs.path()).unwrap().count(), 0, "nothing may be pinned off bpffs");
+}
+
+#[test]
+fn fast_path_required_fails_add_cleanly_without_usable_ebpf() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "required");
+    let not_bpffs = testbed::netns::TempDir::new("nobpf");
+    vm.conf["bpfPinDir"] = json!(not_bpffs.path());
+    let links_before = vm.ns.ip("-o link show");
+    let out = match vm.try_add_pod() {
+        Ok(_) => panic!("ADD with fastPath required must fail without eBPF"),
+        Err(out) => out,
+    };
+    let (_, msg, err) = out.error();
+    assert!(format!("{msg} {err}").contains("eBPF"), "{err}");
+    assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
+}
+
+#[test]
+fn netlink_attach_fallback_redirects_and_cleans_up() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    // What the plugin does on kernels before 6.6 (no TCX): clsact + cls_bpf via netlink.
+    vm.env.push(("VETH_ROUTE_TC_ATTACH", "netlink".into()));
+    let a = vm.add_pod();
+    let mut b = vm.add_pod();
+    let veth_b = vm.host_veth_of(b.ip);
+    let filters = vm.ns.sh("tc", &["filter", "show", "dev", &veth_b, "ingress"]);
+    assert!(filters.contains("from_pod"), "{filters}");
+    let uplink = vm.ns.sh("tc", &["filter", "show", "dev", "up0", "ingress"]);
+    assert!(uplink.contains("from_uplink"), "{uplink}");
+    let redirected = vm.counter("from_pod", "redirected");
+    let redirected_in = vm.counter("from_uplink", "redirected");
+    assert_eq!(tcp_transfer(&a.ns, &b.ns, 0, SocketAddrV4::new(b.ip, 7103), 1 << 20), 1 << 20);
+    assert_eq!(udp_ttl(&router.ns, None, &b.ns, b.ip, 64), 63);
+    assert!(vm.counter("from_pod", "redirected") > redirected);
+    assert!(vm.counter("from_uplink", "redirected") > redirected_in);
+    a.check().assert_ok();
+
+    b.del();
+    assert!(!vm.endpoint_ips().contains(&b.ip));
+}
