@@ -169,3 +169,27 @@ fn netlink_attach_fallback_redirects_and_cleans_up() {
     b.del();
     assert!(!vm.endpoint_ips().contains(&b.ip));
 }
+
+#[test]
+fn a_new_program_build_takes_over_existing_links_on_the_next_add() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let old = vm.add_pod();
+    // Pretend the pinned programs came from an older plugin build.
+    let progs = vm.pin_dir.join("v1/progs");
+    let builds: Vec<_> = std::fs::read_dir(&progs).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(builds.len(), 1, "one build pinned: {builds:?}");
+    std::fs::rename(progs.join(&builds[0]), progs.join("0000000000000000")).unwrap();
+    old.check().assert_ok(); // an older build's program is still a valid attachment
+
+    let new = vm.add_pod();
+    let now: Vec<_> = std::fs::read_dir(&progs).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(now, builds, "the old build is unpinned once links moved to the new one");
+    // CHECK now wants this build's program on the old pod's veth: the link was moved.
+    old.check().assert_ok();
+    new.check().assert_ok();
+    assert_eq!(vm.stats()["uplinks"]["up0"]["tcx_ingress_programs"], json!(["from_uplink"]));
+    let redirected = vm.counter("from_pod", "redirected");
+    assert_eq!(tcp_transfer(&new.ns, &old.ns, 0, SocketAddrV4::new(old.ip, 7104), 1 << 20), 1 << 20);
+    assert!(vm.counter("from_pod", "redirected") > redirected);
+}

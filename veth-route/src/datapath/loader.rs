@@ -1,6 +1,16 @@
 //! Load the kernel programs once per host and pin them; later plugin runs reuse the pins,
 //! so no ADD after the first pays for the verifier.
+//!
+//! Program pins are keyed by a hash of the embedded object: after a plugin upgrade the
+//! first ADD loads the new programs, moves every pinned TCX link onto them atomically
+//! (`bpf_link_update`) and unpins the old ones. Maps are shared across builds (their
+//! layout is versioned by the `v1` directory).
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::SchedClassifierLink;
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use veth_route_common::map_names;
@@ -25,25 +35,48 @@ pub struct Programs {
     pub from_uplink: SchedClassifier,
 }
 
-/// Reopen the pinned programs, loading and pinning them first if this host has none.
-/// Caller holds the pin-dir lock.
-pub fn load_or_reuse(layout: &PinLayout) -> Result<Programs, DatapathError> {
-    if let Some(progs) = reuse(layout)? {
-        return Ok(progs);
-    }
-    load_and_pin(layout)?;
-    reuse(layout)?.ok_or_else(|| DatapathError::Other("programs vanished right after pinning".into()))
+/// Identity of the embedded object (FNV-1a of its bytes), naming its program pins.
+pub fn object_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{h:016x}")
+    })
 }
 
-/// The pinned programs, if a complete set (programs and maps) is pinned.
-fn reuse(layout: &PinLayout) -> Result<Option<Programs>, DatapathError> {
-    let complete = [FROM_POD, FROM_UPLINK].iter().all(|p| layout.program(p).exists())
+/// Reopen the pinned programs, loading and pinning them first if this host has none from
+/// this build. Caller holds the pin-dir lock.
+pub fn load_or_reuse(layout: &PinLayout) -> Result<Programs, DatapathError> {
+    let id = object_id();
+    if let Some(progs) = reuse(layout, id)? {
+        return Ok(progs);
+    }
+    load_and_pin(layout, id)?;
+    let mut progs = reuse(layout, id)?.ok_or_else(|| DatapathError::Other("programs vanished right after pinning".into()))?;
+    upgrade_links(layout, &mut progs);
+    remove_other_builds(layout, id);
+    Ok(progs)
+}
+
+/// Path of the pinned program `name`: this build's, else any build's (links may still use
+/// an older build until the next ADD upgrades them).
+pub fn pinned_program(layout: &PinLayout, name: &str) -> Option<PathBuf> {
+    let current = layout.program(object_id(), name);
+    if current.exists() {
+        return Some(current);
+    }
+    std::fs::read_dir(layout.programs()).ok()?.flatten().map(|e| e.path().join(name)).find(|p| p.exists())
+}
+
+/// The pinned programs of build `id`, if a complete set (programs and maps) is pinned.
+fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError> {
+    let complete = [FROM_POD, FROM_UPLINK].iter().all(|p| layout.program(id, p).exists())
         && MAPS.iter().all(|m| layout.map(m).exists());
     if !complete {
         return Ok(None);
     }
     let open = |name: &str| {
-        SchedClassifier::from_pin(layout.program(name))
+        SchedClassifier::from_pin(layout.program(id, name))
             .map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {e}")))
     };
     Ok(Some(Programs { from_pod: open(FROM_POD)?, from_uplink: open(FROM_UPLINK)? }))
@@ -51,10 +84,12 @@ fn reuse(layout: &PinLayout) -> Result<Option<Programs>, DatapathError> {
 
 /// Verify and load both programs; maps are pinned by aya (and reused if already pinned),
 /// programs are pinned last so their pins mean "the set is complete".
-fn load_and_pin(layout: &PinLayout) -> Result<(), DatapathError> {
+fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
     for p in [FROM_POD, FROM_UPLINK] {
-        unpin(&layout.program(p))?;
+        unpin(&layout.program(id, p))?;
     }
+    let dir = layout.programs().join(id);
+    std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Other(format!("creating {}: {e}", dir.display())))?;
     let object = patch_kfunc_calls(OBJECT)?;
     let mut loader = EbpfLoader::new();
     for m in MAPS {
@@ -72,11 +107,45 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), DatapathError> {
             .try_into()
             .map_err(|e| DatapathError::Other(format!("program {name}: {e}")))?;
         prog.load().map_err(|e| DatapathError::Unavailable(format!("verifier rejected {name}: {}", error_chain(&e))))?;
-        prog.pin(layout.program(name))
+        prog.pin(layout.program(id, name))
             .map_err(|e| DatapathError::Other(format!("pinning program {name}: {e}")))?;
     }
-    log::info!("loaded eBPF fast path programs and pinned them under {}", layout.root().display());
+    log::info!("loaded eBPF fast path programs (build {id}) and pinned them under {}", layout.root().display());
     Ok(())
+}
+
+/// Move every pinned TCX link to the freshly loaded programs (atomic `bpf_link_update`).
+/// Best effort: a link whose interface is gone is skipped (its pod's DEL removes it).
+fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
+    for (dir, prog) in [(layout.pod_links(), &mut progs.from_pod), (layout.uplink_links(), &mut progs.from_uplink)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for pin in entries.flatten().map(|e| e.path()) {
+            if let Err(e) = relink(prog, &pin) {
+                log::warn!("keeping {} on the previous program build: {e}", pin.display());
+            }
+        }
+    }
+}
+
+fn relink(prog: &mut SchedClassifier, pin: &std::path::Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    let id = prog.attach_to_link(link).map_err(|e| error_chain(&e))?;
+    let link: FdLink = prog.take_link(id).map_err(|e| e.to_string())?.try_into().map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+    // The fd keeps the link alive between unpinning and pinning it again.
+    unpin(pin).map_err(|e| e.to_string())?;
+    link.pin(pin).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Unpin programs of other builds (still-attached netlink filters keep theirs alive).
+fn remove_other_builds(layout: &PinLayout, id: &str) {
+    let Ok(entries) = std::fs::read_dir(layout.programs()) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_str() != Some(id) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Attach type the programs were written for.

@@ -212,13 +212,13 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
         return Ok(());
     }
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
-    if !layout.exists() || !layout.program(FROM_POD).exists() {
+    let Some(prog_pin) = layout.exists().then(|| loader::pinned_program(&layout, FROM_POD)).flatten() else {
         return match cfg.fast_path {
             FastPath::Required => Err(DatapathError::Mismatch(format!("no eBPF programs pinned under {}", layout.root().display()))),
             // ADD fell back to the kernel path on this host.
             _ => Ok(()),
         };
-    }
+    };
     let maps = PinnedMaps::open(&layout)?;
     let want = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
     match maps.endpoint(ep.pod_ip)? {
@@ -242,7 +242,7 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
-    let prog = aya::programs::SchedClassifier::from_pin(layout.program(FROM_POD))
+    let prog = aya::programs::SchedClassifier::from_pin(&prog_pin)
         .map_err(|e| DatapathError::Other(format!("opening pinned program: {e}")))?;
     let mode = AttachMode::detect();
     if !tc::is_attached(&prog, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode)? {

@@ -5,8 +5,8 @@
 //! <bpfPinDir>/v1/sources              map: host veth ifindex -> {ip, flags} (anti-spoof)
 //! <bpfPinDir>/v1/settings             map: [0] -> {mode}
 //! <bpfPinDir>/v1/counters             per-CPU map: [0]=from_pod, [1]=from_uplink
-//! <bpfPinDir>/v1/prog_from_pod        program (tc ingress of host veths)
-//! <bpfPinDir>/v1/prog_from_uplink     program (tc ingress of uplinks)
+//! <bpfPinDir>/v1/progs/<obj>/from_pod     program (tc ingress of host veths)
+//! <bpfPinDir>/v1/progs/<obj>/from_uplink  program (tc ingress of uplinks)
 //! <bpfPinDir>/v1/links/pod/<veth>     TCX link of one pod's host veth
 //! <bpfPinDir>/v1/links/uplink/<if>    TCX link of one uplink
 //! ```
@@ -47,9 +47,14 @@ impl PinLayout {
         self.root.join(name)
     }
 
-    /// Pin path of program `name`.
-    pub fn program(&self, name: &str) -> PathBuf {
-        self.root.join(format!("prog_{name}"))
+    /// Directory of the program pins, one subdirectory per eBPF object build.
+    pub fn programs(&self) -> PathBuf {
+        self.root.join("progs")
+    }
+
+    /// Pin path of program `name` from the eBPF object identified by `object_id`.
+    pub fn program(&self, object_id: &str, name: &str) -> PathBuf {
+        self.programs().join(object_id).join(name)
     }
 
     /// Directory of the per-pod (host veth) link pins.
