@@ -29,6 +29,9 @@ struct RawIpam {
     pool: Option<Pool>,
     #[serde(default)]
     data_dir: Option<PathBuf>,
+    /// Also accepted here (beside `neutronConf.hostInterface`).
+    #[serde(default)]
+    host_interface: Option<String>,
     #[serde(default)]
     log_file: Option<PathBuf>,
     #[serde(default)]
@@ -237,14 +240,20 @@ impl Settings {
         if !matches!(interface.as_str(), "public" | "internal" | "admin") {
             return Err(invalid(format!("openstackConf.interface {interface:?} must be public, internal or admin")));
         }
+        let host_interface = match (&nc.host_interface, &raw.host_interface) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid(format!("hostInterface given twice ({a:?} in neutronConf, {b:?} in ipam)")))
+            }
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
         let port_lookup = match (&nc.port_id, nc.use_metadata || nc.metadata_url.is_some()) {
             (Some(_), true) => return Err(invalid("neutronConf: give portId or useMetadata, not both")),
             (Some(id), false) => PortLookup::PortId(id.clone()),
             (None, true) => PortLookup::Metadata {
                 url: nc.metadata_url.clone().unwrap_or_else(|| "http://169.254.169.254/openstack/latest/network_data.json".into()),
-                interface: nc.host_interface.clone(),
+                interface: host_interface,
             },
-            (None, false) => PortLookup::HostInterface(nc.host_interface.clone()),
+            (None, false) => PortLookup::HostInterface(host_interface),
         };
         if let Some(p) = raw.pool {
             if p.max == 0 || p.min > p.max {

@@ -55,6 +55,19 @@ async fn client(settings: &Settings) -> Result<Neutron, IpamError> {
     })
 }
 
+impl Drop for Op {
+    fn drop(&mut self) {
+        // One line per operation, for `cargo xtask bench` and operators counting API load.
+        let counts = self.neutron.as_ref().map(|n| n.session().counts()).unwrap_or_default();
+        log::info!(
+            "api calls: keystone_auths={} neutron_requests={} neutron_writes={}",
+            counts.keystone_auths,
+            counts.service_requests,
+            counts.service_writes
+        );
+    }
+}
+
 impl Op {
     fn open(settings: Settings) -> Result<Op, IpamError> {
         let dir = settings.data_dir.clone();
