@@ -28,8 +28,8 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// One test's own network, subnet and router on the shared stack; removed on drop.
-pub struct Lab {
-    pub stack: &'static Stack,
+pub struct Lab<'a> {
+    pub stack: &'a Stack,
     pub network_id: String,
     pub subnet_id: String,
     pub cidr: Ipv4Net,
@@ -53,9 +53,9 @@ async fn raw(n: &Neutron, method: Method, path: &str, body: Option<Value>) -> Va
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-impl Lab {
+impl<'a> Lab<'a> {
     /// A network `name` with subnet `cidr` (gateway .1) and a router attached to it.
-    pub fn new(stack: &'static Stack, name: &str, cidr: &str) -> Lab {
+    pub fn new(stack: &'a Stack, name: &str, cidr: &str) -> Lab<'a> {
         let cidr: Ipv4Net = cidr.parse().unwrap();
         let (network_id, subnet_id) = stack.create_network(name, IpNet::V4(cidr), None).expect("network");
         let n = stack.neutron();
@@ -121,11 +121,11 @@ impl Lab {
         block_on(self.neutron().add_extraroutes(&self.router_id, &[route])).expect("hand-made route");
     }
 
-    /// Runs `vrouter-route-controller --once` against this lab's network.
-    pub fn controller_once(&self, extra: &[&str]) -> Output {
+    /// The controller command for this lab's network and router (credentials via OS_* env).
+    pub fn controller(&self, extra: &[&str]) -> Command {
         let env = self.stack.env();
-        Command::new(bin("vrouter-route-controller"))
-            .args(["--once", "--network", &self.network_id, "--router", &self.router_id])
+        let mut c = Command::new(bin("vrouter-route-controller"));
+        c.args(["--network", &self.network_id, "--router", &self.router_id])
             .args(extra)
             .env_clear()
             .env("OS_AUTH_URL", &env.auth_url)
@@ -133,9 +133,25 @@ impl Lab {
             .env("OS_PASSWORD_FILE", &env.password_file)
             .env("OS_PROJECT_NAME", &env.project)
             .env("OS_DOMAIN", "default")
-            .env("OS_REGION_NAME", &env.region)
-            .output()
-            .expect("run controller")
+            .env("OS_REGION_NAME", &env.region);
+        c
+    }
+
+    /// Runs `vrouter-route-controller --once` against this lab's network.
+    pub fn controller_once(&self, extra: &[&str]) -> Output {
+        self.controller(&[&["--once"], extra].concat()).output().expect("run controller")
+    }
+
+    /// Starts the controller daemon with a health/metrics server on a free loopback port.
+    pub fn controller_daemon(&self, extra: &[&str]) -> Daemon {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let log = std::env::temp_dir().join(format!("vrc-daemon-{}-{}.log", std::process::id(), addr.port()));
+        let child = self
+            .controller(&[&["--listen", &addr.to_string(), "--log-level", "debug"], extra].concat())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start controller");
+        Daemon { child, addr, log }
     }
 }
 
@@ -151,7 +167,7 @@ pub fn status_of(out: &Output) -> Value {
     })
 }
 
-impl Drop for Lab {
+impl Drop for Lab<'_> {
     fn drop(&mut self) {
         let n = self.neutron();
         let (router, subnet) = (self.router_id.clone(), self.subnet_id.clone());
@@ -174,5 +190,65 @@ impl Drop for Lab {
             }
             let _ = n.delete_network(&network).await;
         });
+    }
+}
+
+/// A running controller daemon; SIGTERM and wait on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// GET `path` from its HTTP server: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// A metric's value (first sample whose name+labels start with `series`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait controller")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Polls `f` until it yields (bounded: a condition the system reaches by itself, not a timing assertion).
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
