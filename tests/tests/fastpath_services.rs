@@ -61,3 +61,26 @@ fn fast_path_always_breaks_same_vm_services_as_documented() {
     let outcome = try_tcp_transfer(&client.ns, &backend.ns, 8080, SocketAddrV4::new(VIP_LOCAL, 80), 1024);
     assert!(outcome.is_err(), "expected the un-NATed reply to break the connection, got {outcome:?}");
 }
+
+/// A host whose conntrack kfuncs are unusable (nf_conntrack built as a module): `auto`
+/// cannot prove flows un-NATed, so it keeps the kernel path; `always` still works.
+#[test]
+fn without_conntrack_kfuncs_auto_keeps_the_kernel_path_and_always_still_redirects() {
+    let router = Router::new();
+    let mut auto = Vm::new(&router, 1, "auto");
+    auto.env.push(("VETH_ROUTE_NO_CT_KFUNCS", "1".into()));
+    let a = auto.add_pod();
+    let b = auto.add_pod();
+    assert_eq!(tcp_transfer(&a.ns, &b.ns, 0, SocketAddrV4::new(b.ip, 7201), BYTES), BYTES);
+    let progs = std::fs::read_dir(auto.pin_dir.join("v1/progs")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(progs, 0, "auto must not load programs that cannot check NAT");
+    assert!(auto.pod_link_pins().is_empty());
+
+    let mut always = Vm::new(&router, 2, "always");
+    always.env.push(("VETH_ROUTE_NO_CT_KFUNCS", "1".into()));
+    let c = always.add_pod();
+    let d = always.add_pod();
+    let redirected = always.counter("from_pod", "redirected");
+    assert_eq!(tcp_transfer(&c.ns, &d.ns, 0, SocketAddrV4::new(d.ip, 7202), BYTES), BYTES);
+    assert!(always.counter("from_pod", "redirected") > redirected);
+}

@@ -45,13 +45,14 @@ pub fn object_id() -> &'static str {
 }
 
 /// Reopen the pinned programs, loading and pinning them first if this host has none from
-/// this build. Caller holds the pin-dir lock.
-pub fn load_or_reuse(layout: &PinLayout) -> Result<Programs, DatapathError> {
+/// this build. `needs_conntrack`: refuse to load without the conntrack kfuncs (`auto`).
+/// Caller holds the pin-dir lock.
+pub fn load_or_reuse(layout: &PinLayout, needs_conntrack: bool) -> Result<Programs, DatapathError> {
     let id = object_id();
     if let Some(progs) = reuse(layout, id)? {
         return Ok(progs);
     }
-    load_and_pin(layout, id)?;
+    load_and_pin(layout, id, needs_conntrack)?;
     let mut progs = reuse(layout, id)?.ok_or_else(|| DatapathError::Other("programs vanished right after pinning".into()))?;
     upgrade_links(layout, &mut progs);
     remove_other_builds(layout, id);
@@ -84,13 +85,22 @@ fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError
 
 /// Verify and load both programs; maps are pinned by aya (and reused if already pinned),
 /// programs are pinned last so their pins mean "the set is complete".
-fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
+fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(), DatapathError> {
+    let (object, conntrack) = patch_kfunc_calls(OBJECT);
+    if let Err(reason) = &conntrack {
+        if needs_conntrack {
+            return Err(DatapathError::Unavailable(format!(
+                "fastPath auto must consult conntrack before bypassing NAT, but {reason}; \
+                 use fastPath always if this host runs no Service NAT"
+            )));
+        }
+        log::warn!("{reason}: programs never consult conntrack (fastPath always only; auto pods stay on the kernel path for TCP/UDP)");
+    }
     for p in [FROM_POD, FROM_UPLINK] {
         unpin(&layout.program(id, p))?;
     }
     let dir = layout.programs().join(id);
     std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Other(format!("creating {}: {e}", dir.display())))?;
-    let object = patch_kfunc_calls(OBJECT)?;
     let mut loader = EbpfLoader::new();
     for m in MAPS {
         loader.map_pin_path(m, layout.map(m));

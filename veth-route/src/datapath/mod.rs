@@ -133,7 +133,7 @@ fn attach_fast(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathErr
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
-    let mut progs = loader::load_or_reuse(&layout)?;
+    let mut progs = loader::load_or_reuse(&layout, cfg.fast_path != FastPath::Always)?;
     let mut maps = PinnedMaps::open(&layout)?;
     let mode = AttachMode::detect();
     maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
