@@ -156,23 +156,10 @@ impl Netlink {
         if let Some(u) = &cfg.uplink {
             return Ok(u.clone());
         }
-        let mut routes = self.handle.route().get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
-        while let Some(r) = routes.try_next().await.map_err(|source| ProxyNeighError::Netlink {
-            op: "list routes",
-            uplink: "(default route)".into(),
-            source,
-        })? {
-            if r.header.destination_prefix_length != 0 || r.header.table != libc_main_table() {
-                continue;
-            }
-            if let Some(oif) = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            }) {
-                return self.name(oif).await;
-            }
+        match self.main_routes(0, "(default route)").await?.first() {
+            Some((_, oif)) => self.name(*oif).await,
+            None => Err(ProxyNeighError::NoDefaultRoute),
         }
-        Err(ProxyNeighError::NoDefaultRoute)
     }
 
     async fn name(&self, index: u32) -> Result<String, ProxyNeighError> {
@@ -233,6 +220,11 @@ impl Netlink {
 
     /// Addresses with a `/32` main-table route through a device other than the uplink.
     async fn host_routes_not_via(&self, uplink_index: u32, uplink: &str) -> Result<Vec<Ipv4Addr>, ProxyNeighError> {
+        Ok(self.main_routes(32, uplink).await?.into_iter().filter(|(_, oif)| *oif != uplink_index).map(|(dst, _)| dst).collect())
+    }
+
+    /// Main-table IPv4 routes of one prefix length with an output device: (destination, oif).
+    async fn main_routes(&self, prefix_len: u8, uplink: &str) -> Result<Vec<(Ipv4Addr, u32)>, ProxyNeighError> {
         let mut routes = self.handle.route().get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
         let mut out = Vec::new();
         while let Some(r) = routes.try_next().await.map_err(|source| ProxyNeighError::Netlink {
@@ -240,21 +232,23 @@ impl Netlink {
             uplink: uplink.to_string(),
             source,
         })? {
-            if r.header.destination_prefix_length != 32 || r.header.table != libc_main_table() {
+            if r.header.destination_prefix_length != prefix_len || r.header.table != libc_main_table() {
                 continue;
             }
             let oif = r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
                 _ => None,
             });
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let (Some(oif), Some(dst)) = (oif, dst) {
-                if oif != uplink_index {
-                    out.push(dst);
-                }
+            let dst = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if let Some(oif) = oif {
+                out.push((dst, oif));
             }
         }
         Ok(out)

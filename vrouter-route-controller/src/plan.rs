@@ -41,7 +41,9 @@ pub fn plan(desired: &[Route], actual: &[Route], owned: &BTreeSet<Route>, limit:
     let desired: BTreeSet<Route> = desired.iter().copied().collect();
     let foreign = actual.iter().filter(|r| !owned.contains(r)).count();
 
-    let mut wanted: Vec<Route> = desired.iter().copied().filter(|r| !(actual.contains(r) && !owned.contains(r))).collect();
+    // A foreign route identical to a desired one already does the job.
+    let foreign_match = |r: &Route| actual.contains(r) && !owned.contains(r);
+    let mut wanted: Vec<Route> = desired.iter().copied().filter(|r| !foreign_match(r)).collect();
     let satisfied_by_foreign = desired.len() - wanted.len();
     wanted.sort_by_key(|r| (Reverse(r.coverage()), !actual.contains(r), *r));
 
