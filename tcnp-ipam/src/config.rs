@@ -28,6 +28,8 @@ struct RawIpam {
     #[serde(default)]
     pool: Option<Pool>,
     #[serde(default)]
+    node_blocks: Option<NodeBlocks>,
+    #[serde(default)]
     data_dir: Option<PathBuf>,
     /// Also accepted here (beside `neutronConf.hostInterface`).
     #[serde(default)]
@@ -107,6 +109,14 @@ pub struct Pool {
     pub max: usize,
 }
 
+/// Node-affine blocks: claim aligned blocks of this prefix length on the VM port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeBlocks {
+    /// Block size as a prefix length, e.g. 28 for 16 addresses.
+    pub prefix_length: u8,
+}
+
 /// How the VM's own port is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortLookup {
@@ -139,6 +149,8 @@ pub struct Settings {
     pub routes: Vec<cni::Route>,
     /// Warm pool.
     pub pool: Option<Pool>,
+    /// Node-affine blocks (exclusive with `pool`).
+    pub node_blocks: Option<NodeBlocks>,
     /// State directory of this network.
     pub data_dir: PathBuf,
     /// Log file (stderr when unset).
@@ -260,6 +272,14 @@ impl Settings {
                 return Err(invalid(format!("pool: need 0 <= min <= max and max > 0 (got min {} max {})", p.min, p.max)));
             }
         }
+        if let Some(b) = raw.node_blocks {
+            if raw.pool.is_some() {
+                return Err(invalid("give pool or nodeBlocks, not both (a node's blocks are its pool)"));
+            }
+            if !(16..=32).contains(&b.prefix_length) {
+                return Err(invalid(format!("nodeBlocks.prefixLength {} must be between 16 and 32", b.prefix_length)));
+            }
+        }
         let log_level = match raw.log_level.as_deref() {
             None => log::LevelFilter::Info,
             Some(l) => cni::logging::parse_level(l).ok_or_else(|| invalid(format!("logLevel {l:?} is not a log level")))?,
@@ -274,6 +294,7 @@ impl Settings {
             port_lookup,
             routes: raw.routes.iter().map(|r| cni::Route::new(r.dst, r.gw)).collect(),
             pool: raw.pool,
+            node_blocks: raw.node_blocks,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)).join(network_name),
             log_file: raw.log_file,
             log_level,

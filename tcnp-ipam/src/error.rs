@@ -29,6 +29,9 @@ pub enum IpamError {
     /// Local state (data directory) failed.
     #[error("tcnp-ipam state in {dir}: {source}")]
     State { dir: String, source: std::io::Error },
+    /// No free addresses (or blocks) left.
+    #[error("{0}")]
+    Exhausted(String),
     /// Neutron kept changing the port under us.
     #[error("{0}")]
     Contention(String),
@@ -42,6 +45,7 @@ impl From<IpamError> for CniError {
             IpamError::NoPort(_) => CniError::new(ErrorCode::Other(CODE_NO_PORT), msg),
             IpamError::Config(_) => CniError::new(ErrorCode::InvalidNetworkConfig, msg),
             IpamError::State { .. } => CniError::new(ErrorCode::IoFailure, msg),
+            IpamError::Exhausted(_) => CniError::new(ErrorCode::Other(CODE_EXHAUSTED), msg),
             IpamError::Contention(_) => CniError::new(ErrorCode::TryAgainLater, msg),
         }
     }

@@ -11,6 +11,7 @@ use openstack::{Neutron, Session};
 
 use crate::config::Settings;
 use crate::error::{state_err, IpamError};
+use crate::blocks;
 use crate::port;
 use crate::store::{attachment_key, Lease, Pending, State, Store};
 use crate::token_cache::FileTokenStore;
@@ -125,35 +126,65 @@ impl Op {
         if !orphans.is_empty() {
             log::warn!("recovering {} address(es) of an interrupted allocation on port {}", orphans.len(), info.id);
             let remove: HashSet<IpAddr> = orphans.iter().map(|l| l.ip).collect();
-            port::change_ips(&neutron, &info.id, &info.subnet.id, 0, &remove, |_| Ok(())).await?;
+            port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, |_| Ok(())).await?;
         }
         self.state.pending = None;
         self.save()
     }
 
-    /// Adds `n` addresses to the port in one PUT, journalled so a crash cannot leak them.
-    async fn allocate(&mut self, n: usize) -> Result<Vec<Lease>, IpamError> {
+    /// Adds addresses to the port in one PUT, journalled so a crash cannot leak them.
+    async fn allocate(&mut self, add: &port::Add) -> Result<Vec<Lease>, IpamError> {
         let info = self.port().await?;
         let neutron = self.neutron().await?;
         let store = &self.store;
         let state = &mut self.state;
-        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, n, &HashSet::new(), |before| {
+        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, add, &HashSet::new(), |before| {
             state.pending = Some(Pending { before: before.to_vec() });
             store.save(state).map_err(state_err(store.dir()))
         })
         .await;
-        match added {
-            Ok(leases) => {
-                self.state.pending = None;
-                Ok(leases)
-            }
-            Err(e) => {
-                // The PUT failed as a whole: nothing was added.
-                self.state.pending = None;
-                let _ = self.save();
-                Err(e)
+        // Success or not, the PUT's outcome is known now (a failed PUT adds nothing).
+        self.state.pending = None;
+        if added.is_err() {
+            let _ = self.save();
+        }
+        added
+    }
+
+    /// Claims a free aligned block of `/prefix` on the port; its addresses become spares.
+    async fn claim_block(&mut self, prefix: u8) -> Result<(), IpamError> {
+        let info = self.port().await?;
+        for _ in 0..5 {
+            let neutron = self.neutron().await?;
+            let Some(block) = blocks::free_blocks(&neutron, &info.subnet.id, prefix).await?.into_iter().next() else {
+                return Err(IpamError::Exhausted(format!(
+                    "subnet {} ({}) has no free /{prefix} block left for this node",
+                    info.subnet.id, info.subnet.cidr
+                )));
+            };
+            match self.allocate(&port::Add::Exact(blocks::addresses(&block).collect())).await {
+                Ok(leases) => {
+                    log::info!("claimed block {block} on port {}", info.id);
+                    self.state.blocks.push(block);
+                    self.state.spares.extend(leases);
+                    return self.save();
+                }
+                // Another node took an address of it meanwhile: look again.
+                Err(IpamError::Cloud(e)) if e.kind() == Some("IpAddressAlreadyAllocated") => {
+                    log::info!("block {block} was taken meanwhile: {e}");
+                }
+                Err(e) => return Err(e),
             }
         }
+        Err(IpamError::Contention("every free block was taken by other nodes while claiming; try again".into()))
+    }
+
+    /// Spares of blocks that no attachment uses any more: (blocks, their addresses).
+    fn unused_blocks(&self) -> (Vec<IpNet>, Vec<IpAddr>) {
+        let used: HashSet<IpAddr> = self.state.attachments.values().map(|l| l.ip).collect();
+        let idle: Vec<IpNet> = self.state.blocks.iter().filter(|b| !used.iter().any(|ip| b.contains(ip))).copied().collect();
+        let ips = self.state.spares.iter().map(|l| l.ip).filter(|ip| idle.iter().any(|b| b.contains(ip))).collect();
+        (idle, ips)
     }
 
     /// Removes addresses from the port (those already gone are fine).
@@ -164,7 +195,7 @@ impl Op {
         let info = self.port().await?;
         let neutron = self.neutron().await?;
         let remove: HashSet<IpAddr> = ips.iter().copied().collect();
-        port::change_ips(&neutron, &info.id, &info.subnet.id, 0, &remove, |_| Ok(())).await?;
+        port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, |_| Ok(())).await?;
         log::info!("released {ips:?} from port {}", info.id);
         Ok(())
     }
@@ -186,20 +217,29 @@ impl Op {
         }
         self.recover().await?;
         let pool = self.settings.pool;
-        let lease = match self.state.spares.pop() {
-            Some(spare) => spare,
-            None => {
-                // One PUT: this attachment's address plus a full pool.
-                let n = 1 + pool.map_or(0, |p| p.max);
-                let mut added = self.allocate(n).await?;
-                if added.is_empty() {
-                    return Err(IpamError::Contention("Neutron added no address to the port".into()));
-                }
-                let first = added.remove(0);
+        if self.state.spares.is_empty() {
+            if let Some(b) = self.settings.node_blocks {
+                self.claim_block(b.prefix_length).await?;
+            } else {
+                // One PUT: this attachment's address plus a full pool; if the subnet cannot
+                // give that many, settle for the one address this ADD needs.
+                let want = 1 + pool.map_or(0, |p| p.max);
+                let added = match self.allocate(&port::Add::Any(want)).await {
+                    Err(IpamError::Cloud(e)) if want > 1 && e.kind() == Some("IpAddressGenerationFailure") => {
+                        log::warn!("subnet cannot fill the pool ({e}); allocating one address");
+                        self.allocate(&port::Add::Any(1)).await?
+                    }
+                    other => other?,
+                };
                 self.state.spares.extend(added);
-                first
             }
-        };
+        }
+        // Lowest spare first: keeps a node's addresses dense and predictable.
+        self.state.spares.sort_by_key(|l| l.ip);
+        if self.state.spares.is_empty() {
+            return Err(IpamError::Contention("Neutron added no address to the port".into()));
+        }
+        let lease = self.state.spares.remove(0);
         self.state.attachments.insert(key.to_string(), lease.clone());
         if let Err(e) = self.save() {
             // Cannot record it: give it back rather than leak it.
@@ -210,7 +250,7 @@ impl Op {
         if let Some(p) = pool {
             if self.state.spares.len() < p.min {
                 let want = p.max - self.state.spares.len();
-                match self.allocate(want).await {
+                match self.allocate(&port::Add::Any(want)).await {
                     Ok(added) => {
                         self.state.spares.extend(added);
                         self.save()?;
@@ -228,8 +268,10 @@ impl Op {
             log::info!("{key}: nothing allocated (already released)");
             return Ok(());
         };
-        match self.settings.pool {
-            Some(p) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
+        match (self.settings.node_blocks, self.settings.pool) {
+            // A block's addresses stay on the port (GC releases idle blocks).
+            (Some(_), _) => self.state.spares.push(lease.clone()),
+            (None, Some(p)) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
             _ => self.release(&[lease.ip]).await?,
         }
         self.state.attachments.remove(key);
@@ -241,25 +283,27 @@ impl Op {
     async fn gc(&mut self, valid: &HashSet<String>) -> Result<(), IpamError> {
         self.recover().await?;
         let stale: Vec<String> = self.state.attachments.keys().filter(|k| !valid.contains(*k)).cloned().collect();
-        let keep_spares = self.settings.pool.map_or(0, |p| p.max);
-        let mut spares = std::mem::take(&mut self.state.spares);
         let mut freed = Vec::new();
         for k in &stale {
-            let lease = self.state.attachments[k].clone();
-            if spares.len() < keep_spares {
-                spares.push(lease);
-            } else {
-                freed.push(lease.ip);
+            if let Some(lease) = self.state.attachments.remove(k) {
+                self.state.spares.push(lease);
             }
         }
-        freed.extend(spares.drain(keep_spares.min(spares.len())..).map(|l| l.ip));
-        self.state.spares = spares;
+        let mut idle_blocks = Vec::new();
+        if self.settings.node_blocks.is_some() {
+            let (idle, ips) = self.unused_blocks();
+            idle_blocks = idle;
+            freed.extend(ips);
+        } else {
+            let keep = self.settings.pool.map_or(0, |p| p.max);
+            self.state.spares.sort_by_key(|l| l.ip);
+            freed.extend(self.state.spares.iter().skip(keep).map(|l| l.ip));
+        }
         if !freed.is_empty() {
             self.release(&freed).await?;
         }
-        for k in &stale {
-            self.state.attachments.remove(k);
-        }
+        self.state.spares.retain(|l| !freed.contains(&l.ip));
+        self.state.blocks.retain(|b| !idle_blocks.contains(b));
         self.save()?;
         log::info!("GC: {} stale attachment(s), released {freed:?}", stale.len());
         Ok(())

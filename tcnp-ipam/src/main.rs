@@ -1,10 +1,11 @@
 //! tcnp-ipam: pod addresses as extra fixed IPs of the VM's own Neutron port ("mix" mode).
 //!
-//! Modules: [`config`] (the `ipam` section), [`host`] (uplink facts in the VM's netns),
+//! Modules: [`blocks`] (node-affine blocks), [`config`] (the `ipam` section), [`host`] (uplink facts in the VM's netns),
 //! [`port`] (find/mark the VM port, race-free fixed-IP changes), [`store`] (node lock and
 //! state), [`token_cache`] (0600 Keystone token file), [`ipam`] (the verbs), [`error`]
 //! (CNI codes).
 
+mod blocks;
 mod config;
 mod error;
 mod host;

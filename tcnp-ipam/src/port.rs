@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use openstack::{FixedIpRequest, Neutron, Port};
+use openstack::{FixedIp, FixedIpRequest, Neutron, Port};
 use serde_json::json;
 
 use crate::config::{PortLookup, Settings};
@@ -138,22 +138,44 @@ fn with_nonce(description: &str) -> String {
     format!("{user}{NONCE_MARK}{}]", nonce())
 }
 
-/// Adds `add` new addresses from `subnet_id` and removes `remove` from the port in one PUT,
-/// listing every kept address explicitly, guarded by `If-Match` and retried from a fresh
-/// GET on 412. `before_put` sees the port's addresses just before each PUT (for the journal).
+/// Addresses to add in one port update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Add {
+    /// Nothing (a pure release).
+    Nothing,
+    /// This many addresses of Neutron's choosing.
+    Any(usize),
+    /// Exactly these addresses (a node-affine block).
+    Exact(Vec<IpAddr>),
+}
+
+impl Add {
+    fn count(&self) -> usize {
+        match self {
+            Add::Nothing => 0,
+            Add::Any(n) => *n,
+            Add::Exact(ips) => ips.len(),
+        }
+    }
+}
+
+/// Adds addresses from `subnet_id` and removes `remove` from the port in one PUT, listing
+/// every kept address explicitly, guarded by `If-Match` and retried from a fresh GET on
+/// 412. `before_put` sees the port's addresses just before each PUT (for the journal).
 /// Returns the added leases.
 pub async fn change_ips(
     neutron: &Neutron,
     port_id: &str,
     subnet_id: &str,
-    add: usize,
+    add: &Add,
     remove: &HashSet<IpAddr>,
     mut before_put: impl FnMut(&[IpAddr]) -> Result<(), IpamError>,
 ) -> Result<Vec<Lease>, IpamError> {
+    let wanted = add.count();
     for attempt in 0..MAX_ATTEMPTS {
         let port: Port = neutron.get_port(port_id).await?;
         let before: HashSet<IpAddr> = port.fixed_ips.iter().map(|f| f.ip_address).collect();
-        if add == 0 && remove.is_disjoint(&before) {
+        if wanted == 0 && remove.is_disjoint(&before) {
             return Ok(Vec::new());
         }
         let mut request: Vec<FixedIpRequest> = port
@@ -163,7 +185,13 @@ pub async fn change_ips(
             .cloned()
             .map(FixedIpRequest::Address)
             .collect();
-        request.extend((0..add).map(|_| FixedIpRequest::AnyIn { subnet_id: subnet_id.to_string() }));
+        match add {
+            Add::Nothing => {}
+            Add::Any(n) => request.extend((0..*n).map(|_| FixedIpRequest::AnyIn { subnet_id: subnet_id.to_string() })),
+            Add::Exact(ips) => request.extend(ips.iter().filter(|ip| !before.contains(ip)).map(|ip| {
+                FixedIpRequest::Address(FixedIp { subnet_id: subnet_id.to_string(), ip_address: *ip })
+            })),
+        }
         before_put(&before.iter().copied().collect::<Vec<_>>())?;
         let extra = json!({ "description": with_nonce(&port.description) });
         match neutron.update_port_fixed_ips(port_id, &request, extra, Some(port.revision_number)).await {
@@ -174,8 +202,8 @@ pub async fn change_ips(
                     .filter(|f| !before.contains(&f.ip_address))
                     .map(|f| Lease { ip: f.ip_address, subnet_id: f.subnet_id.clone() })
                     .collect();
-                if added.len() != add {
-                    log::warn!("port {port_id}: asked for {add} new addresses, Neutron added {}", added.len());
+                if added.len() != wanted {
+                    log::warn!("port {port_id}: asked for {wanted} new addresses, Neutron added {}", added.len());
                 }
                 return Ok(added);
             }

@@ -70,6 +70,9 @@ pub struct State {
     /// Spare addresses already on the port (warm pool).
     #[serde(default)]
     pub spares: Vec<Lease>,
+    /// Node-affine blocks this node holds on the port.
+    #[serde(default)]
+    pub blocks: Vec<IpNet>,
     /// Journal of an unfinished allocation.
     #[serde(default)]
     pub pending: Option<Pending>,

@@ -254,14 +254,88 @@ fn exhausted_subnet_is_reported_and_nothing_is_half_allocated() {
         assert_eq!(node.port_ips().len(), 3);
         assert_eq!(node.recorded(), 2);
         assert!(node.state()["pending"].is_null(), "journal left behind: {}", node.state());
-        // A pool asking for more than the subnet has fails as a whole, with nothing added.
+        // A pool the subnet cannot fill: the ADD still gets the one address it needs...
         node.del(&c2);
         let mut pooled = node.ipam();
         pooled["pool"] = json!({ "min": 1, "max": 3 });
-        let (code, _, _) = node.run("ADD", &unique("c"), &node.conf(pooled)).error();
+        let c3 = unique("c");
+        node.run("ADD", &c3, &node.conf(pooled.clone())).result();
+        assert_eq!(node.port_ips().len(), 3);
+        // ...and once nothing is left, fails as a whole with nothing added.
+        let (code, _, _) = node.run("ADD", &unique("c"), &node.conf(pooled.clone())).error();
         assert_eq!(code, 102);
-        assert_eq!(node.port_ips().len(), 2);
+        assert_eq!(node.port_ips().len(), 3);
+        node.run("DEL", &c3, &node.conf(pooled)).assert_ok();
         node.del(&c1);
+    }
+    block_on(stack.neutron().delete_network(&net)).unwrap();
+}
+
+#[test]
+fn node_affine_blocks_are_claimed_whole_and_released_by_gc() {
+    let stack = shared();
+    let name = unique("blk");
+    let (net, _) = stack.create_network(&name, "10.88.0.0/24".parse().unwrap(), None).unwrap();
+    {
+        let (a, b) = (Node::on(stack, &net), Node::on(stack, &net));
+        let blocks_conf = |n: &Node| {
+            let mut ipam = n.ipam();
+            ipam["nodeBlocks"] = json!({ "prefixLength": 28 });
+            n.conf(ipam)
+        };
+        let (conf_a, conf_b) = (blocks_conf(&a), blocks_conf(&b));
+        let adds = |n: &Node, conf: &serde_json::Value, count: usize| -> Vec<(String, IpAddr)> {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..count)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let cid = unique("c");
+                            let ip = address_of(&n.run("ADD", &cid, conf).result());
+                            (cid, ip)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        };
+        // Both nodes claim concurrently.
+        let (got_a, got_b) = std::thread::scope(|s| {
+            let ha = s.spawn(|| adds(&a, &conf_a, 5));
+            let hb = s.spawn(|| adds(&b, &conf_b, 5));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        let block_of = |n: &Node| -> ipnet::IpNet {
+            let blocks = n.state()["blocks"].as_array().cloned().unwrap_or_default();
+            assert_eq!(blocks.len(), 1, "one /28 holds 5 pods: {}", n.state());
+            blocks[0].as_str().unwrap().parse().unwrap()
+        };
+        let (block_a, block_b) = (block_of(&a), block_of(&b));
+        assert_ne!(block_a, block_b);
+        for (n, got, block) in [(&a, &got_a, block_a), (&b, &got_b, block_b)] {
+            assert_eq!(block.prefix_len(), 28);
+            assert!(got.iter().all(|(_, ip)| block.contains(ip)), "{got:?} outside {block}");
+            let on_port: HashSet<IpAddr> = n.port_ips().into_iter().collect();
+            let whole: HashSet<IpAddr> = block.hosts().chain([block.network(), block.broadcast()]).collect();
+            assert!(whole.is_subset(&on_port), "the whole block {block} must be on the port");
+            assert_eq!(on_port.len(), 17, "primary + 16: {on_port:?}");
+        }
+        let distinct: HashSet<IpAddr> = got_a.iter().chain(&got_b).map(|(_, ip)| *ip).collect();
+        assert_eq!(distinct.len(), 10);
+
+        // DEL keeps the block (zero Neutron writes); GC releases the idle block.
+        let rev = a.port().revision_number;
+        for (cid, _) in &got_a {
+            a.run("DEL", cid, &conf_a).assert_ok();
+        }
+        assert_eq!(a.port().revision_number, rev);
+        let mut gc = conf_a.clone();
+        gc["cniVersion"] = json!("1.1.0");
+        gc["cni.dev/valid-attachments"] = json!([]);
+        a.run("GC", "", &gc).assert_ok();
+        assert_eq!(a.port_ips(), vec![a.primary]);
+        assert_eq!(a.state()["blocks"], json!([]));
+        // B's block is untouched by A's GC.
+        assert_eq!(b.port_ips().len(), 17);
     }
     block_on(stack.neutron().delete_network(&net)).unwrap();
 }
