@@ -124,3 +124,45 @@ pub fn tcp_read(ns: &NetNs, dst: Ipv4Addr, port: u16) -> Result<String, String> 
         Ok(out)
     })
 }
+
+/// Captures ARP frames on every interface of a namespace (to see gratuitous ARPs).
+pub struct ArpWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ArpWatch {
+    /// Start capturing in `ns` (before the interfaces of interest even exist).
+    pub fn start(ns: &NetNs) -> ArpWatch {
+        use std::os::fd::FromRawFd;
+        let fd = ns.run(|| {
+            // SAFETY: socket(2); the descriptor is owned right away.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(0x0806u16.to_be())) };
+            assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+        });
+        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        // SAFETY: setsockopt with a valid timeval.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        }
+        ArpWatch { fd }
+    }
+
+    /// Whether a gratuitous ARP (sender = target = `ip`) arrives (waits up to 2 s per frame).
+    pub fn saw_gratuitous(&self, ip: Ipv4Addr) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 1514];
+        loop {
+            // SAFETY: recv into a buffer we own.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return false;
+            }
+            let f = &buf[..n as usize];
+            if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == ip.octets() && f[38..42] == ip.octets() {
+                return true;
+            }
+        }
+    }
+}

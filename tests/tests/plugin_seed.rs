@@ -1,7 +1,7 @@
 //! The design note's state, literally, and traffic through it: pod -> gateway, pod <-> pod,
 //! pod -> the VM's uplink address, and vrouter -> pod through the VM.
 
-use testbed::probe::ping;
+use testbed::probe::{ping, ArpWatch};
 use testbed::vm::Vm;
 
 #[test]
@@ -11,7 +11,9 @@ fn seed_state_and_connectivity() {
     let conf = vm.network("0.3.1");
     let p1 = vm.pod();
     let p2 = vm.pod();
+    let arp = ArpWatch::start(&vm.ns);
     let r1 = vm.add(&conf, &p1).result();
+    assert!(arp.saw_gratuitous("10.10.10.19".parse().unwrap()), "no gratuitous ARP from the pod");
     let r2 = vm.add(&conf, &p2).result();
     assert_eq!(r1["ips"][0]["address"], "10.10.10.19/24", "{r1}");
     assert_eq!(r2["ips"][0]["address"], "10.10.10.20/24", "{r2}");

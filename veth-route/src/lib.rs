@@ -2,7 +2,7 @@
 //! link-local gateway (169.254.1.1), with an optional eBPF fast path.
 //!
 //! Where things happen: `add`/`del`/`check`/`status`/`gc` orchestrate one verb each;
-//! `veth`, `host`, `pod`, `gateway`, `masq`, `garp` and `sysctl` do one kernel concern each;
+//! `veth`, `host`, `pod`, `gateway`, `masq` and `sysctl` do one kernel concern each;
 //! `netns` runs work inside a namespace; `netlink` wraps rtnetlink; `names` derives the
 //! stateless names; `config` parses the network config; `datapath` is the eBPF fast path.
 
@@ -13,7 +13,6 @@ pub mod datapath;
 pub mod del;
 pub mod error;
 pub mod gateway;
-pub mod garp;
 pub mod gc;
 pub mod host;
 pub mod masq;

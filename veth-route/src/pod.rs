@@ -1,4 +1,5 @@
-//! The pod side: CNI_IFNAME up, the IPAM address, and only the gateway routes.
+//! The pod side: CNI_IFNAME up with the IPAM address (announced by gratuitous ARP), and
+//! only the gateway routes.
 //! Everything here runs inside the pod's namespace (see `netns`).
 
 use std::net::Ipv4Addr;
@@ -8,8 +9,8 @@ use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::Handle;
 
 use crate::error::{Error, Result};
-use crate::garp;
 use crate::netlink::{self, Link, Route4};
+use crate::sysctl;
 
 /// What the pod side should look like.
 #[derive(Debug, Clone)]
@@ -72,8 +73,12 @@ pub async fn configure(h: &Handle, plan: &PodPlan) -> Result<PodIface> {
     let link = netlink::link_by_name(h, &plan.ifname)
         .await?
         .ok_or_else(|| Error::Command(format!("{} vanished from the pod right after creation", plan.ifname)))?;
-    netlink::set_up(h, link.index, &plan.ifname).await?;
+    // Gratuitous ARP: with arp_notify the kernel announces the address itself when the
+    // link comes up. (A packet socket of our own would cost an RCU grace period, ~10 ms,
+    // when it is closed.)
+    sysctl::ensure(&format!("net/ipv4/conf/{}/arp_notify", plan.ifname), "1")?;
     netlink::add_ipv4_addr(h, link.index, plan.addr).await?;
+    netlink::set_up(h, link.index, &plan.ifname).await?;
     // The design note shows only the two gateway routes: drop the kernel's prefix route,
     // so on-subnet peers are also reached through the host (which routes per pod /32).
     if plan.addr.prefix_len() < 32 {
@@ -87,10 +92,6 @@ pub async fn configure(h: &Handle, plan: &PodPlan) -> Result<PodIface> {
         })?;
     }
     let mac = link.mac.ok_or_else(|| Error::Command(format!("{} has no MAC address", plan.ifname)))?;
-    if let Err(e) = garp::announce(link.index, mac, plan.addr.addr()) {
-        // Only an optimisation for reused addresses; never fail the ADD for it.
-        log::warn!("gratuitous ARP for {} failed: {e}", plan.addr.addr());
-    }
     Ok(PodIface { index: link.index, mac, peer_index: link.peer_index, mtu: link.mtu })
 }
 
