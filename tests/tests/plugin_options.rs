@@ -73,3 +73,20 @@ fn host_veth_mode_and_device_mode_without_dummy() {
     assert_eq!(code, 50, "{msg}");
     assert!(msg.contains("cannot create gateway device dummy0"), "{msg}");
 }
+
+#[test]
+fn ifname_with_a_dot() {
+    // Interface names may contain dots; sysctl paths must not split on them.
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let conf = vm.network("1.0.0");
+    let mut pod = vm.pod();
+    pod.ifname = "net1.100".into();
+    let res = vm.add(&conf, &pod).result();
+    assert_eq!(res["interfaces"][1]["name"], "net1.100");
+    assert_eq!(pod.ns.sh("cat", &["/proc/sys/net/ipv4/conf/net1.100/arp_notify"]).trim(), "1");
+    assert_eq!(pod.ns.ip("route"), "default via 169.254.1.1 dev net1.100 \n169.254.1.1 dev net1.100 scope link \n");
+    vm.check(&conf, &pod, &res).assert_ok();
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+    vm.snapshot().assert_same_as(&before, "after DEL of net1.100");
+}

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Keys are written with slashes (`net/ipv4/conf/eth0.100/arp_notify`): interface names
+/// may contain dots.
 fn path(key: &str) -> PathBuf {
-    Path::new("/proc/sys").join(key.replace('.', "/"))
+    Path::new("/proc/sys").join(key)
 }
 
 /// Read a sysctl such as `net/ipv4/ip_forward`; `None` when it does not exist.
