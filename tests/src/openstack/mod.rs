@@ -244,7 +244,7 @@ impl Stack {
             &setup_log,
         )?;
 
-        // Serve both; Neutron loads slowly, so provisioning Keystone overlaps with it.
+        // Serve both; Neutron loads slowly (10-20 s), so it starts while Keystone does.
         let uwsgi = |port: u16, module: &str, threads: &str| {
             let mut c = Command::new(bin.join("uwsgi"));
             // uwsgi's plain http-socket closes after each response without saying so, which
@@ -279,6 +279,12 @@ impl Stack {
         if let Err(e) = process::wait_http(ks_port, "/v3", &mut keystone, &ks_log, Duration::from_secs(120)) {
             stop_both((keystone_pgid, &mut keystone), (neutron_pgid, &mut neutron));
             return Err(format!("Keystone did not start: {e}").into());
+        }
+
+        // Neutron's version document needs no token; waiting here notices a crash at once.
+        if let Err(e) = process::wait_http(nt_port, "/", &mut neutron, &nt_log, Duration::from_secs(180)) {
+            stop_both((keystone_pgid, &mut keystone), (neutron_pgid, &mut neutron));
+            return Err(format!("Neutron did not start: {e}").into());
         }
 
         let cidr = opts.cidr;
