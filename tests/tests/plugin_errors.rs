@@ -118,7 +118,7 @@ fn interface_already_exists_in_pod() {
     let out = vm.add(&vm.network("1.0.0"), &pod);
     let (code, msg, _) = out.error();
     assert_eq!(code, 4, "{msg}");
-    assert!(msg.contains("interface eth0 already exists"), "{msg}");
+    assert!(msg.contains("CNI_IFNAME eth0: interface already exists"), "{msg}");
     vm.snapshot().assert_same_as(&before, "after ADD onto an existing eth0");
     // The pod's own interface is untouched.
     let links = pod.ns.ip("-o link show");

@@ -32,7 +32,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     if pod_ns.run(|h| async move { pod::exists(&h, &ifname).await })? {
         return Err(CniError::new(
             ErrorCode::InvalidEnvironment,
-            format!("interface {} already exists in netns {}", inv.ifname, netns_path.display()),
+            format!("CNI_IFNAME {}: interface already exists in netns {}", inv.ifname, netns_path.display()),
         )
         .into());
     }

@@ -113,3 +113,21 @@ pub async fn inspect(h: &Handle, ifname: &str) -> Result<Option<PodState>> {
     let routes = netlink::ipv4_routes(h).await?;
     Ok(Some(PodState { link, addrs, routes }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_has_the_two_gateway_routes_then_deduplicated_extras() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let gw = Ipv4Addr::new(169, 254, 1, 1);
+        let plan = PodPlan::new("eth0", net("10.10.10.19/24"), gw, [net("0.0.0.0/0"), net("10.9.0.0/16"), net("10.9.0.0/16")]);
+        assert_eq!(plan.extra, vec![net("10.9.0.0/16")]);
+        let r = plan.routes(7);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].dst, r[0].gw, r[0].scope), (net("169.254.1.1/32"), None, RouteScope::Link));
+        assert_eq!((r[1].dst, r[1].gw, r[1].scope), (net("0.0.0.0/0"), Some(gw), RouteScope::Universe));
+        assert!(r.iter().all(|x| x.oif == Some(7) && x.protocol == RouteProtocol::Boot));
+    }
+}
