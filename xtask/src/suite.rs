@@ -1,5 +1,6 @@
 //! Building the workspace and running the test suite.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::process::{cargo, run, workspace_root, Result};
@@ -22,11 +23,49 @@ pub fn build(release: bool) -> Result<()> {
     run(&mut cmd)
 }
 
-/// Everything the README's test command promises: install, build, test.
+/// Everything the README's test command promises: install, build, test. One local
+/// OpenStack serves every test binary of the run (each would otherwise start its own).
 pub fn test(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     build(false)?;
-    run(cargo().args(["test", "--workspace"]).args(args))
+    let stack = TestStack::up()?;
+    run(cargo().args(["test", "--workspace"]).args(args).env(TestStack::ENV_VAR, stack.env_file()))
+}
+
+/// The test run's Keystone + Neutron, in a run directory of its own; stopped on drop.
+struct TestStack {
+    dir: PathBuf,
+}
+
+impl TestStack {
+    /// The variable the test bed reads to reuse a running stack.
+    const ENV_VAR: &'static str = "VETH_ROUTE_OS_ENV";
+
+    fn up() -> Result<TestStack> {
+        let dir = std::env::temp_dir().join(format!("veth-route-test-openstack-{}", std::process::id()));
+        let stack = TestStack { dir };
+        run(stack.tool("up").stdout(std::process::Stdio::null()))?;
+        Ok(stack)
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.dir.join("stack.json")
+    }
+
+    fn tool(&self, action: &str) -> Command {
+        let mut cmd = Command::new(workspace_root().join("target/debug/veth-route-openstack"));
+        cmd.arg(action).env("VETH_ROUTE_OS_RUN_DIR", &self.dir);
+        cmd
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if let Err(e) = run(&mut self.tool("down")) {
+            eprintln!("xtask: stopping the test OpenStack: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The README's first command: install, build, then run the demo binary of the test bed.

@@ -9,7 +9,12 @@ use std::process::ExitCode;
 
 use testbed::openstack::{Stack, StackOptions, ENV_VAR};
 
+/// `$VETH_ROUTE_OS_RUN_DIR`, else `$VETH_ROUTE_CACHE/openstack-run` (a test run keeps its
+/// stack apart from one a person started).
 fn run_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VETH_ROUTE_OS_RUN_DIR") {
+        return PathBuf::from(dir);
+    }
     let cache = std::env::var_os("VETH_ROUTE_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/veth-route".into());
     cache.join("openstack-run")
 }
