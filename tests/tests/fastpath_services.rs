@@ -40,8 +40,10 @@ fn service_vip_to_local_and_remote_backend_works_with_fast_path_auto() {
     let vm2_redirected = vm2.counter("from_uplink", "redirected");
     assert_eq!(tcp_transfer(&client.ns, &remote_backend.ns, 8080, SocketAddrV4::new(VIP_REMOTE, 80), BYTES), BYTES);
     assert!(vm1.counter("from_uplink", "pass_nat") > nat_up, "remote backend replies must be left to reverse NAT");
-    // VM2 did no NAT itself: the DNATed packets arriving there go straight into the backend.
+    // VM2 did no NAT itself: the DNATed packets arriving there go straight into the backend,
+    // and the backend's replies straight out again.
     assert!(vm2.counter("from_uplink", "redirected") > vm2_redirected);
+    assert!(vm2.counter("from_pod", "redirected_out") > 0);
 
     // Plain pod-to-pod traffic between the same pods is still redirected.
     let redirected = vm1.counter("from_pod", "redirected");

@@ -1,6 +1,7 @@
 //! The eBPF fast path carries real traffic between namespaces: pod<->pod on one VM, remote ->
-//! pod through the uplink, pod -> remote. The programs' own counters prove which path each
-//! packet took; the receiver sees the TTL one hop lower, like a routed packet.
+//! pod through the uplink (both directions bypass the kernel), pod -> remote (the kernel's,
+//! both directions). The programs' own counters prove which path each packet took; the
+//! receiver sees the TTL one hop lower, like a routed packet.
 
 use std::net::SocketAddrV4;
 
@@ -35,36 +36,85 @@ fn pod_to_pod_on_one_vm_is_redirected_and_routed_like_one_hop() {
 }
 
 #[test]
-fn remote_to_pod_through_the_uplink_is_redirected() {
+fn remote_to_pod_through_the_uplink_is_redirected_both_ways() {
     let router = Router::new();
     let vm = Vm::new(&router, 1, "auto");
+    // Conntrack runs, yet never sees half a flow (which would make it INVALID and dropped).
+    drop_invalid(&vm);
     let pod = vm.add_pod();
     let redirected = vm.counter("from_uplink", "redirected");
+    let out = vm.counter("from_pod", "redirected_out");
 
     assert_eq!(tcp_transfer(&router.ns, &pod.ns, 0, SocketAddrV4::new(pod.ip, 7002), STREAM), STREAM);
     assert_eq!(udp_ttl(&router.ns, None, &pod.ns, pod.ip, 64), 63);
 
-    assert!(vm.counter("from_uplink", "redirected") >= redirected + MIN_STREAM_PACKETS + 1);
+    assert!(vm.counter("from_uplink", "redirected") >= redirected + MIN_STREAM_PACKETS);
+    // The pod's side of the connection leaves by FIB lookup + redirect: conntrack never
+    // sees half of the flow.
+    assert!(vm.counter("from_pod", "redirected_out") > out);
     let stats = vm.stats();
     assert_eq!(stats["uplinks"][UPLINK]["tcx_ingress_programs"], serde_json::json!(["from_uplink"]));
 }
 
+/// The bug this guards against: with inbound packets redirected and replies on the kernel
+/// path, conntrack sees the pod's SYN-ACK as a new flow and `ipMasq` rewrites its source,
+/// so connections from outside to a pod break.
 #[test]
-fn pod_to_remote_leaves_through_kernel_routes_and_replies_are_redirected() {
+fn remote_to_pod_connections_work_with_ip_masq() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    vm.conf["ipMasq"] = serde_json::json!(true);
+    let pod = vm.add_pod();
+    assert_eq!(tcp_transfer(&router.ns, &pod.ns, 0, SocketAddrV4::new(pod.ip, 7006), STREAM), STREAM);
+    // UDP from outside: the first datagram creates the conntrack entry on the kernel path.
+    let new_flow = vm.counter("from_uplink", "pass_new_flow");
+    assert_eq!(udp_ttl(&router.ns, None, &pod.ns, pod.ip, 64), 63);
+    assert_eq!(vm.counter("from_uplink", "pass_new_flow"), new_flow + 1);
+    // The pod's own connections out are masqueraded as configured (kernel path): the
+    // answers come back to the VM's address, not the pod's.
+    let to_vm = vm.counter("from_uplink", "pass_not_local");
+    assert_eq!(tcp_transfer(&pod.ns, &router.ns, 0, SocketAddrV4::new(Router::addr_for(1), 7007), 1 << 20), 1 << 20);
+    assert!(vm.counter("from_uplink", "pass_not_local") > to_vm);
+}
+
+/// A stateful host firewall (the INVALID drop kube-proxy installs): conntrack runs.
+fn drop_invalid(vm: &Vm) {
+    vm.iptables(&["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+}
+
+#[test]
+fn pod_to_remote_connections_stay_with_conntrack_both_ways() {
     let router = Router::new();
     let vm = Vm::new(&router, 1, "auto");
+    drop_invalid(&vm);
     let pod = vm.add_pod();
     let remote = Router::addr_for(1);
     let not_local = vm.counter("from_pod", "pass_not_local");
-    let redirected_in = vm.counter("from_uplink", "redirected");
+    let tracked = vm.counter("from_uplink", "pass_tracked");
+    let out = vm.counter("from_pod", "redirected_out");
 
     assert_eq!(tcp_transfer(&pod.ns, &router.ns, 0, SocketAddrV4::new(remote, 7003), STREAM), STREAM);
     assert_eq!(udp_ttl(&pod.ns, None, &router.ns, remote, 64), 63);
 
-    // Outbound: not a local pod, so the kernel routes it (masquerade, policy... stay intact).
+    // The pod opened the connection: the kernel routes it (masquerade, policy intact)...
     assert!(vm.counter("from_pod", "pass_not_local") >= not_local + MIN_STREAM_PACKETS + 1);
-    // The remote's ACKs and replies come back through the uplink program.
-    assert!(vm.counter("from_uplink", "redirected") > redirected_in);
+    assert_eq!(vm.counter("from_pod", "redirected_out"), out);
+    // ...and the remote's answers, which conntrack knows, stay with the kernel too.
+    assert!(vm.counter("from_uplink", "pass_tracked") > tracked);
+}
+
+/// Without any conntrack user in the VM there is no NAT and no state to keep consistent:
+/// after the pod's SYN (always the kernel's) the connection bypasses the kernel both ways.
+#[test]
+fn pod_to_remote_connections_bypass_the_kernel_when_nothing_tracks_them() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let pod = vm.add_pod();
+    let out = vm.counter("from_pod", "redirected_out");
+    let not_local = vm.counter("from_pod", "pass_not_local");
+    assert_eq!(tcp_transfer(&pod.ns, &router.ns, 0, SocketAddrV4::new(Router::addr_for(1), 7008), STREAM), STREAM);
+    assert!(vm.counter("from_pod", "redirected_out") >= out + MIN_STREAM_PACKETS);
+    assert!(vm.counter("from_pod", "pass_not_local") > not_local, "the SYN takes the kernel path");
 }
 
 #[test]

@@ -89,6 +89,9 @@ pub const COUNTER_SLOTS: u32 = 2;
 pub struct Counters {
     /// Redirected straight into a pod with `bpf_redirect_peer`.
     pub redirected: u64,
+    /// `from_pod`, `auto`: reply of a flow whose other direction bypassed the kernel, sent
+    /// out of the VM after a FIB lookup (`bpf_redirect`), so conntrack never sees half a flow.
+    pub redirected_out: u64,
     /// Not IPv4 (ARP, IPv6, VLAN...).
     pub pass_not_ipv4: u64,
     /// Truncated or malformed IPv4 header.
@@ -103,6 +106,12 @@ pub struct Counters {
     pub pass_not_local: u64,
     /// `auto`: conntrack has a NATed connection for the flow.
     pub pass_nat: u64,
+    /// `auto`: conntrack tracks this TCP connection (the kernel saw it first), so both
+    /// directions stay with the kernel.
+    pub pass_tracked: u64,
+    /// `auto`: first UDP packet of a flow from outside; left to conntrack so the pod's
+    /// replies match it (and are not masqueraded as new flows).
+    pub pass_new_flow: u64,
     /// `auto`: protocol conntrack lookups cannot cover (ICMP...), kernel decides.
     pub pass_untracked_proto: u64,
     /// `bpf_redirect_peer` refused the packet.
@@ -121,6 +130,8 @@ impl Counters {
             + self.pass_ttl
             + self.pass_not_local
             + self.pass_nat
+            + self.pass_tracked
+            + self.pass_new_flow
             + self.pass_untracked_proto
             + self.pass_redirect_failed
     }
@@ -128,6 +139,7 @@ impl Counters {
     /// Field-wise sum, used to fold the per-CPU values.
     pub fn add(&mut self, o: &Counters) {
         self.redirected += o.redirected;
+        self.redirected_out += o.redirected_out;
         self.pass_not_ipv4 += o.pass_not_ipv4;
         self.pass_malformed += o.pass_malformed;
         self.pass_ip_options += o.pass_ip_options;
@@ -135,15 +147,18 @@ impl Counters {
         self.pass_ttl += o.pass_ttl;
         self.pass_not_local += o.pass_not_local;
         self.pass_nat += o.pass_nat;
+        self.pass_tracked += o.pass_tracked;
+        self.pass_new_flow += o.pass_new_flow;
         self.pass_untracked_proto += o.pass_untracked_proto;
         self.pass_redirect_failed += o.pass_redirect_failed;
         self.drop_spoofed += o.drop_spoofed;
     }
 
     /// `(name, value)` pairs in declaration order, for printing.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("redirected", self.redirected),
+            ("redirected_out", self.redirected_out),
             ("pass_not_ipv4", self.pass_not_ipv4),
             ("pass_malformed", self.pass_malformed),
             ("pass_ip_options", self.pass_ip_options),
@@ -151,6 +166,8 @@ impl Counters {
             ("pass_ttl", self.pass_ttl),
             ("pass_not_local", self.pass_not_local),
             ("pass_nat", self.pass_nat),
+            ("pass_tracked", self.pass_tracked),
+            ("pass_new_flow", self.pass_new_flow),
             ("pass_untracked_proto", self.pass_untracked_proto),
             ("pass_redirect_failed", self.pass_redirect_failed),
             ("drop_spoofed", self.drop_spoofed),

@@ -1,32 +1,39 @@
-//! `fastPath: auto`: ask the kernel's conntrack whether a flow is NATed before bypassing
-//! netfilter, using the `bpf_skb_ct_lookup` / `bpf_ct_release` kfuncs.
+//! `fastPath: auto`: ask the kernel's conntrack before bypassing netfilter, using the
+//! `bpf_skb_ct_lookup` / `bpf_ct_release` kfuncs.
 //!
 //! aya-ebpf 0.2 / aya 0.14 cannot emit or relocate kfunc calls, so each call is one raw
 //! `BPF_CALL` instruction with `src_reg = BPF_PSEUDO_KFUNC_CALL` and a placeholder `imm`
 //! ([`veth_route_common::kfunc`]); the loader replaces the placeholder with the kfunc's
 //! BTF id in the running kernel's vmlinux BTF before loading.
 //!
-//! Decision: a packet of tuple T may bypass netfilter when
-//! - conntrack has no entry for T: the kernel never saw the flow, so no NAT binding exists
+//! Rule: a flow is either entirely the kernel's or entirely ours, never split, because a
+//! conntrack entry that sees only one direction breaks NAT (a pod's reply to a bypassed
+//! inbound connection would be masqueraded as a new flow) and TCP state tracking.
+//! - TCP, no conntrack entry: the kernel never saw the flow, so no NAT binding exists
 //!   (kube-proxy and portmap only DNAT virtual/host addresses, which miss the endpoint map
-//!   and so take the kernel path, where conntrack records the binding); or
-//! - the entry that holds T also holds its inverse in the other direction: a connection
-//!   whose reply tuple is the exact inverse of its original tuple is not NATed.
-//! Anything else (a reply of a DNATed Service connection, SNATed flows, lookup errors)
-//! takes the kernel path. Protocols the lookup cannot key (ICMP...) take the kernel path.
-
+//!   and so take the kernel path, where conntrack records the binding) -> bypass. Its
+//!   replies are bypassed too: into a pod by `deliver`, or out of the VM by `route_out`
+//!   ([`is_reply_of_bypassed_flow`]).
+//! - TCP with an entry: the kernel owns the flow (Service NAT, or it simply started on the
+//!   kernel path) -> kernel, both directions.
+//! - UDP: has no handshake to tell replies from new flows, so from the uplink the first
+//!   packet goes to the kernel; afterwards, and between pods, UDP is bypassed unless the
+//!   entry is NATed. Conntrack tracks no UDP state that a one-sided view could break.
+//! - NAT test: the entry holding the tuple also holds its exact inverse in the other
+//!   direction. Lookup errors count as NATed. Other protocols (ICMP...) stay with the kernel.
 use core::arch::asm;
 
 use aya_ebpf::programs::TcContext;
 use veth_route_common::kfunc::{CT_LOOKUP_PLACEHOLDER, CT_RELEASE_PLACEHOLDER};
 
 use crate::{
-    packet::{Ipv4Packet, IPPROTO_TCP, IPPROTO_UDP},
-    PassReason,
+    packet::{Ipv4Packet, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK},
+    Ingress, PassReason,
 };
 
 /// `struct bpf_sock_tuple`, IPv4 member; addresses and ports in network order.
 #[repr(C)]
+#[derive(Clone)]
 struct SockTupleV4 {
     saddr: [u8; 4],
     daddr: [u8; 4],
@@ -50,25 +57,61 @@ struct CtOpts {
 const CURRENT_NETNS: i32 = -1;
 const ENOENT: i32 = 2;
 
-/// `Ok` when the flow may be redirected, `Err(reason)` when the kernel must see it.
+/// `Ok` when a packet to a local pod may bypass the kernel, `Err(reason)` otherwise.
 #[inline(always)]
-pub fn check_not_nated(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<(), PassReason> {
+pub fn may_bypass(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Result<(), PassReason> {
     let proto = pkt.proto();
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Err(PassReason::UntrackedProto);
     }
-    let [sport, dport] = pkt.ports(ctx).ok_or(PassReason::Malformed)?;
-    let (saddr, daddr) = (pkt.saddr(), pkt.daddr());
-
-    let dir = match lookup_dir(ctx, SockTupleV4 { saddr, daddr, sport, dport }, proto) {
-        Lookup::Missing => return Ok(()),
-        Lookup::Found(dir) => dir,
-        Lookup::Error => return Err(PassReason::Nat),
-    };
-    match lookup_dir(ctx, SockTupleV4 { saddr: daddr, daddr: saddr, sport: dport, dport: sport }, proto) {
-        Lookup::Found(inv_dir) if inv_dir != dir => Ok(()),
-        _ => Err(PassReason::Nat),
+    let tuple = tuple_of(ctx, pkt).ok_or(PassReason::Malformed)?;
+    match lookup_dir(ctx, tuple.clone(), proto) {
+        Lookup::Error => Err(PassReason::Nat),
+        Lookup::Missing if proto == IPPROTO_UDP && ingress == Ingress::Uplink => Err(PassReason::NewFlow),
+        Lookup::Missing => Ok(()),
+        Lookup::Found(dir) => {
+            if is_nated(ctx, tuple, proto, dir) {
+                Err(PassReason::Nat)
+            } else if proto == IPPROTO_TCP {
+                Err(PassReason::Tracked)
+            } else {
+                Ok(())
+            }
+        }
     }
+}
+
+/// A pod's TCP packet to a non-local address that belongs to a flow the kernel has never
+/// seen and that is not being opened by the pod (ACK set): the reply direction of a
+/// connection whose inbound packets were redirected. A pod's own new connections (SYN)
+/// always start on the kernel path, where masquerade and policy apply.
+#[inline(always)]
+pub fn is_reply_of_bypassed_flow(ctx: &TcContext, pkt: &Ipv4Packet) -> bool {
+    if pkt.proto() != IPPROTO_TCP {
+        return false;
+    }
+    match pkt.tcp_flags(ctx) {
+        Some(flags) if flags & TCP_FLAG_ACK != 0 => {}
+        _ => return false,
+    }
+    match tuple_of(ctx, pkt) {
+        Some(tuple) => matches!(lookup_dir(ctx, tuple, IPPROTO_TCP), Lookup::Missing),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn tuple_of(ctx: &TcContext, pkt: &Ipv4Packet) -> Option<SockTupleV4> {
+    let [sport, dport] = pkt.ports(ctx)?;
+    Some(SockTupleV4 { saddr: pkt.saddr(), daddr: pkt.daddr(), sport, dport })
+}
+
+/// NATed unless the entry that matched `tuple` in direction `dir` also holds its inverse
+/// in the other direction.
+#[inline(always)]
+fn is_nated(ctx: &TcContext, tuple: SockTupleV4, proto: u8, dir: u8) -> bool {
+    let inverse = SockTupleV4 { saddr: tuple.daddr, daddr: tuple.saddr, sport: tuple.dport, dport: tuple.sport };
+    !matches!(lookup_dir(ctx, inverse, proto), Lookup::Found(inv_dir) if inv_dir != dir)
 }
 
 enum Lookup {

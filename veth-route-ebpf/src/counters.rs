@@ -13,6 +13,7 @@ pub fn record(slot: CounterSlot, verdict: Verdict) -> i32 {
         let c = unsafe { &mut *c };
         match verdict {
             Verdict::Redirected => c.redirected += 1,
+            Verdict::RedirectedOut => c.redirected_out += 1,
             Verdict::Pass(r) => match r {
                 PassReason::NotIpv4 => c.pass_not_ipv4 += 1,
                 PassReason::Malformed => c.pass_malformed += 1,
@@ -21,6 +22,8 @@ pub fn record(slot: CounterSlot, verdict: Verdict) -> i32 {
                 PassReason::Ttl => c.pass_ttl += 1,
                 PassReason::NotLocal => c.pass_not_local += 1,
                 PassReason::Nat => c.pass_nat += 1,
+                PassReason::Tracked => c.pass_tracked += 1,
+                PassReason::NewFlow => c.pass_new_flow += 1,
                 PassReason::UntrackedProto => c.pass_untracked_proto += 1,
                 PassReason::RedirectFailed => c.pass_redirect_failed += 1,
             },
@@ -28,7 +31,7 @@ pub fn record(slot: CounterSlot, verdict: Verdict) -> i32 {
         }
     }
     match verdict {
-        Verdict::Redirected => TC_ACT_REDIRECT as i32,
+        Verdict::Redirected | Verdict::RedirectedOut => TC_ACT_REDIRECT as i32,
         Verdict::Pass(_) => TC_ACT_OK as i32,
         Verdict::Drop(_) => TC_ACT_SHOT as i32,
     }

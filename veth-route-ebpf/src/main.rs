@@ -3,8 +3,11 @@
 //! to the kernel's routes (the fallback path).
 //!
 //! Each program is a pipeline of small steps: parse -> (anti-spoof) -> forwardable ->
-//! lookup -> NAT check -> rewrite -> redirect. A step either continues or returns a
+//! lookup -> conntrack check -> rewrite -> redirect. A step either continues or returns a
 //! [`Verdict`] that is counted and turned into a tc action.
+//!
+//! In `auto` the programs keep every flow either entirely on the kernel path or entirely
+//! off it (see `conntrack`), so conntrack never sees half a flow.
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
@@ -23,8 +26,10 @@ use crate::packet::Ipv4Packet;
 /// Outcome of one packet; every outcome has a counter.
 #[derive(Clone, Copy)]
 pub enum Verdict {
-    /// Handed to `bpf_redirect_peer`.
+    /// Handed to `bpf_redirect_peer` (into a pod).
     Redirected,
+    /// Handed to `bpf_redirect` (out of the VM) after a FIB lookup.
+    RedirectedOut,
     /// Kernel path, with the reason.
     Pass(PassReason),
     /// Dropped, with the reason.
@@ -41,6 +46,8 @@ pub enum PassReason {
     Ttl,
     NotLocal,
     Nat,
+    Tracked,
+    NewFlow,
     UntrackedProto,
     RedirectFailed,
 }
@@ -56,7 +63,7 @@ pub enum DropReason {
 pub fn from_pod(ctx: TcContext) -> i32 {
     let verdict = match Ipv4Packet::parse(&ctx) {
         Ok(pkt) => match check_source(&ctx, &pkt) {
-            Ok(()) => forward(&ctx, &pkt),
+            Ok(()) => forward(&ctx, &pkt, Ingress::Pod),
             Err(v) => v,
         },
         Err(reason) => Verdict::Pass(reason),
@@ -68,7 +75,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
     let verdict = match Ipv4Packet::parse(&ctx) {
-        Ok(pkt) => forward(&ctx, &pkt),
+        Ok(pkt) => forward(&ctx, &pkt, Ingress::Uplink),
         Err(reason) => Verdict::Pass(reason),
     };
     counters::record(CounterSlot::FromUplink, verdict)
@@ -89,17 +96,31 @@ fn check_source(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<(), Verdict> {
     Ok(())
 }
 
-/// Route one IPv4 packet: redirect into a local pod or leave it to the kernel.
+/// Where a packet entered the VM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// From a pod (tc ingress of its host veth).
+    Pod,
+    /// From the tenant network (tc ingress of an uplink).
+    Uplink,
+}
+
+/// Route one IPv4 packet: redirect into a local pod, send the reply of a bypassed flow out,
+/// or leave it to the kernel.
 #[inline(always)]
-fn forward(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
+fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
     if let Err(reason) = pkt.forwardable() {
         return Verdict::Pass(reason);
     }
+    let auto = maps::mode_is_auto();
     let Some(ep) = maps::endpoint(pkt.daddr()) else {
+        if ingress == Ingress::Pod && auto && conntrack::is_reply_of_bypassed_flow(ctx, pkt) {
+            return redirect::route_out(ctx, pkt);
+        }
         return Verdict::Pass(PassReason::NotLocal);
     };
-    if maps::mode_is_auto() {
-        if let Err(reason) = conntrack::check_not_nated(ctx, pkt) {
+    if auto {
+        if let Err(reason) = conntrack::may_bypass(ctx, pkt, ingress) {
             return Verdict::Pass(reason);
         }
     }

@@ -8,13 +8,25 @@ use crate::PassReason;
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
-/// Bytes we want in the linear area: Ethernet + IPv4 without options + L4 ports.
-const WANT_LINEAR: usize = ETH_HLEN + IPV4_HLEN + 4;
+/// Bytes we want in the linear area: Ethernet + IPv4 without options + TCP up to its flags.
+const WANT_LINEAR: usize = ETH_HLEN + IPV4_HLEN + 14;
 /// More-fragments flag and fragment offset, host order.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+
+/// The first 14 bytes of a TCP header (through the flags).
+#[repr(C)]
+pub struct TcpHead {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack_seq: u32,
+    pub data_offset: u8,
+    pub flags: u8,
+}
 
 #[repr(C)]
 pub struct EthHdr {
@@ -112,6 +124,14 @@ impl Ipv4Packet {
             return Err(PassReason::Ttl);
         }
         Ok(())
+    }
+
+    /// TCP flags, for a TCP packet whose IPv4 header has no options.
+    #[inline(always)]
+    pub fn tcp_flags(&self, ctx: &TcContext) -> Option<u8> {
+        let t: *const TcpHead = header(ctx, ETH_HLEN + IPV4_HLEN)?;
+        // SAFETY: bounds checked by `header`.
+        Some(unsafe { (*t).flags })
     }
 
     /// TCP/UDP source and destination port, raw (network order), for a header without options.

@@ -1,6 +1,10 @@
 //! Delivery: rewrite like a router would, then hand the packet to the pod's veth peer.
 
-use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect_peer, programs::TcContext};
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibLookupC, TC_ACT_REDIRECT},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
 use veth_route_common::Endpoint;
 
 use crate::{packet::Ipv4Packet, PassReason, Verdict};
@@ -14,6 +18,79 @@ pub fn deliver(_ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Verdict {
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
     if rc == TC_ACT_REDIRECT as i64 {
         Verdict::Redirected
+    } else {
+        Verdict::Pass(PassReason::RedirectFailed)
+    }
+}
+
+/// `struct bpf_fib_lookup` (64 bytes), IPv4 view; addresses in network order.
+#[repr(C)]
+struct FibLookup {
+    family: u8,
+    l4_protocol: u8,
+    sport: u16,
+    dport: u16,
+    /// 0: the kernel checks the skb (GSO aware) against the egress MTU.
+    tot_len: u16,
+    ifindex: u32,
+    tos: u32,
+    ipv4_src: [u8; 4],
+    _src_v6: [u32; 3],
+    ipv4_dst: [u8; 4],
+    _dst_v6: [u32; 3],
+    vlan: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+const AF_INET: u8 = 2;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+
+/// Send a pod's packet out of the VM the way the kernel would route it (FIB lookup with
+/// the resolved neighbour), without the kernel's forwarding path. Anything the lookup
+/// cannot settle (no route, unresolved neighbour, MTU) goes to the kernel.
+#[inline(always)]
+pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
+    // SAFETY: reading a field of the context the kernel passed in.
+    let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let mut fib = FibLookup {
+        family: AF_INET,
+        l4_protocol: pkt.proto(),
+        sport: 0,
+        dport: 0,
+        tot_len: 0,
+        ifindex: ingress_ifindex,
+        tos: 0,
+        ipv4_src: pkt.saddr(),
+        _src_v6: [0; 3],
+        ipv4_dst: pkt.daddr(),
+        _dst_v6: [0; 3],
+        vlan: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+    };
+    // SAFETY: `fib` is a valid, initialised bpf_fib_lookup of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            (&mut fib as *mut FibLookup).cast::<FibLookupC>(),
+            core::mem::size_of::<FibLookup>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        return Verdict::Pass(PassReason::NotLocal);
+    }
+    // SAFETY: bounds checked in `Ipv4Packet::parse`; fib_lookup does not move packet data.
+    unsafe {
+        (*pkt.eth).dst = fib.dmac;
+        (*pkt.eth).src = fib.smac;
+    }
+    decrement_ttl(pkt);
+    // SAFETY: plain helper call; flags 0 = egress of the target.
+    let rc = unsafe { bpf_redirect(fib.ifindex, 0) };
+    if rc == TC_ACT_REDIRECT as i64 {
+        Verdict::RedirectedOut
     } else {
         Verdict::Pass(PassReason::RedirectFailed)
     }
