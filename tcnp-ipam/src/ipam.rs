@@ -21,6 +21,7 @@ pub struct Ipam;
 
 /// One verb's working set: settings, locked store and state, and a lazily built client.
 struct Op {
+    verb: &'static str,
     settings: Settings,
     store: Store,
     state: State,
@@ -61,7 +62,8 @@ impl Drop for Op {
         // One line per operation, for `cargo xtask bench` and operators counting API load.
         let counts = self.neutron.as_ref().map(|n| n.session().counts()).unwrap_or_default();
         log::info!(
-            "api calls: keystone_auths={} neutron_requests={} neutron_writes={}",
+            "api calls for {}: keystone_auths={} neutron_requests={} neutron_writes={}",
+            self.verb,
             counts.keystone_auths,
             counts.service_requests,
             counts.service_writes
@@ -70,11 +72,11 @@ impl Drop for Op {
 }
 
 impl Op {
-    fn open(settings: Settings) -> Result<Op, IpamError> {
+    fn open(verb: &'static str, settings: Settings) -> Result<Op, IpamError> {
         let dir = settings.data_dir.clone();
         let store = Store::lock(&dir).map_err(state_err(&dir))?;
         let state = store.load().map_err(state_err(&dir))?;
-        Ok(Op { settings, store, state, neutron: None })
+        Ok(Op { verb, settings, store, state, neutron: None })
     }
 
     async fn neutron(&mut self) -> Result<Neutron, IpamError> {
@@ -315,7 +317,7 @@ impl Plugin for Ipam {
         let (_, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         block_on(async {
-            let mut op = Op::open(settings)?;
+            let mut op = Op::open("ADD", settings)?;
             op.add(&key).await
         })
     }
@@ -324,7 +326,7 @@ impl Plugin for Ipam {
         let (_, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         block_on(async {
-            let mut op = Op::open(settings)?;
+            let mut op = Op::open("DEL", settings)?;
             op.del(&key).await
         })
     }
@@ -333,7 +335,7 @@ impl Plugin for Ipam {
         let (_, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         block_on(async {
-            let mut op = Op::open(settings)?;
+            let mut op = Op::open("CHECK", settings)?;
             let lease = op.state.attachments.get(&key).cloned().ok_or_else(|| IpamError::Config(format!("no address recorded for {key}")))?;
             let info = op.port().await?;
             let current = op.neutron().await?.get_port(&info.id).await?;
@@ -366,7 +368,7 @@ impl Plugin for Ipam {
             .map(|a| attachment_key(&a.container_id, &a.ifname))
             .collect();
         block_on(async {
-            let mut op = Op::open(settings)?;
+            let mut op = Op::open("GC", settings)?;
             op.gc(&valid).await
         })
     }

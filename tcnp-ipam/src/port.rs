@@ -107,17 +107,18 @@ async fn metadata_vif(settings: &Settings, url: &str, mac: Option<&str>) -> Resu
     }
 }
 
-/// Puts the managed and primary tags on the port (idempotent).
+/// Puts the managed and primary tags on the port (idempotent; one write, keeping others' tags).
 pub async fn mark(neutron: &Neutron, port: &PortInfo) -> Result<(), IpamError> {
     let current = neutron.get_port(&port.id).await?;
     let primary_tag = format!("{PRIMARY_PREFIX}{}", port.primary);
-    for stale in current.tags.iter().filter(|t| t.starts_with(PRIMARY_PREFIX) && **t != primary_tag) {
-        neutron.remove_port_tag(&port.id, stale).await?;
-    }
-    for tag in [MANAGED_TAG.to_string(), primary_tag] {
-        if !current.tags.contains(&tag) {
-            neutron.add_port_tag(&port.id, &tag).await?;
-        }
+    let mut tags: Vec<String> = current.tags.iter().filter(|t| !t.starts_with(PRIMARY_PREFIX)).cloned().collect();
+    tags.extend([MANAGED_TAG.to_string(), primary_tag]);
+    tags.sort();
+    tags.dedup();
+    let mut have = current.tags.clone();
+    have.sort();
+    if have != tags {
+        neutron.set_port_tags(&port.id, &tags).await?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! Use [`Stack::start`] for a private stack (short token lifetime, stopping Neutron).
 //! Passwords are generated per run, written only to 0600 files, and never printed.
 
+pub mod bench;
 mod config;
 mod forward;
 mod process;
@@ -123,6 +124,25 @@ pub fn venv_dir() -> PathBuf {
 /// The directory with `provision.py` and `constraints.txt`.
 pub fn assets_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("openstack")
+}
+
+/// The tcnp-ipam binary: `TCNP_IPAM_BIN`, or built on first use (`cargo build -p tcnp-ipam`,
+/// a no-op when up to date) in the workspace's target directory.
+pub fn ipam_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TCNP_IPAM_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tcnp-ipam"])
+            .current_dir(crate::cni_runner::workspace_root())
+            .status()
+            .expect("run cargo build -p tcnp-ipam");
+        assert!(status.success(), "cargo build -p tcnp-ipam failed");
+        crate::cni_runner::target_dir().join("debug/tcnp-ipam")
+    })
 }
 
 /// The stack shared by all tests of this process: reused from `VETH_ROUTE_OS_ENV` or started

@@ -5,32 +5,12 @@
 #![allow(dead_code)]
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use testbed::cni_runner::{self, Attachment, Outcome};
 use testbed::netns::{unique, NetNs, TempDir};
+pub use testbed::openstack::ipam_binary;
 use testbed::openstack::{block_on, Forwarder, Stack};
-
-/// The tcnp-ipam binary, built on first use (`TCNP_IPAM_BIN` overrides).
-pub fn ipam_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TCNP_IPAM_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tcnp-ipam"])
-            .current_dir(cni_runner::workspace_root())
-            .status()
-            .expect("run cargo build -p tcnp-ipam");
-        assert!(status.success(), "cargo build -p tcnp-ipam failed");
-        cni_runner::target_dir().join("debug/tcnp-ipam")
-    })
-}
 
 /// A random locally administered MAC in OpenStack's fa:16:3e range.
 pub fn random_mac() -> String {
