@@ -80,6 +80,14 @@ fn routes_follow_pods_spare_hand_made_routes_and_restart_quietly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(lab.revision(), revision, "restart caused writes: {}", String::from_utf8_lossy(&out.stderr));
 
+    // --release (uninstall) takes back every route of ours and its ledger tag, nothing else.
+    let out = lab.controller_once(&["--release"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lab.routes().len(), 2, "only the hand-made routes remain: {:?}", lab.routes());
+    assert!(lab.router_tags().iter().all(|t| !t.starts_with("vrouter-route:")), "{:?}", lab.router_tags());
+    assert!(lab.controller_once(&[]).status.success());
+    assert_exact(&lab, &pods);
+
     // All pods gone: every route of ours goes, hand-made ones stay.
     for vm in &vms {
         lab.set_pods(vm, &[]);

@@ -80,6 +80,9 @@ pub struct Args {
     /// Plan and log, write nothing.
     #[arg(long, env = "VRC_DRY_RUN")]
     pub dry_run: bool,
+    /// Remove every route this controller added (uninstall; before detaching a router), with --once.
+    #[arg(long, requires = "once")]
+    pub release: bool,
     /// off, error, warn, info, debug, trace.
     #[arg(long, env = "VRC_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -230,6 +233,7 @@ impl Config {
                 shape: crate::desired::Shape { aggregate: !args.no_aggregate && file.aggregate.unwrap_or(true), min_prefix },
                 max_routes: args.max_routes.or(file.max_routes),
                 dry_run: args.dry_run,
+                release: args.release,
             },
             once: args.once,
             log_level,

@@ -21,6 +21,9 @@ pub struct Settings {
     pub max_routes: Option<usize>,
     /// Plan and report, but write nothing.
     pub dry_run: bool,
+    /// Remove every route this controller owns (uninstall, or before detaching a router:
+    /// Neutron refuses to remove an interface that routes still use as next hop).
+    pub release: bool,
 }
 
 /// The outcome for one router.
@@ -74,7 +77,7 @@ impl Reconciler {
         let snapshot = cloud.snapshot().await?;
         let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
         for router in &snapshot.routers {
-            let desired = desired_routes(&snapshot.ports, &router.subnets, self.settings.shape);
+            let desired = if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
             report.routers.push(self.router(cloud, router, &desired).await?);
         }
         Ok(report)
@@ -146,6 +149,10 @@ impl Reconciler {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if tagged.is_empty() {
+            self.note_refusals(id, &refused, routes.len());
+            return Ok((vec![], refused));
         }
         log::info!("router {id}: adding {} route(s): {}", tagged.len(), list(&tagged));
         match cloud.add_routes(id, &tagged).await {
@@ -348,6 +355,18 @@ mod tests {
         let routes = cloud.router.borrow().routes.clone();
         assert_eq!(routes.len(), 2);
         assert!(routes.contains(&hand));
+    }
+
+    #[test]
+    fn release_removes_all_owned_routes_and_their_tags() {
+        let cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
+        let hand = Route::host(Ipv4Addr::new(10, 0, 0, 99), Ipv4Addr::new(10, 0, 0, 2));
+        cloud.router.borrow_mut().routes.push(hand);
+        block_on(Reconciler::new(host_routes()).run(&cloud)).unwrap();
+        assert_eq!(cloud.router.borrow().routes.len(), 6);
+        block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
+        assert_eq!(cloud.router.borrow().routes, vec![hand]);
+        assert!(ledger::owned(&cloud.router.borrow().tags).is_empty());
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl<'a> Lab<'a> {
         block_on(self.neutron().get_router(&self.router_id)).expect("router").revision_number
     }
 
+    /// The router's tags.
+    pub fn router_tags(&self) -> Vec<String> {
+        let n = self.neutron();
+        let v = block_on(raw(&n, Method::GET, &format!("/routers/{}", self.router_id), None));
+        v["router"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    }
+
     /// Adds a route by hand, as an operator would.
     pub fn add_route_by_hand(&self, destination: &str, nexthop: Ipv4Addr) {
         let route = openstack::Route { destination: destination.parse().unwrap(), nexthop: IpAddr::V4(nexthop) };
