@@ -43,6 +43,9 @@ pub struct RouterReport {
     pub added: usize,
     /// Routes removed in this pass.
     pub removed: usize,
+    /// Limit refusals Neutron answered in this pass (409 OverQuota, 400 RoutesExhausted,
+    /// tag limit); zero when the known limit predicted them.
+    pub limit_errors: usize,
 }
 
 /// The outcome of a pass.
@@ -59,12 +62,13 @@ pub struct Report {
 pub struct Reconciler {
     settings: Settings,
     learned: HashMap<String, usize>,
+    limit_errors: usize,
 }
 
 impl Reconciler {
     /// A reconciler with no learned limits.
     pub fn new(settings: Settings) -> Self {
-        Self { settings, learned: HashMap::new() }
+        Self { settings, learned: HashMap::new(), limit_errors: 0 }
     }
 
     /// Forgets limits learned from refusals, so that a raised quota is noticed.
@@ -119,8 +123,10 @@ impl Reconciler {
             cloud.remove_tag(id, &ledger::tag(r)).await?;
         }
 
+        self.limit_errors = 0;
         let (added, refused) = self.add(cloud, id, &p.add, &mut routes).await?;
         report.added = added.len();
+        report.limit_errors = self.limit_errors;
         let present: BTreeSet<Route> = routes.iter().copied().collect();
         report.applied = desired.iter().filter(|r| present.contains(r)).count();
         if !refused.is_empty() {
@@ -143,6 +149,7 @@ impl Reconciler {
             match cloud.add_tag(id, &ledger::tag(r)).await {
                 Ok(()) => tagged.push(*r),
                 Err(CloudError::RouteLimit(why)) => {
+                    self.limit_errors += 1;
                     log::warn!("router {id}: ownership ledger full ({why}); not adding further routes");
                     refused.extend(add.iter().skip(tagged.len()).copied());
                     break;
@@ -161,7 +168,10 @@ impl Reconciler {
                 self.note_refusals(id, &refused, routes.len());
                 return Ok((tagged, refused));
             }
-            Err(CloudError::RouteLimit(why)) => log::warn!("router {id}: {why}; adding one route at a time, most useful first"),
+            Err(CloudError::RouteLimit(why)) => {
+                self.limit_errors += 1;
+                log::warn!("router {id}: {why}; adding one route at a time, most useful first");
+            }
             Err(e) => return Err(e),
         }
         let mut added = Vec::new();
@@ -172,6 +182,7 @@ impl Reconciler {
                     added.push(*r);
                 }
                 Err(CloudError::RouteLimit(_)) => {
+                    self.limit_errors += 1;
                     let rest: Vec<Route> = tagged[i..].to_vec();
                     for r in &rest {
                         cloud.remove_tag(id, &ledger::tag(r)).await?;
@@ -314,6 +325,7 @@ mod tests {
         let rep = block_on(rec.run(&cloud)).unwrap();
         let r = &rep.routers[0];
         assert_eq!((r.applied, r.refused.len(), r.limit), (11, 9, Some(12)));
+        assert_eq!(r.limit_errors, 2, "the batch and the 12th single add were refused");
         assert!(cloud.router.borrow().routes.contains(&foreign));
         // Tags of refused routes are cleaned up: the ledger matches the router.
         assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 11);
@@ -322,6 +334,7 @@ mod tests {
         let rep = block_on(rec.run(&cloud)).unwrap();
         assert_eq!(*cloud.writes.borrow(), writes);
         assert_eq!(rep.routers[0].refused.len(), 9);
+        assert_eq!(rep.routers[0].limit_errors, 0, "the learned limit predicts the refusal");
     }
 
     #[test]

@@ -32,8 +32,7 @@ impl Status {
         self.record_duration(took);
         self.routes_added += report.routers.iter().map(|r| r.added as u64).sum::<u64>();
         self.routes_removed += report.routers.iter().map(|r| r.removed as u64).sum::<u64>();
-        let refused: usize = report.routers.iter().map(|r| r.refused.len()).sum();
-        if refused > 0 {
+        for _ in 0..report.routers.iter().map(|r| r.limit_errors).sum::<usize>() {
             self.count_error("route_limit");
         }
         self.routers = report.routers.clone();
@@ -167,7 +166,7 @@ mod tests {
         let mut s = Status::default();
         assert!(s.ready().is_err());
         let refused = vec![Route::host("10.0.0.9".parse().unwrap(), "10.0.0.2".parse().unwrap())];
-        let r = RouterReport { router: "r1".into(), desired: 31, applied: 30, refused, limit: Some(30), added: 30, removed: 0 };
+        let r = RouterReport { router: "r1".into(), desired: 31, applied: 30, refused, limit: Some(30), added: 30, removed: 0, limit_errors: 1 };
         s.success(&Report { routers: vec![r], router_ids: vec!["r1".into()] }, Duration::from_millis(250));
         assert!(s.ready().is_ok());
         let m = s.metrics();
