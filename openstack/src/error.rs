@@ -130,3 +130,38 @@ pub(crate) fn parse_error_body(body: &str) -> (String, String) {
     let text: String = body.chars().take(200).collect();
     ("Error".to_string(), text.trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutron_and_keystone_error_bodies() {
+        let (kind, msg) = parse_error_body(
+            r#"{"NeutronError":{"type":"OverQuota","message":"Quota exceeded for resources: ['router_route'].","detail":""}}"#,
+        );
+        assert_eq!((kind.as_str(), msg.as_str()), ("OverQuota", "Quota exceeded for resources: ['router_route']."));
+        let (kind, msg) = parse_error_body(r#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#);
+        assert_eq!(kind, "Unauthorized");
+        assert!(msg.starts_with("The request"));
+        assert_eq!(parse_error_body("<html>bad gateway</html>").1, "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn classification() {
+        let api = |status, kind: &str| Error::Api {
+            service: Service::Neutron,
+            endpoint: "PUT /v2.0/ports/x".into(),
+            status,
+            kind: kind.into(),
+            message: "m".into(),
+        };
+        assert!(api(412, "RevisionNumberConstraintFailed").is_revision_conflict());
+        assert!(api(409, "OverQuota").is_exhausted() && api(400, "RoutesExhausted").is_exhausted());
+        assert!(api(404, "PortNotFound").is_not_found());
+        assert!(!api(409, "IpAddressAlreadyAllocated").is_transient());
+        let down = Error::Unreachable { service: Service::Neutron, endpoint: "GET x".into(), reason: "connection failed".into() };
+        assert!(down.is_transient());
+        assert_eq!(down.to_string(), "Neutron at GET x is unreachable: connection failed");
+    }
+}

@@ -225,3 +225,55 @@ pub async fn check_reachable(http: &reqwest::Client, auth_url: &str) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(issued: u64, expires: u64) -> Token {
+        Token {
+            value: Secret::new("gAAAA-secret"),
+            expires_at: expires,
+            issued_at: issued,
+            project_id: "p".into(),
+            catalog: vec![CatalogEntry {
+                service_type: "network".into(),
+                endpoints: vec![
+                    CatalogEndpoint { interface: "public".into(), region_id: Some("RegionOne".into()), url: "http://n:9696/".into() },
+                    CatalogEndpoint { interface: "internal".into(), region_id: Some("RegionTwo".into()), url: "http://m:9696".into() },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn freshness_margin_follows_keystoneauth_and_short_lifetimes() {
+        let hour = token(1000, 4600);
+        assert!(hour.is_fresh_at(4569) && !hour.is_fresh_at(4570));
+        let short = token(1000, 1010); // 10 s lifetime: 2 s margin
+        assert!(short.is_fresh_at(1007) && !short.is_fresh_at(1008));
+    }
+
+    #[test]
+    fn catalog_lookup_and_secret_hiding() {
+        let t = token(0, 1);
+        assert_eq!(t.endpoint("network", "public", None).unwrap(), "http://n:9696");
+        assert_eq!(t.endpoint("network", "internal", Some("RegionTwo")).unwrap(), "http://m:9696");
+        let e = t.endpoint("network", "admin", Some("RegionOne")).unwrap_err();
+        assert!(e.to_string().contains("'admin'") && e.to_string().contains("RegionOne"));
+        assert!(!format!("{t:?}").contains("gAAAA-secret"));
+    }
+
+    #[test]
+    fn cache_key_has_no_password() {
+        let c = Credentials {
+            auth_url: "http://k/v3/".into(),
+            username: "u".into(),
+            password: Secret::new("hunter2"),
+            user_domain: DomainRef::Name("Default".into()),
+            project: "p".into(),
+            project_domain: DomainRef::Id("default".into()),
+        };
+        assert_eq!(c.cache_key(), "http://k/v3|name=Default|u|id=default|p");
+    }
+}

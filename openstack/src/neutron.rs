@@ -161,6 +161,11 @@ fn enc(s: &str) -> String {
     s.replace('%', "%25").replace(' ', "%20").replace('&', "%26").replace('=', "%3D").replace('/', "%2F").replace('+', "%2B").replace(',', "%2C").replace('#', "%23").replace('?', "%3F")
 }
 
+/// `k1=v1&k2=v2` with both sides escaped; repeated keys are fine (`fields=a&fields=b`).
+fn query(filters: &[(&str, &str)]) -> String {
+    filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
 fn take<T: DeserializeOwned>(mut v: Value, key: &str, endpoint: &str) -> Result<T> {
     let inner = v.get_mut(key).map(Value::take).unwrap_or(Value::Null);
     serde_json::from_value(inner).map_err(|e| Error::Decode {
@@ -206,8 +211,7 @@ impl Neutron {
 
     /// Ports matching query filters, e.g. `[("mac_address", mac), ("network_id", net)]`.
     pub async fn list_ports(&self, filters: &[(&str, &str)]) -> Result<Vec<Port>> {
-        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-        self.get(&format!("/ports?{}", query.join("&")), "ports").await
+        self.get(&format!("/ports?{}", query(filters)), "ports").await
     }
 
     /// The port with this MAC address on this network, if any.
@@ -279,8 +283,7 @@ impl Neutron {
 
     /// Networks matching filters.
     pub async fn list_networks(&self, filters: &[(&str, &str)]) -> Result<Vec<Network>> {
-        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-        self.get(&format!("/networks?{}", query.join("&")), "networks").await
+        self.get(&format!("/networks?{}", query(filters)), "networks").await
     }
 
     /// Creates a network (`fields` merged into the body).
@@ -322,8 +325,7 @@ impl Neutron {
 
     /// Routers matching filters.
     pub async fn list_routers(&self, filters: &[(&str, &str)]) -> Result<Vec<Router>> {
-        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-        self.get(&format!("/routers?{}", query.join("&")), "routers").await
+        self.get(&format!("/routers?{}", query(filters)), "routers").await
     }
 
     /// Adds static routes atomically (`extraroute-atomic`); returns the whole router.
