@@ -108,7 +108,7 @@ fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(
     // aya-log: off unless asked for; the level is a frozen global, so the verifier removes
     // the disabled logging code entirely.
     let log_level = log_level_from_env();
-    loader.override_global("AYA_LOG_LEVEL", &log_level, false);
+    loader.override_global("AYA_LOG_LEVEL", &log_level, true);
     let mut ebpf: Ebpf = loader.load(&object).map_err(|e| load_error(&e))?;
     for name in [FROM_POD, FROM_UPLINK] {
         let prog: &mut SchedClassifier = ebpf
