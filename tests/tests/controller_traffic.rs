@@ -39,7 +39,7 @@ fn client_behind_the_vrouter_reaches_every_pod_through_neutron_routes() {
     let mut pods = Vec::new();
     let mut owner = BTreeMap::new();
     for (vm, port) in seg.vms.iter().zip(&ports) {
-        let conf = vm.network(PREFIX, false);
+        let conf = vm.network(PREFIX, false, "auto");
         let mut ips = Vec::new();
         for _ in 0..2 {
             let pod = vm.pod();

@@ -3,20 +3,29 @@
 //! not a single static route anywhere: the vrouter reaches every pod, and pods reach pods
 //! on other VMs, because each VM answers ARP for exactly its own pods. A pod wired without
 //! the option is unreachable from the vrouter (the control), and after DEL so are the others.
+//! Run on the kernel path and with the eBPF fast path attached (ARP is not redirected by
+//! the fast path; the IP traffic that follows is).
 
 mod segment_support;
 
 use segment_support::Segment;
 use testbed::probe::{ping, tcp_read, TcpServer};
 
-const PREFIX: [u8; 3] = [10, 66, 0];
+#[test]
+fn kernel_path_vrouter_and_pods_on_other_vms_reach_pods_with_no_route() {
+    reach_pods_with_no_route([10, 66, 0], "off");
+}
 
 #[test]
-fn vrouter_and_pods_on_other_vms_reach_pods_with_no_route() {
-    let seg = Segment::new(PREFIX, 3);
+fn fast_path_vrouter_and_pods_on_other_vms_reach_pods_with_no_route() {
+    reach_pods_with_no_route([10, 66, 1], "required");
+}
+
+fn reach_pods_with_no_route(prefix: [u8; 3], fast_path: &str) {
+    let seg = Segment::new(prefix, 3);
     let mut pods = Vec::new();
     for vm in &seg.vms {
-        let conf = vm.network(PREFIX, true);
+        let conf = vm.network(prefix, true, fast_path);
         for _ in 0..2 {
             let pod = vm.pod();
             let (ip, res) = vm.add(&conf, &pod);
@@ -25,7 +34,7 @@ fn vrouter_and_pods_on_other_vms_reach_pods_with_no_route() {
     }
     // The control: a pod on the third VM without proxyNeighbor.
     let plain_vm = &seg.vms[2];
-    let plain_conf = plain_vm.network(PREFIX, false);
+    let plain_conf = plain_vm.network(prefix, false, fast_path);
     let plain = plain_vm.pod();
     let (plain_ip, plain_res) = plain_vm.add(&plain_conf, &plain);
 

@@ -81,14 +81,15 @@ impl Segment {
 }
 
 impl Node {
-    /// veth-route network config for this VM (kernel path, host-local on the VM's range).
-    pub fn network(&self, prefix: [u8; 3], proxy_neighbor: bool) -> Value {
+    /// veth-route network config for this VM (host-local on the VM's range); `fast_path` is
+    /// the plugin's `fastPath` (`off`: kernel path only, `required`: eBPF fast path attached).
+    pub fn network(&self, prefix: [u8; 3], proxy_neighbor: bool, fast_path: &str) -> Value {
         let [a, b, c] = prefix;
         let mut conf = json!({
             "cniVersion": "1.0.0",
             "name": "cni0",
             "type": "veth-route",
-            "fastPath": "off",
+            "fastPath": fast_path,
             "bpfPinDir": self.pin_dir,
             "logFile": self.log_dir.path().join("veth-route.log"),
             "logLevel": "debug",
