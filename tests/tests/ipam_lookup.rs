@@ -16,7 +16,7 @@ use testbed::openstack::shared;
 /// Serves `body` to every request on 127.0.0.1:<port> inside the node's namespace (stand-in
 /// for Nova's metadata service). Returns the port.
 fn metadata_stand_in(node: &Node, body: String) -> u16 {
-    let listener = node.ns.run(|| TcpListener::bind("127.0.0.1:0").expect("bind in VM namespace"));
+    let listener = node.ns().run(|| TcpListener::bind("127.0.0.1:0").expect("bind in VM namespace"));
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -73,7 +73,7 @@ fn metadata_without_our_mac_and_unknown_mac_are_clear_errors() {
     assert!(msg.contains(&node.mac), "{msg}");
 
     // The uplink's MAC matches no port on the network.
-    node.ns.ip("link set eth0 address fa:16:3e:00:00:02");
+    node.ns().ip("link set eth0 address fa:16:3e:00:00:02");
     let (code, msg, _) = node.run("ADD", &unique("c"), &node.conf(node.ipam())).error();
     assert_eq!(code, 104, "{msg}");
     assert!(msg.contains("fa:16:3e:00:00:02") && msg.contains("eth0"), "{msg}");

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{block_on, ipam_binary, Stack, StackOptions};
+use super::{ipam_binary, Stack, StackOptions, StackVm};
 use crate::bench::{ms, percentile, Section};
 use crate::cni_runner::{self, Attachment, REFERENCE_PLUGINS};
-use crate::netns::{unique, NetNs, TempDir};
+use crate::netns::{unique, TempDir};
 
 struct Mode {
     name: &'static str,
@@ -55,17 +55,8 @@ pub fn ipam_section(runs: usize) -> Section {
 fn measure(runs: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let stack = Stack::start(StackOptions::default())?;
     let env = stack.env().clone();
-    let mac = format!("fa:16:3e:be:{:02x}:{:02x}", std::process::id() as u8, (std::process::id() >> 8) as u8);
-    let port = stack.create_vm_port(&env.network_id, "bench-vm", &mac)?;
-    let primary = port.fixed_ips[0].ip_address;
-    let ns = NetNs::new("bvm");
-    ns.ip("link add eth0 type veth peer name eth0p");
-    ns.ip(&format!("link set eth0 address {mac}"));
-    ns.ip(&format!("addr add {primary}/{} dev eth0", env.cidr.prefix_len()));
-    ns.ip("link set eth0 up");
-    ns.ip("link set eth0p up");
-    ns.ip(&format!("route add default via {} dev eth0", env.gateway));
-    let _fwd = stack.expose_in(ns.path())?;
+    let vm = StackVm::new(&stack, &env.network_id)?;
+    let ns = &vm.ns;
     let data = TempDir::new("bipam");
 
     let tcnp = |name: &str, extra: Value| {
@@ -101,7 +92,7 @@ fn measure(runs: usize) -> Result<String, Box<dyn std::error::Error + Send + Syn
         let mut add = Vec::with_capacity(runs);
         for a in &atts {
             let t = Instant::now();
-            let out = cni_runner::exec(&mode.bin, &ns, "ADD", Some(a), &[], stdin.as_bytes());
+            let out = cni_runner::exec(&mode.bin, ns, "ADD", Some(a), &[], stdin.as_bytes());
             add.push(t.elapsed());
             if out.exit != 0 {
                 return Err(format!("{}: ADD failed: {}{}", mode.name, out.stdout, out.stderr).into());
@@ -110,7 +101,7 @@ fn measure(runs: usize) -> Result<String, Box<dyn std::error::Error + Send + Syn
         let mut del: Vec<Duration> = Vec::with_capacity(runs);
         for a in &atts {
             let t = Instant::now();
-            let out = cni_runner::exec(&mode.bin, &ns, "DEL", Some(a), &[], stdin.as_bytes());
+            let out = cni_runner::exec(&mode.bin, ns, "DEL", Some(a), &[], stdin.as_bytes());
             del.push(t.elapsed());
             if out.exit != 0 {
                 return Err(format!("{}: DEL failed: {}{}", mode.name, out.stdout, out.stderr).into());
@@ -131,7 +122,6 @@ fn measure(runs: usize) -> Result<String, Box<dyn std::error::Error + Send + Syn
             ms(percentile(&del, 50))
         );
     }
-    let _ = block_on(stack.neutron().delete_port(&port.id));
     Ok(format!(
         "{runs} sequential ADDs then {runs} DELs per row, one VM namespace, Keystone + Neutron on loopback \
          (uwsgi, SQLite, one Neutron worker: absolute latencies are those of this tiny cloud, the call counts \

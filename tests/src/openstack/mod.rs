@@ -17,8 +17,10 @@ pub mod bench;
 mod config;
 mod forward;
 mod process;
+mod vm;
 
 pub use forward::Forwarder;
+pub use vm::{random_mac, StackVm};
 
 use std::fs;
 use std::io::Write;

@@ -1,6 +1,7 @@
 //! tcnp-ipam test fixtures: a "node" is a namespace playing the VM, whose uplink `eth0`
 //! carries the MAC and primary address of its own Neutron port, with the local OpenStack
-//! relayed into it, a private IPAM data directory, and the plugin run as a runtime would.
+//! relayed into it ([`StackVm`]), a private IPAM data directory, and the plugin run as a
+//! runtime would.
 
 #![allow(dead_code)]
 
@@ -8,23 +9,16 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 use testbed::cni_runner::{self, Attachment, Outcome};
-use testbed::netns::{unique, NetNs, TempDir};
+use testbed::netns::{NetNs, TempDir};
 pub use testbed::openstack::ipam_binary;
-use testbed::openstack::{block_on, Forwarder, Stack};
+use testbed::openstack::{block_on, Stack, StackVm};
 
-/// A random locally administered MAC in OpenStack's fa:16:3e range.
-pub fn random_mac() -> String {
-    let mut b = [0u8; 3];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
-    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
-}
-
-/// A simulated VM node with its Neutron port.
+/// A simulated VM node with its Neutron port and IPAM data directory.
 pub struct Node<'a> {
     /// The stack.
     pub stack: &'a Stack,
-    /// The namespace playing the VM (the plugin runs here).
-    pub ns: NetNs,
+    /// The VM namespace and port (the port is deleted on drop).
+    pub vm: StackVm<'a>,
     /// The VM's Neutron port id.
     pub port_id: String,
     /// The port's MAC (= eth0's).
@@ -35,7 +29,6 @@ pub struct Node<'a> {
     pub network_id: String,
     /// The IPAM data directory (the node's state).
     pub data: TempDir,
-    _fwd: Forwarder,
 }
 
 impl<'a> Node<'a> {
@@ -46,21 +39,21 @@ impl<'a> Node<'a> {
 
     /// A node on `network_id`.
     pub fn on(stack: &'a Stack, network_id: &str) -> Node<'a> {
-        let mac = random_mac();
-        let port = stack.create_vm_port(network_id, &unique("vm"), &mac).expect("create VM port");
-        let primary = port.fixed_ips.first().expect("VM port has an address").ip_address;
-        let subnet = block_on(stack.neutron().get_subnet(&port.fixed_ips[0].subnet_id)).expect("subnet");
-        let ns = NetNs::new("ipvm");
-        ns.ip("link add eth0 type veth peer name eth0p");
-        ns.ip(&format!("link set eth0 address {mac}"));
-        ns.ip(&format!("addr add {primary}/{} dev eth0", subnet.cidr.prefix_len()));
-        ns.ip("link set eth0 up");
-        ns.ip("link set eth0p up");
-        if let Some(gw) = subnet.gateway_ip {
-            ns.ip(&format!("route add default via {gw} dev eth0"));
+        let vm = StackVm::new(stack, network_id).expect("VM namespace and port");
+        Node {
+            stack,
+            port_id: vm.port.id.clone(),
+            mac: vm.mac.clone(),
+            primary: vm.primary,
+            network_id: network_id.to_string(),
+            data: TempDir::new("ipd"),
+            vm,
         }
-        let fwd = stack.expose_in(ns.path()).expect("relay OpenStack into the VM namespace");
-        Node { stack, ns, port_id: port.id, mac, primary, network_id: network_id.to_string(), data: TempDir::new("ipd"), _fwd: fwd }
+    }
+
+    /// The namespace playing the VM (the plugin runs here).
+    pub fn ns(&self) -> &NetNs {
+        &self.vm.ns
     }
 
     /// The `ipam` section for this node (password from the stack's 0600 file).
@@ -79,9 +72,9 @@ impl<'a> Node<'a> {
 
     /// Runs the plugin for `command` and container `cid` (ifname eth0) with `conf`.
     pub fn run(&self, command: &str, cid: &str, conf: &Value) -> Outcome {
-        let att = Attachment { container_id: cid.to_string(), netns: Some(self.ns.path().to_path_buf()), ifname: "eth0".into() };
+        let att = Attachment { container_id: cid.to_string(), netns: Some(self.vm.ns.path().to_path_buf()), ifname: "eth0".into() };
         let att = (!cid.is_empty()).then_some(att);
-        cni_runner::exec(ipam_binary(), &self.ns, command, att.as_ref(), &[], conf.to_string().as_bytes())
+        cni_runner::exec(ipam_binary(), &self.vm.ns, command, att.as_ref(), &[], conf.to_string().as_bytes())
     }
 
     /// ADD with the default config; returns the allocated address.
@@ -119,12 +112,6 @@ impl<'a> Node<'a> {
     /// The log file (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("tcnp-ipam.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node<'_> {
-    fn drop(&mut self) {
-        let _ = self.stack.delete_port(&self.port_id);
     }
 }
 
