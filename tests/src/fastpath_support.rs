@@ -58,11 +58,13 @@ pub struct Vm {
     pub index: u8,
     pub pin_dir: PathBuf,
     /// host-local's store, removed on drop.
-    _ipam_dir: TempDir,
+    ipam_dir: TempDir,
     /// The network config passed to the plugin; tests may edit it before adding pods.
     pub conf: Value,
     /// Extra environment for the plugin process.
     pub env: Vec<(&'static str, String)>,
+    /// The plugin binary run for this VM (veth-route; benchmarks swap in ptp).
+    pub bin: PathBuf,
 }
 
 impl Vm {
@@ -88,13 +90,11 @@ impl Vm {
             "fastPath": fast_path,
             "bpfPinDir": pin_dir,
             "uplinks": [UPLINK],
-            "ipam": {
-                "type": "host-local",
-                "dataDir": ipam_dir.path(),
-                "ranges": [[{ "subnet": format!("10.10.{index}.0/24") }]]
-            }
         });
-        Self { ns, index, pin_dir, _ipam_dir: ipam_dir, conf, env: Vec::new() }
+        let bin = cni_runner::plugin_binary().to_path_buf();
+        let mut vm = Self { ns, index, pin_dir, ipam_dir, conf, env: Vec::new(), bin };
+        vm.conf["ipam"] = vm.host_local();
+        vm
     }
 
     /// Run the plugin for `command` as a runtime would, inside the VM namespace.
@@ -102,7 +102,7 @@ impl Vm {
     pub fn cni(&self, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let conf = with_prev(&self.conf, prev);
-        cni_runner::exec(cni_runner::plugin_binary(), &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
+        cni_runner::exec(&self.bin, &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
     }
 
     /// ADD a pod; panics if the plugin fails.
@@ -122,6 +122,11 @@ impl Vm {
         let addr = result["ips"][0]["address"].as_str().expect("result has an address");
         let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
         Ok(Pod { vm: self, ns, att, ip, result, deleted: false })
+    }
+
+    /// host-local IPAM config for this VM's pod subnet.
+    pub fn host_local(&self) -> Value {
+        json!({ "type": "host-local", "dataDir": self.ipam_dir.path(), "ranges": [[{ "subnet": format!("10.10.{}.0/24", self.index) }]] })
     }
 
     /// The host veth routing to `ip` (from the VM's /32 route).
