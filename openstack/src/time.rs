@@ -12,7 +12,7 @@ pub fn parse_timestamp(s: &str) -> Option<u64> {
     let (date, rest) = s.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    let time_end = rest.find(|c: char| c == 'Z' || c == '+' || c == '-').unwrap_or(rest.len());
+    let time_end = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
     let (time, zone) = rest.split_at(time_end);
     let time = time.split('.').next()?;
     let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());

@@ -291,7 +291,7 @@ impl Stack {
         let nt_log = dir.join("neutron-uwsgi.log");
         let mut neutron = process::spawn_group(&mut nt_cmd, &nt_log)?;
         let neutron_pgid = neutron.id() as i32;
-        if let Some(r) = reaper.as_deref_mut() {
+        if let Some(r) = reaper {
             r.watch(neutron_pgid)?;
         }
         fn stop_both(ks: (i32, &mut Child), nt: (i32, &mut Child)) {
