@@ -1,8 +1,8 @@
 //! `veth-route-openstack up|down|env`: a local Keystone + Neutron that outlives this command,
 //! for people trying veth-route and for CI runs that share one stack across test binaries.
-//! Run through `cargo xtask openstack ...`. The run directory is
-//! `$VETH_ROUTE_CACHE/openstack-run` (default `/var/cache/veth-route`); secrets stay in its
-//! 0600 files and are never printed.
+//! Run through `cargo xtask openstack ...`. The run directory is `$VETH_ROUTE_OS_RUN_DIR`,
+//! else `$VETH_ROUTE_CACHE/openstack-run` (default `/var/cache/veth-route`); secrets stay in
+//! its 0600 files and are never printed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
