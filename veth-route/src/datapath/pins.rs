@@ -121,7 +121,7 @@ pub struct PinLock {
 /// `true` if `path` lives on bpffs.
 fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
     match nix::sys::statfs::statfs(path) {
-        Ok(s) => Ok(s.filesystem_type().0 as i64 == BPF_FS_MAGIC),
+        Ok(s) => Ok(s.filesystem_type().0 == BPF_FS_MAGIC),
         Err(nix::errno::Errno::ENOENT) => Ok(false),
         Err(e) => Err(DatapathError::Unavailable(format!("statfs {}: {e}", path.display()))),
     }
