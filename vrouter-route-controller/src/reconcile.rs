@@ -113,7 +113,16 @@ impl Reconciler {
             return Ok(report);
         }
 
+        // Make before break when there is room: a block replacing its smaller routes (or a
+        // /32 overriding a block) goes in first, so no pod is unrouted in between. At the
+        // limit, removals must free the room first.
         let mut routes = view.state.routes.clone();
+        let room = limit.is_none_or(|l| routes.len() + p.add.len() <= l);
+        self.limit_errors = 0;
+        let mut outcome = None;
+        if room {
+            outcome = Some(self.add(cloud, id, &p.add, &mut routes).await?);
+        }
         if !p.remove.is_empty() {
             log::info!("router {id}: removing {} route(s): {}", p.remove.len(), list(&p.remove));
             routes = cloud.remove_routes(id, &p.remove).await?;
@@ -122,9 +131,16 @@ impl Reconciler {
         for r in p.remove.iter().chain(&p.forget) {
             cloud.remove_tag(id, &ledger::tag(r)).await?;
         }
-
-        self.limit_errors = 0;
-        let (added, refused) = self.add(cloud, id, &p.add, &mut routes).await?;
+        let (added, refused) = match outcome {
+            // The limit was unknown and refused some adds: the removals may have made room.
+            Some((mut added, refused)) if !refused.is_empty() && !p.remove.is_empty() => {
+                let (more, still) = self.add(cloud, id, &refused, &mut routes).await?;
+                added.extend(more);
+                (added, still)
+            }
+            Some(o) => o,
+            None => self.add(cloud, id, &p.add, &mut routes).await?,
+        };
         report.added = added.len();
         report.limit_errors = self.limit_errors;
         let present: BTreeSet<Route> = routes.iter().copied().collect();
@@ -242,13 +258,15 @@ mod tests {
         ports: Vec<VmPort>,
         quota: usize,
         writes: RefCell<usize>,
+        ops: RefCell<Vec<String>>,
         fail_reads: bool,
+        known_quota: bool,
     }
 
     impl FakeNeutron {
         fn new(ports: Vec<VmPort>, quota: usize) -> Self {
             let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
-            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), fail_reads: false }
+            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), ops: RefCell::new(vec![]), fail_reads: false, known_quota: false }
         }
     }
 
@@ -257,7 +275,8 @@ mod tests {
             if self.fail_reads {
                 return Err(CloudError::Unavailable("down".into()));
             }
-            let view = RouterView { state: self.router.borrow().clone(), subnets: vec!["10.0.0.0/24".parse().unwrap()], quota: None };
+            let quota = self.known_quota.then_some(self.quota);
+            let view = RouterView { state: self.router.borrow().clone(), subnets: vec!["10.0.0.0/24".parse().unwrap()], quota };
             Ok(Snapshot { routers: vec![view], ports: self.ports.clone() })
         }
         async fn fingerprint(&self, _: &[String]) -> Result<u64, CloudError> {
@@ -265,6 +284,7 @@ mod tests {
         }
         async fn add_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
             *self.writes.borrow_mut() += 1;
+            self.ops.borrow_mut().push("add".into());
             let mut r = self.router.borrow_mut();
             let new: Vec<Route> = routes.iter().filter(|x| !r.routes.contains(x)).copied().collect();
             if r.routes.len() + new.len() > self.quota {
@@ -275,6 +295,7 @@ mod tests {
         }
         async fn remove_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
             *self.writes.borrow_mut() += 1;
+            self.ops.borrow_mut().push("remove".into());
             let mut r = self.router.borrow_mut();
             r.routes.retain(|x| !routes.contains(x));
             Ok(r.routes.clone())
@@ -380,6 +401,45 @@ mod tests {
         block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
         assert_eq!(cloud.router.borrow().routes, vec![hand]);
         assert!(ledger::owned(&cloud.router.borrow().tags).is_empty());
+    }
+
+    #[test]
+    fn reaggregation_adds_the_block_before_removing_what_it_replaces() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 30);
+        let mut rec = Reconciler::new(Settings::default());
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(cloud.router.borrow().routes.len(), 4, "15 addresses: /29 /30 /31 /32");
+        cloud.ops.borrow_mut().clear();
+        cloud.ports = vec![vm(2, 16..32)];
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.ops.borrow(), ["add", "remove"]);
+        assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
+    }
+
+    #[test]
+    fn at_a_known_limit_removals_make_room_first() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
+        cloud.known_quota = true;
+        let mut rec = Reconciler::new(Settings::default());
+        block_on(rec.run(&cloud)).unwrap();
+        cloud.ops.borrow_mut().clear();
+        cloud.ports = vec![vm(2, 16..32)];
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.ops.borrow(), ["remove", "add"]);
+        assert_eq!(cloud.router.borrow().routes.len(), 1);
+    }
+
+    #[test]
+    fn at_an_unknown_limit_a_refused_add_is_retried_after_the_removals() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
+        let mut rec = Reconciler::new(Settings::default());
+        block_on(rec.run(&cloud)).unwrap();
+        cloud.ops.borrow_mut().clear();
+        cloud.ports = vec![vm(2, 16..32)];
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(*cloud.ops.borrow(), ["add", "add", "remove", "add"], "batch refused, single refused, room made, added");
+        assert!(rep.routers[0].refused.is_empty());
+        assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
     }
 
     #[test]
