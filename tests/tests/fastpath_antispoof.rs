@@ -59,3 +59,48 @@ fn anti_spoof_off_lets_other_sources_through() {
     assert_eq!(from.ip(), std::net::IpAddr::V4(FORGED));
     assert_eq!(vm.counter("from_pod", "drop_spoofed"), 0);
 }
+
+/// With program logging enabled at load, `veth-route trace` shows each spoofed drop.
+#[test]
+fn trace_shows_spoofed_drops_when_program_logging_is_on() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    vm.env.push(("VETH_ROUTE_BPF_LOG", "debug".into()));
+    let attacker = vm.add_pod();
+    let victim = vm.add_pod();
+    attacker.ns.ip(&format!("addr add {FORGED}/32 dev eth0"));
+
+    let mut trace = vm
+        .ns
+        .command(&vm.bin)
+        .args(["trace", "--pin-dir"])
+        .arg(&vm.pin_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start veth-route trace");
+    // Ready once it says it is following (printed after attaching to the ring buffer).
+    let mut stderr = BufReader::new(trace.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("following"), "trace did not start: {first}");
+    let (tx, rx) = mpsc::channel();
+    let stdout = trace.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let rx_sock = udp_socket_in(&victim.ns, victim.ip);
+    udp_socket_in(&attacker.ns, FORGED).send_to(b"forged", (victim.ip, rx_sock.local_addr().unwrap().port())).unwrap();
+    let line = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let _ = trace.kill();
+    let _ = trace.wait();
+    let line = line.expect("a trace record for the spoofed packet");
+    assert!(line.contains(&format!("drop spoofed source {FORGED}")), "{line}");
+}

@@ -11,15 +11,16 @@ use super::pins::PinLayout;
 use super::tc::tcx_ingress_programs;
 use super::{ifname, DatapathError};
 
-const USAGE: &str = "usage: veth-route stats|endpoints [--pin-dir DIR] [--json]
+const USAGE: &str = "usage: veth-route stats|endpoints|trace [--pin-dir DIR] [--json]
   stats       packet counters of the eBPF fast path (redirected / passed to the kernel / dropped)
   endpoints   pods in the fast path's endpoint map
+  trace       follow the programs' log records (enable with VETH_ROUTE_BPF_LOG=debug at load)
   --pin-dir   the network config's bpfPinDir (default /sys/fs/bpf/veth-route)
   --json      machine-readable output";
 
 /// Whether `arg` (argv[1]) is one of the operator commands handled by [`run`].
 pub fn is_command(arg: &str) -> bool {
-    matches!(arg, "stats" | "endpoints")
+    matches!(arg, "stats" | "endpoints" | "trace")
 }
 
 /// Run an operator command; `args` starts with the command name. Returns the exit code.
@@ -47,6 +48,7 @@ pub fn run(args: &[String]) -> i32 {
         Some("stats") => stats(&layout),
         Some("endpoints") if json => endpoints_json(&layout),
         Some("endpoints") => endpoints(&layout),
+        Some("trace") => super::trace::follow(&layout).map(|()| String::new()),
         _ => return usage_error("unknown command"),
     };
     match out {

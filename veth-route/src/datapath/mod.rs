@@ -12,6 +12,7 @@ mod loader;
 mod maps;
 mod pins;
 mod tc;
+mod trace;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
