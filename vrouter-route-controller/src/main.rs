@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use openstack::{Neutron, Session};
+use vrouter_route_controller::cloud::CloudError;
 use vrouter_route_controller::config::{Args, Config};
 use vrouter_route_controller::daemon::{self, Timing};
 use vrouter_route_controller::neutron::NeutronCloud;
@@ -43,6 +44,21 @@ async fn run(config: Config) -> ExitCode {
     };
     let session = Arc::new(Session::new(http_client, config.credentials.clone()));
     let status = Arc::new(Mutex::new(Status::default()));
+    // The probes answer from the start: waiting for Keystone is "alive, not ready".
+    let server = if config.once {
+        None
+    } else {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        log::info!("health and metrics on http://{}/ (healthz, readyz, status, metrics)", config.listen);
+        let liveness = config.resync_interval * 3 + config.http.timeout * 10;
+        Some(tokio::spawn(http::serve(listener, status.clone(), liveness)))
+    };
     let mut backoff = daemon::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     // Keystone may be down at start: the catalog lookup retries like everything else.
     let neutron = loop {
@@ -58,6 +74,7 @@ async fn run(config: Config) -> ExitCode {
             }
             Err(e) => {
                 let d = backoff.next_delay();
+                status.lock().expect("status lock").failure(&CloudError::Unavailable(e.to_string()), Duration::ZERO);
                 log::warn!("cannot reach Keystone yet, retrying in {:.1}s: {e}", d.as_secs_f64());
                 tokio::time::sleep(d).await;
             }
@@ -87,19 +104,11 @@ async fn run(config: Config) -> ExitCode {
         };
     }
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("cannot listen on {}: {e}", config.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    log::info!("health and metrics on http://{}/ (healthz, readyz, status, metrics)", config.listen);
-    let liveness = config.resync_interval * 3 + config.http.timeout * 10;
-    let server = tokio::spawn(http::serve(listener, status.clone(), liveness));
     let timing = Timing { poll: config.poll_interval, resync: config.resync_interval, min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60) };
     let result = daemon::run(&cloud, rec, status, timing).await;
-    server.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
