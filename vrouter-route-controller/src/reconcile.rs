@@ -261,12 +261,13 @@ mod tests {
         ops: RefCell<Vec<String>>,
         fail_reads: bool,
         known_quota: bool,
+        tag_limit: usize,
     }
 
     impl FakeNeutron {
         fn new(ports: Vec<VmPort>, quota: usize) -> Self {
             let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
-            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), ops: RefCell::new(vec![]), fail_reads: false, known_quota: false }
+            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), ops: RefCell::new(vec![]), fail_reads: false, known_quota: false, tag_limit: 50 }
         }
     }
 
@@ -302,6 +303,9 @@ mod tests {
         }
         async fn add_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
             let mut r = self.router.borrow_mut();
+            if r.tags.len() >= self.tag_limit {
+                return Err(CloudError::RouteLimit("The number of tags exceed the per-resource limit of 50".into()));
+            }
             if !r.tags.iter().any(|t| t == tag) {
                 r.tags.push(tag.to_string());
             }
@@ -356,6 +360,16 @@ mod tests {
         assert_eq!(*cloud.writes.borrow(), writes);
         assert_eq!(rep.routers[0].refused.len(), 9);
         assert_eq!(rep.routers[0].limit_errors, 0, "the learned limit predicts the refusal");
+    }
+
+    #[test]
+    fn a_full_ledger_refuses_like_the_quota() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..28)], 100);
+        cloud.tag_limit = 5;
+        let mut rec = Reconciler::new(host_routes());
+        let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
+        assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (5, 3, 1, Some(5)));
+        assert_eq!(cloud.router.borrow().routes.len(), 5, "no route without its ledger tag");
     }
 
     #[test]
