@@ -128,10 +128,22 @@ fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
 }
 
 /// Mount bpffs on /sys/fs/bpf unless it already is (systemd normally does this).
+///
+/// Concurrent ADDs serialise on an flock of the mount point, so bpffs is mounted once
+/// instead of being stacked (a second mount would hide the pins made under the first).
 fn ensure_bpffs_mounted() -> Result<(), DatapathError> {
     let root = Path::new(BPFFS_ROOT);
     if is_bpffs(root)? {
         return Ok(());
+    }
+    let dir = File::open(root).map_err(|e| DatapathError::Unavailable(format!("opening {BPFFS_ROOT}: {e}")))?;
+    // SAFETY: flock on a file descriptor we own; released when `dir` is closed.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(DatapathError::Unavailable(format!("locking {BPFFS_ROOT}: {e}")));
+    }
+    if is_bpffs(root)? {
+        return Ok(()); // another ADD mounted it while we waited
     }
     nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
         .map_err(|e| DatapathError::Unavailable(format!("mounting bpffs on {BPFFS_ROOT}: {e}")))?;
