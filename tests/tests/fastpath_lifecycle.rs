@@ -193,3 +193,32 @@ fn a_new_program_build_takes_over_existing_links_on_the_next_add() {
     assert_eq!(tcp_transfer(&new.ns, &old.ns, 0, SocketAddrV4::new(old.ip, 7104), 1 << 20), 1 << 20);
     assert!(vm.counter("from_pod", "redirected") > redirected);
 }
+
+/// A host without bpffs mounted: the first ADDs mount it, once, even when racing. Runs in a
+/// private mount namespace where /sys/fs/bpf is unmounted, so the machine's is untouched.
+#[test]
+fn missing_bpffs_is_mounted_once_by_concurrent_adds() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let pods: Vec<_> = (0..5).map(|_| testbed::netns::NetNs::new("fm")).collect();
+    let bin = vm.bin.display().to_string();
+    let conf = vm.conf.to_string().replace('\'', "'\\''");
+    let mut script = String::from("umount /sys/fs/bpf || exit 9\n");
+    for (i, p) in pods.iter().enumerate() {
+        script += &format!(
+            "(echo '{conf}' | nsenter --net={vm_ns} env CNI_COMMAND=ADD CNI_CONTAINERID=mnt{i} CNI_NETNS={pod} CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni {bin} >/dev/null || echo ADD-FAILED) &\n",
+            vm_ns = vm.ns.path().display(),
+            pod = p.path().display(),
+        );
+    }
+    script += "wait\necho mounts=$(grep -c ' /sys/fs/bpf ' /proc/self/mountinfo)\n";
+    script += &format!("nsenter --net={} {bin} endpoints --json --pin-dir {}\n", vm.ns.path().display(), vm.pin_dir.display());
+    let out = std::process::Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("ADD-FAILED"), "{stdout}");
+    assert!(stdout.contains("mounts=1"), "bpffs must be mounted exactly once: {stdout}");
+    let endpoints: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(endpoints.as_array().unwrap().len(), 5, "{endpoints}");
+    // The pins lived in the private bpffs; the pods' veths go with their namespaces.
+}
