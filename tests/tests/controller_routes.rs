@@ -157,3 +157,23 @@ fn quota_refusal_is_clear_and_node_affine_blocks_fit_under_it() {
     assert_eq!(routes.len(), 3, "one /28 per VM: {routes:?}");
     assert!(routes.iter().all(|(d, _)| d.prefix_len() == 28));
 }
+
+#[test]
+fn a_full_tag_ledger_is_a_clear_refusal_not_an_error() {
+    let mut lab = Lab::new(shared(), "vrc-tags", "10.71.0.0/24");
+    let vm = lab.vm("vm0", lab.ip(11), "fa:16:3e:71:00:01");
+    lab.set_pods(&vm, &[lab.ip(20), lab.ip(22), lab.ip(24)]);
+    // Another tool already uses 49 of the router's 50 tags: room for one ledger entry.
+    let foreign: Vec<String> = (0..49).map(|i| format!("other-tool-{i}")).collect();
+    lab.set_router_tags(&foreign);
+
+    let out = lab.controller_once(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("ownership ledger full"), "{stderr}");
+    let st = status_of(&out);
+    assert_eq!((st["routers"][0]["applied"].as_u64(), st["routers"][0]["refused"].as_array().map(Vec::len)), (Some(1), Some(2)), "{st}");
+    assert_eq!(lab.routes().len(), 1, "no route without its ledger tag");
+    let tags = lab.router_tags();
+    assert!(foreign.iter().all(|t| tags.contains(t)), "foreign tags must survive");
+}

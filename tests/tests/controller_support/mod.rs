@@ -122,6 +122,12 @@ impl<'a> Lab<'a> {
         v["router"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
     }
 
+    /// Replaces the router's tags (as another tool using tags would have them).
+    pub fn set_router_tags(&self, tags: &[String]) {
+        let n = self.neutron();
+        block_on(raw(&n, Method::PUT, &format!("/routers/{}/tags", self.router_id), Some(json!({ "tags": tags }))));
+    }
+
     /// Adds a route by hand, as an operator would.
     pub fn add_route_by_hand(&self, destination: &str, nexthop: Ipv4Addr) {
         let route = openstack::Route { destination: destination.parse().unwrap(), nexthop: IpAddr::V4(nexthop) };
