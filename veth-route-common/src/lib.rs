@@ -202,3 +202,35 @@ pub mod kfunc {
         [0x85, 0x20, 0x00, 0x00, imm[0], imm[1], imm[2], imm[3]]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_listed_summed_and_folded() {
+        let n = core::mem::size_of::<Counters>() / 8;
+        let mut c = Counters::default();
+        // Set each u64 to a distinct power of two through the raw bytes.
+        let words: &mut [u64] = bytemuck::cast_slice_mut(core::slice::from_mut(&mut c));
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = 1 << i;
+        }
+        assert_eq!(c.fields().len(), n, "fields() must list every counter");
+        let listed: u64 = c.fields().iter().map(|(_, v)| v).sum();
+        assert_eq!(listed, (1u64 << n) - 1, "fields() must list each counter once");
+        assert_eq!(c.passed() + c.redirected + c.redirected_out + c.drop_spoofed, listed, "passed() must sum every pass_*");
+        let mut total = Counters::default();
+        total.add(&c);
+        total.add(&c);
+        assert_eq!(total.fields().iter().map(|(_, v)| v).sum::<u64>(), 2 * listed, "add() must fold every counter");
+    }
+
+    #[test]
+    fn map_values_have_the_sizes_the_kernel_sees() {
+        assert_eq!(core::mem::size_of::<EndpointKey>(), 4);
+        assert_eq!(core::mem::size_of::<Endpoint>(), 16);
+        assert_eq!(core::mem::size_of::<PodSource>(), 8);
+        assert_eq!(core::mem::size_of::<Settings>(), 8);
+    }
+}
