@@ -265,10 +265,9 @@ impl Op {
         self.result(&lease)
     }
 
-    async fn del(&mut self, key: &str) -> Result<(), IpamError> {
+    async fn del(&mut self, key: &str, prev: &[IpAddr]) -> Result<(), IpamError> {
         let Some(lease) = self.state.attachments.get(key).cloned() else {
-            log::info!("{key}: nothing allocated (already released)");
-            return Ok(());
+            return self.del_unrecorded(key, prev).await;
         };
         match (self.settings.node_blocks, self.settings.pool) {
             // A block's addresses stay on the port (GC releases idle blocks).
@@ -280,6 +279,30 @@ impl Op {
         self.save()?;
         log::info!("{key}: released {}", lease.ip);
         Ok(())
+    }
+
+    /// DEL of an attachment this node has no record of (already released, or the state was
+    /// lost): the runtime's prevResult names the address; release it if it is still on our
+    /// port and nobody here holds it.
+    async fn del_unrecorded(&mut self, key: &str, prev: &[IpAddr]) -> Result<(), IpamError> {
+        let held: HashSet<IpAddr> = self.state.held().map(|l| l.ip).collect();
+        let candidates: Vec<IpAddr> = prev.iter().copied().filter(|ip| !held.contains(ip)).collect();
+        if candidates.is_empty() {
+            log::info!("{key}: nothing allocated (already released)");
+            return Ok(());
+        }
+        let info = self.port().await?;
+        let current = self.neutron().await?.get_port(&info.id).await?;
+        let orphans: Vec<IpAddr> = candidates
+            .into_iter()
+            .filter(|ip| *ip != info.primary && current.fixed_ips.iter().any(|f| f.ip_address == *ip))
+            .collect();
+        if orphans.is_empty() {
+            log::info!("{key}: nothing allocated (already released)");
+            return Ok(());
+        }
+        log::warn!("{key}: no record, but prevResult's {orphans:?} is still on port {}; releasing it", info.id);
+        self.release(&orphans).await
     }
 
     async fn gc(&mut self, valid: &HashSet<String>) -> Result<(), IpamError> {
@@ -323,11 +346,13 @@ impl Plugin for Ipam {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let (_, settings) = settings_of(req)?;
+        let (conf, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        // A malformed prevResult must not block a DEL: it only helps when our state is gone.
+        let prev: Vec<IpAddr> = conf.prev_result().ok().flatten().map(|r| r.ips.iter().map(|c| c.address.addr()).collect()).unwrap_or_default();
         block_on(async {
             let mut op = Op::open("DEL", settings)?;
-            op.del(&key).await
+            op.del(&key, &prev).await
         })
     }
 

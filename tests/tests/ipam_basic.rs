@@ -204,6 +204,34 @@ fn status_reports_reachability() {
     let (code, msg, _) = node.run("STATUS", "", &conf).error();
     assert_eq!(code, 50);
     assert!(msg.contains("127.0.0.1:9"), "{msg}");
+    // ADD against an unreachable Keystone: try again later, naming the endpoint.
+    conf["cniVersion"] = json!("1.0.0");
+    let (code, msg, _) = node.run("ADD", &unique("c"), &conf).error();
+    assert_eq!(code, 11, "{msg}");
+    assert!(msg.contains("Keystone") && msg.contains("127.0.0.1:9"), "{msg}");
+    assert_eq!(node.recorded(), 0);
+}
+
+#[test]
+fn del_with_lost_state_releases_the_address_named_by_prev_result() {
+    let node = Node::new(shared());
+    let conf = node.conf(node.ipam());
+    let cid = unique("c");
+    let result = node.run("ADD", &cid, &conf).result();
+    let ip = address_of(&result);
+    // The node's state is lost (e.g. a wiped /var/lib); the runtime still has prevResult.
+    std::fs::remove_dir_all(node.data.path().join("ipamtest")).unwrap();
+    let mut del = conf.clone();
+    del["prevResult"] = result;
+    node.run("DEL", &cid, &del).assert_ok();
+    assert!(!node.port_ips().contains(&ip), "{ip} should be released");
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    // Again: already gone is success; the VM's own address is never released this way.
+    node.run("DEL", &cid, &del).assert_ok();
+    let mut primary = del.clone();
+    primary["prevResult"]["ips"][0]["address"] = json!(format!("{}/24", node.primary));
+    node.run("DEL", &unique("c"), &primary).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
 }
 
 #[test]
