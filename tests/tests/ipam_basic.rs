@@ -367,3 +367,38 @@ fn node_affine_blocks_are_claimed_whole_and_released_by_gc() {
     }
     block_on(stack.neutron().delete_network(&net)).unwrap();
 }
+
+#[test]
+fn two_lock_domains_on_one_port_stay_consistent_through_if_match() {
+    // Two data directories = two node locks on the same VM port: only Neutron's revision
+    // check (If-Match + description nonce) keeps their read-modify-write cycles apart.
+    let node = Node::new(shared());
+    let other = testbed::netns::TempDir::new("ipd2");
+    let conf_a = node.conf(node.ipam());
+    let mut ipam_b = node.ipam();
+    ipam_b["dataDir"] = json!(other.path());
+    let conf_b = node.conf(ipam_b);
+    let ips: Vec<(String, IpAddr, bool)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..16)
+            .map(|i| {
+                let conf = if i % 2 == 0 { &conf_a } else { &conf_b };
+                let node = &node;
+                s.spawn(move || {
+                    let cid = unique("c");
+                    let ip = address_of(&node.run("ADD", &cid, conf).result());
+                    (cid, ip, i % 2 == 0)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let distinct: HashSet<IpAddr> = ips.iter().map(|(_, ip, _)| *ip).collect();
+    assert_eq!(distinct.len(), 16, "an address was handed out twice: {ips:?}");
+    let on_port: HashSet<IpAddr> = node.port_ips().into_iter().collect();
+    assert!(distinct.is_subset(&on_port), "lost: {:?}", distinct.difference(&on_port).collect::<Vec<_>>());
+    assert_eq!(on_port.len(), 17);
+    for (cid, _, a) in &ips {
+        node.run("DEL", cid, if *a { &conf_a } else { &conf_b }).assert_ok();
+    }
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
