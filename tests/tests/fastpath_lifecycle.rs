@@ -222,3 +222,19 @@ fn missing_bpffs_is_mounted_once_by_concurrent_adds() {
     assert_eq!(endpoints.as_array().unwrap().len(), 5, "{endpoints}");
     // The pins lived in the private bpffs; the pods' veths go with their namespaces.
 }
+
+/// A pod added with `fastPath: off` on a host where the fast path runs has no entries;
+/// its DEL (which cleans up whatever the current config says) must still succeed.
+#[test]
+fn del_of_a_kernel_path_pod_on_a_fast_path_host_succeeds() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    {
+        let _fast = vm.add_pod(); // loads and pins: the maps exist from here on
+    }
+    vm.conf["fastPath"] = json!("off");
+    let mut slow = vm.add_pod();
+    assert!(!vm.endpoint_ips().contains(&slow.ip));
+    slow.del();
+    assert!(vm.endpoint_ips().is_empty());
+}
