@@ -86,3 +86,19 @@ fn without_conntrack_kfuncs_auto_keeps_the_kernel_path_and_always_still_redirect
     assert_eq!(tcp_transfer(&c.ns, &d.ns, 0, SocketAddrV4::new(d.ip, 7202), BYTES), BYTES);
     assert!(always.counter("from_pod", "redirected") > redirected);
 }
+
+/// hostPort / NodePort style: DNAT from the VM's own address to a pod. The request takes
+/// the kernel path (not a pod address); the pod's replies leave towards the remote client
+/// and must get reverse NAT, so they must not be routed out by the fast path.
+#[test]
+fn host_port_dnat_to_a_pod_works_with_fast_path_auto() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let pod = vm.add_pod();
+    let to = format!("{}:8080", pod.ip);
+    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", "192.168.1.2", "-p", "tcp", "--dport", "30080", "-j", "DNAT", "--to-destination", &to]);
+    let out = vm.counter("from_pod", "redirected_out");
+    let vm_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 30080);
+    assert_eq!(tcp_transfer(&router.ns, &pod.ns, 8080, vm_addr, BYTES), BYTES);
+    assert_eq!(vm.counter("from_pod", "redirected_out"), out, "replies of a DNATed flow must stay with the kernel");
+}
