@@ -69,7 +69,8 @@ impl Row {
     }
 }
 
-/// Measure every combination for `seconds` per tool run.
+/// Measure every combination for `seconds` per tool run; also writes the chart
+/// `docs/benchmarks-datapath.svg` that the section links to.
 pub fn run(seconds: u32) -> Section {
     let mut rows = Vec::new();
     rows.push(measure_direct(seconds));
@@ -80,7 +81,52 @@ pub fn run(seconds: u32) -> Section {
             }
         }
     }
-    Section { title: "Datapath: latency and throughput".into(), body: render(&rows, seconds) }
+    let mut body = render(&rows, seconds);
+    let chart = crate::cni_runner::workspace_root().join("docs/benchmarks-datapath.svg");
+    if std::fs::write(&chart, svg_chart(&rows)).is_ok() {
+        // A PNG too where ImageMagick is installed; the SVG is the source either way.
+        let png = chart.with_extension("png");
+        let converted = std::process::Command::new("convert").arg(&chart).arg(&png).output().is_ok_and(|o| o.status.success());
+        let file = if converted { "benchmarks-datapath.png" } else { "benchmarks-datapath.svg" };
+        body.push_str(&format!("\n![p50 latency per datapath]({file})\n"));
+    }
+    Section { title: "Datapath: latency and throughput".into(), body }
+}
+
+/// Horizontal bar chart of the p50 latencies (SVG: text labels without an image library).
+fn svg_chart(rows: &[Row]) -> String {
+    let (label_w, bar_w, row_h) = (360.0, 420.0, 22.0);
+    let max = rows.iter().map(|r| r.latency_us).fold(1.0, f64::max);
+    let height = row_h * rows.len() as f64 + 40.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"4\" y=\"16\" font-weight=\"bold\">TCP ping-pong p50 latency (us, lower is better)</text>\n",
+        w = label_w + bar_w + 80.0
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = 28.0 + row_h * i as f64;
+        let len = bar_w * r.latency_us / max;
+        let color = match r.variant {
+            Variant::Direct => "#888888",
+            Variant::FastPath => "#2a9d8f",
+            Variant::KernelPath => "#e76f51",
+            Variant::Ptp => "#f4a261",
+        };
+        let host = if r.loaded { "loaded" } else { "idle" };
+        let traffic = if r.variant == Variant::Direct { "direct" } else { r.topology.label() };
+        let traffic = traffic.replace('<', "&lt;").replace('>', "&gt;");
+        let _ = writeln!(
+            s,
+            "<text x=\"4\" y=\"{ty}\">{host} / {traffic} / {}</text><rect x=\"{label_w}\" y=\"{y}\" width=\"{len:.1}\" height=\"{bh}\" fill=\"{color}\"/><text x=\"{tx:.1}\" y=\"{ty}\">{:.1}</text>",
+            r.variant.label(),
+            r.latency_us,
+            ty = y + 14.0,
+            bh = row_h - 6.0,
+            tx = label_w + len + 4.0,
+        );
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
 /// Two namespaces joined by one veth pair: nothing in between.
@@ -207,4 +253,22 @@ fn render(rows: &[Row], seconds: u32) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_has_one_labelled_bar_per_row_scaled_to_the_slowest() {
+        let rows = [
+            Row { loaded: false, topology: Topology::PodToPod, variant: Variant::Direct, latency_us: 8.0, gbps: 10.0 },
+            Row { loaded: true, topology: Topology::RemoteToPod, variant: Variant::KernelPath, latency_us: 32.0, gbps: 5.0 },
+        ];
+        let svg = svg_chart(&rows);
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert!(svg.contains("loaded / remote-&gt;pod via uplink / veth-route fastPath off"));
+        assert!(svg.contains("width=\"420.0\""), "the slowest bar spans the full width");
+        assert!(svg.contains("width=\"105.0\""), "bars scale linearly");
+    }
 }
