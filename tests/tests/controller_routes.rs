@@ -163,8 +163,8 @@ fn a_full_tag_ledger_is_a_clear_refusal_not_an_error() {
     let mut lab = Lab::new(shared(), "vrc-tags", "10.71.0.0/24");
     let vm = lab.vm("vm0", lab.ip(11), "fa:16:3e:71:00:01");
     lab.set_pods(&vm, &[lab.ip(20), lab.ip(22), lab.ip(24)]);
-    // Another tool already uses 49 of the router's 50 tags: room for one ledger entry.
-    let foreign: Vec<String> = (0..49).map(|i| format!("other-tool-{i}")).collect();
+    // Another tool already uses all 50 tags Neutron allows on a router.
+    let foreign: Vec<String> = (0..50).map(|i| format!("other-tool-{i}")).collect();
     lab.set_router_tags(&foreign);
 
     let out = lab.controller_once(&[]);
@@ -172,8 +172,15 @@ fn a_full_tag_ledger_is_a_clear_refusal_not_an_error() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("ownership ledger full"), "{stderr}");
     let st = status_of(&out);
-    assert_eq!((st["routers"][0]["applied"].as_u64(), st["routers"][0]["refused"].as_array().map(Vec::len)), (Some(1), Some(2)), "{st}");
-    assert_eq!(lab.routes().len(), 1, "no route without its ledger tag");
+    assert_eq!((st["routers"][0]["applied"].as_u64(), st["routers"][0]["refused"].as_array().map(Vec::len)), (Some(0), Some(3)), "{st}");
+    assert!(lab.routes().is_empty(), "no route without its ledger tag");
+
+    // One tag freed: the packed ledger records all three routes in it.
+    lab.set_router_tags(&foreign[1..]);
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lab.routes().len(), 3);
     let tags = lab.router_tags();
-    assert!(foreign.iter().all(|t| tags.contains(t)), "foreign tags must survive");
+    assert!(foreign[1..].iter().all(|t| tags.contains(t)), "foreign tags must survive");
+    assert_eq!(tags.iter().filter(|t| t.starts_with("vrouter-route:")).count(), 1, "{tags:?}");
 }

@@ -117,29 +117,29 @@ impl Reconciler {
         // /32 overriding a block) goes in first, so no pod is unrouted in between. At the
         // limit, removals must free the room first.
         let mut routes = view.state.routes.clone();
+        let mut tags = view.state.tags.clone();
         let room = limit.is_none_or(|l| routes.len() + p.add.len() <= l);
         self.limit_errors = 0;
         let mut outcome = None;
         if room {
-            outcome = Some(self.add(cloud, id, &p.add, &mut routes).await?);
+            outcome = Some(self.add(cloud, id, &p.add, &mut routes, &mut tags).await?);
         }
         if !p.remove.is_empty() {
             log::info!("router {id}: removing {} route(s): {}", p.remove.len(), list(&p.remove));
             routes = cloud.remove_routes(id, &p.remove).await?;
             report.removed = p.remove.len();
         }
-        for r in p.remove.iter().chain(&p.forget) {
-            cloud.remove_tag(id, &ledger::tag(r)).await?;
-        }
+        let gone: BTreeSet<Route> = p.remove.iter().chain(&p.forget).copied().collect();
+        unrecord(cloud, id, &gone, &mut tags).await?;
         let (added, refused) = match outcome {
             // The limit was unknown and refused some adds: the removals may have made room.
             Some((mut added, refused)) if !refused.is_empty() && !p.remove.is_empty() => {
-                let (more, still) = self.add(cloud, id, &refused, &mut routes).await?;
+                let (more, still) = self.add(cloud, id, &refused, &mut routes, &mut tags).await?;
                 added.extend(more);
                 (added, still)
             }
             Some(o) => o,
-            None => self.add(cloud, id, &p.add, &mut routes).await?,
+            None => self.add(cloud, id, &p.add, &mut routes, &mut tags).await?,
         };
         report.added = added.len();
         report.limit_errors = self.limit_errors;
@@ -155,24 +155,34 @@ impl Reconciler {
 
     /// Adds routes (ledger tag first); on a limit refusal, falls back to one route at a time
     /// in priority order and learns the limit. Returns (added, refused).
-    async fn add<C: Cloud>(&mut self, cloud: &C, id: &str, add: &[Route], routes: &mut Vec<Route>) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
+    async fn add<C: Cloud>(
+        &mut self,
+        cloud: &C,
+        id: &str,
+        add: &[Route],
+        routes: &mut Vec<Route>,
+        tags: &mut Vec<String>,
+    ) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
         if add.is_empty() {
             return Ok((vec![], vec![]));
         }
-        let mut tagged = Vec::new();
-        let mut refused = Vec::new();
-        for r in add {
-            match cloud.add_tag(id, &ledger::tag(r)).await {
-                Ok(()) => tagged.push(*r),
+        let mut recorded = 0;
+        for (tag, n) in ledger::pack(add) {
+            match cloud.add_tag(id, &tag).await {
+                Ok(()) => {
+                    tags.push(tag);
+                    recorded += n;
+                }
                 Err(CloudError::RouteLimit(why)) => {
                     self.limit_errors += 1;
                     log::warn!("router {id}: ownership ledger full ({why}); not adding further routes");
-                    refused.extend(add.iter().skip(tagged.len()).copied());
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
+        let tagged = add[..recorded].to_vec();
+        let mut refused = add[recorded..].to_vec();
         if tagged.is_empty() {
             self.note_refusals(id, &refused, routes.len());
             return Ok((vec![], refused));
@@ -200,9 +210,7 @@ impl Reconciler {
                 Err(CloudError::RouteLimit(_)) => {
                     self.limit_errors += 1;
                     let rest: Vec<Route> = tagged[i..].to_vec();
-                    for r in &rest {
-                        cloud.remove_tag(id, &ledger::tag(r)).await?;
-                    }
+                    unrecord(cloud, id, &rest.iter().copied().collect(), tags).await?;
                     refused.splice(0..0, rest);
                     break;
                 }
@@ -220,6 +228,35 @@ impl Reconciler {
         log::info!("router {id}: Neutron refused more routes at {count}; remembering that limit until the next resync");
         self.learned.insert(id.to_string(), count);
     }
+}
+
+/// Drops `gone` from the ledger: the affected tags' remaining routes are written as new
+/// tags first, then the old tags are deleted, so a crash never loses a live record.
+async fn unrecord<C: Cloud>(cloud: &C, id: &str, gone: &BTreeSet<Route>, tags: &mut Vec<String>) -> Result<(), CloudError> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let rw = ledger::without(tags, gone);
+    let mut deferred = Vec::new();
+    for t in rw.write {
+        match cloud.add_tag(id, &t).await {
+            Ok(()) if !tags.contains(&t) => tags.push(t),
+            Ok(()) => {}
+            // At Neutron's tag limit the new record must wait for the old tag to go. A crash
+            // in that window forgets these routes' ownership: they then stay, like hand-made ones.
+            Err(CloudError::RouteLimit(_)) => deferred.push(t),
+            Err(e) => return Err(e),
+        }
+    }
+    for t in &rw.delete {
+        cloud.remove_tag(id, t).await?;
+        tags.retain(|x| x != t);
+    }
+    for t in deferred {
+        cloud.add_tag(id, &t).await?;
+        tags.push(t);
+    }
+    Ok(())
 }
 
 /// The one clear statement an operator needs when routes do not fit.
@@ -303,6 +340,9 @@ mod tests {
         }
         async fn add_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
             let mut r = self.router.borrow_mut();
+            if r.tags.iter().any(|t| t == tag) {
+                return Ok(());
+            }
             if r.tags.len() >= self.tag_limit {
                 return Err(CloudError::RouteLimit("The number of tags exceed the per-resource limit of 50".into()));
             }
@@ -364,12 +404,30 @@ mod tests {
 
     #[test]
     fn a_full_ledger_refuses_like_the_quota() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..28)], 100);
-        cloud.tag_limit = 5;
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..40)], 100);
+        cloud.tag_limit = 1;
         let mut rec = Reconciler::new(host_routes());
         let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
-        assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (5, 3, 1, Some(5)));
-        assert_eq!(cloud.router.borrow().routes.len(), 5, "no route without its ledger tag");
+        let first_tag = ledger::pack(&(20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect::<Vec<_>>())[0].1;
+        assert!(first_tag < 20);
+        assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (first_tag, 20 - first_tag, 1, Some(first_tag)));
+        assert_eq!(cloud.router.borrow().routes.len(), first_tag, "no route without its ledger tag");
+    }
+
+    #[test]
+    fn ledger_stays_exact_through_adds_removals_and_refusals() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..40)], 15);
+        let mut rec = Reconciler::new(host_routes());
+        block_on(rec.run(&cloud)).unwrap();
+        let exact = |c: &FakeNeutron| {
+            let r = c.router.borrow();
+            assert_eq!(ledger::owned(&r.tags), r.routes.iter().copied().collect::<BTreeSet<_>>());
+        };
+        exact(&cloud);
+        cloud.ports = vec![vm(2, 25..33)];
+        block_on(rec.run(&cloud)).unwrap();
+        exact(&cloud);
+        assert_eq!(cloud.router.borrow().routes.len(), 8);
     }
 
     #[test]
