@@ -3,7 +3,7 @@
 //! both directions). The programs' own counters prove which path each packet took; the
 //! receiver sees the TTL one hop lower, like a routed packet.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use testbed::fastpath_support::{tcp_transfer, udp_ttl, Router, Vm, UPLINK};
 
@@ -143,4 +143,20 @@ fn fast_path_off_uses_only_kernel_routes() {
 
     // Nothing was loaded, pinned or attached: every packet took the kernel path.
     assert!(!vm.pin_dir.exists(), "fastPath off must not create {}", vm.pin_dir.display());
+}
+
+/// The VM itself talks to its pods (kubelet probes) and pods to the VM: local addresses are
+/// never "routed out" by the fast path (the FIB says local), with or without conntrack.
+#[test]
+fn vm_to_pod_and_pod_to_vm_work_with_the_fast_path() {
+    let router = Router::new();
+    let plain = Vm::new(&router, 1, "auto");
+    let tracked = Vm::new(&router, 2, "auto");
+    drop_invalid(&tracked);
+    for vm in [&plain, &tracked] {
+        let pod = vm.add_pod();
+        let vm_addr = Ipv4Addr::new(192, 168, vm.index, 2);
+        assert_eq!(tcp_transfer(&vm.ns, &pod.ns, 0, SocketAddrV4::new(pod.ip, 7009), 1 << 20), 1 << 20);
+        assert_eq!(tcp_transfer(&pod.ns, &vm.ns, 0, SocketAddrV4::new(vm_addr, 7010), 1 << 20), 1 << 20);
+    }
 }
