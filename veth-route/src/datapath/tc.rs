@@ -3,8 +3,9 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 
-use aya::programs::links::{FdLink, LinkOrder};
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, NlOptions, TcAttachOptions, TcError};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::util::KernelVersion;
@@ -92,8 +93,20 @@ pub fn is_attached(prog: &SchedClassifier, ifname: &str, pin: &Path, mode: Attac
     }
 }
 
+/// Links unpinned by `detach`, released when the process exits.
+static RELEASE_AT_EXIT: Mutex<Vec<FdLink>> = Mutex::new(Vec::new());
+
 /// Undo `attach` for `ifname` (an interface that may already be gone).
+///
+/// Releasing a TCX link of a live interface waits for an RCU grace period. DEL deletes the
+/// veth right after this, which detaches the program anyway; so the pin is removed now but
+/// the link itself is held until the process exits, when releasing it costs nothing.
 pub fn detach(prog_name: &str, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
+    if let Ok(link) = PinnedLink::from_pin(pin) {
+        if let Ok(mut held) = RELEASE_AT_EXIT.lock() {
+            held.push(FdLink::from(link));
+        }
+    }
     unpin(pin)?;
     if mode == AttachMode::Netlink {
         detach_netlink(ifname, prog_name)?;
