@@ -5,6 +5,5 @@ pub mod fastpath_support;
 pub mod netns;
 pub mod probe;
 pub mod bench;
-pub mod bench_datapath;
 pub mod cni_runner;
 pub mod vm;

@@ -3,6 +3,8 @@
 //! `docs/benchmarks.md`. Numbers are reported, never asserted.
 
 pub mod cni_latency;
+pub mod datapath;
+pub mod ipam;
 
 use std::time::Duration;
 

@@ -13,7 +13,6 @@
 //! Use [`Stack::start`] for a private stack (short token lifetime, stopping Neutron).
 //! Passwords are generated per run, written only to 0600 files, and never printed.
 
-pub mod bench;
 mod config;
 mod forward;
 mod process;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{ipam_binary, Stack, StackOptions, StackVm};
+use crate::openstack::{ipam_binary, Stack, StackOptions, StackVm};
 use crate::bench::{ms, percentile, Section};
 use crate::cni_runner::{self, Attachment, REFERENCE_PLUGINS};
 use crate::netns::{unique, TempDir};
@@ -45,7 +45,7 @@ fn calls_from_log(log: &Path) -> Calls {
 }
 
 /// Runs `runs` ADDs then `runs` DELs per IPAM configuration and returns the report.
-pub fn ipam_section(runs: usize) -> Section {
+pub fn run(runs: usize) -> Section {
     match measure(runs) {
         Ok(body) => Section { title: "IPAM: tcnp-ipam on Neutron beside host-local".into(), body },
         Err(e) => Section { title: "IPAM: tcnp-ipam on Neutron beside host-local".into(), body: format!("not measured: {e}\n") },
