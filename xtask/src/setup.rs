@@ -8,7 +8,8 @@ use std::process::Command;
 use crate::process::{run, succeeds, Result};
 
 /// Debian packages: the eBPF toolchain (rustc-web + its library source, LLVM 22 for
-/// bpf-linker), inspection (bpftool), the reference CNI plugins, traffic tools.
+/// bpf-linker), inspection (bpftool), the reference CNI plugins, traffic tools, and
+/// librsvg to render the benchmark chart as PNG.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -22,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "sockperf",
     "socat",
+    "librsvg2-bin",
     "procps",
     "util-linux",
 ];

@@ -84,9 +84,14 @@ pub fn run(seconds: u32) -> Section {
     let mut body = render(&rows, seconds);
     let chart = crate::cni_runner::workspace_root().join("docs/benchmarks-datapath.svg");
     if std::fs::write(&chart, svg_chart(&rows)).is_ok() {
-        // A PNG too where ImageMagick is installed; the SVG is the source either way.
+        // The PNG is rendered from the SVG by librsvg (installed by `cargo xtask setup`).
         let png = chart.with_extension("png");
-        let converted = std::process::Command::new("convert").arg(&chart).arg(&png).output().is_ok_and(|o| o.status.success());
+        let converted = std::process::Command::new("rsvg-convert")
+            .args(["--format", "png", "--background-color", "white", "--output"])
+            .arg(&png)
+            .arg(&chart)
+            .output()
+            .is_ok_and(|o| o.status.success());
         let file = if converted { "benchmarks-datapath.png" } else { "benchmarks-datapath.svg" };
         body.push_str(&format!("\n![p50 latency per datapath]({file})\n"));
     }
