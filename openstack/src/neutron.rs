@@ -147,6 +147,12 @@ pub struct Router {
     /// Revision.
     #[serde(default)]
     pub revision_number: u64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Owning project.
+    #[serde(default)]
+    pub project_id: String,
 }
 
 /// A Neutron v2.0 client on an authenticated [`Session`]. Cheap to clone.
@@ -261,17 +267,17 @@ impl Neutron {
 
     /// Adds one tag to a port (idempotent).
     pub async fn add_port_tag(&self, id: &str, tag: &str) -> Result<()> {
-        self.call(Method::PUT, &format!("/ports/{}/tags/{}", enc(id), enc(tag)), None, None).await.map(drop)
+        self.add_tag("ports", id, tag).await
     }
 
     /// Removes one tag from a port; a missing tag is success.
     pub async fn remove_port_tag(&self, id: &str, tag: &str) -> Result<()> {
-        ignore_not_found(self.call(Method::DELETE, &format!("/ports/{}/tags/{}", enc(id), enc(tag)), None, None).await)
+        self.remove_tag("ports", id, tag).await
     }
 
     /// Replaces all tags of a port.
     pub async fn set_port_tags(&self, id: &str, tags: &[String]) -> Result<()> {
-        self.call(Method::PUT, &format!("/ports/{}/tags", enc(id)), Some(json!({ "tags": tags })), None).await.map(drop)
+        self.set_tags("ports", id, tags).await
     }
 
     // ---- networks and subnets
@@ -328,6 +334,58 @@ impl Neutron {
         self.get(&format!("/routers?{}", query(filters)), "routers").await
     }
 
+    /// One router with only the named `fields` filled in (the rest default), e.g.
+    /// `["id", "revision_number"]` for a cheap change check.
+    pub async fn get_router_fields(&self, id: &str, fields: &[&str]) -> Result<Router> {
+        let filters: Vec<(&str, &str)> = fields.iter().map(|f| ("fields", *f)).collect();
+        self.get(&format!("/routers/{}?{}", enc(id), query(&filters)), "router").await
+    }
+
+    /// Creates a router (`fields` merged into the body, e.g. `external_gateway_info`).
+    pub async fn create_router(&self, name: &str, fields: Value) -> Result<Router> {
+        let mut router = json!({ "name": name });
+        merge(&mut router, fields);
+        take(self.call(Method::POST, "/routers", Some(json!({ "router": router })), None).await?, "router", "/routers")
+    }
+
+    /// Updates arbitrary router fields (`{"routes": []}` replaces all static routes).
+    pub async fn update_router(&self, id: &str, fields: Value) -> Result<Router> {
+        let path = format!("/routers/{}", enc(id));
+        take(self.call(Method::PUT, &path, Some(json!({ "router": fields })), None).await?, "router", &path)
+    }
+
+    /// Deletes a router (it must have no interfaces left); a missing router is success.
+    pub async fn delete_router(&self, id: &str) -> Result<()> {
+        ignore_not_found(self.call(Method::DELETE, &format!("/routers/{}", enc(id)), None, None).await)
+    }
+
+    /// Attaches the router to a subnet (an interface port at the subnet's gateway address).
+    pub async fn add_router_interface(&self, router_id: &str, subnet_id: &str) -> Result<()> {
+        let path = format!("/routers/{}/add_router_interface", enc(router_id));
+        self.call(Method::PUT, &path, Some(json!({ "subnet_id": subnet_id })), None).await.map(drop)
+    }
+
+    /// Detaches the router from a subnet.
+    pub async fn remove_router_interface(&self, router_id: &str, subnet_id: &str) -> Result<()> {
+        let path = format!("/routers/{}/remove_router_interface", enc(router_id));
+        self.call(Method::PUT, &path, Some(json!({ "subnet_id": subnet_id })), None).await.map(drop)
+    }
+
+    /// Adds one tag to a router (idempotent); more than Neutron's 50 tags per resource is a 400.
+    pub async fn add_router_tag(&self, id: &str, tag: &str) -> Result<()> {
+        self.add_tag("routers", id, tag).await
+    }
+
+    /// Removes one tag from a router; a missing tag is success.
+    pub async fn remove_router_tag(&self, id: &str, tag: &str) -> Result<()> {
+        self.remove_tag("routers", id, tag).await
+    }
+
+    /// Replaces all tags of a router.
+    pub async fn set_router_tags(&self, id: &str, tags: &[String]) -> Result<()> {
+        self.set_tags("routers", id, tags).await
+    }
+
     /// Adds static routes atomically (`extraroute-atomic`); returns the whole router.
     pub async fn add_extraroutes(&self, router_id: &str, routes: &[Route]) -> Result<Router> {
         self.extraroutes(router_id, "add_extraroutes", routes).await
@@ -341,6 +399,20 @@ impl Neutron {
     async fn extraroutes(&self, router_id: &str, action: &str, routes: &[Route]) -> Result<Router> {
         let path = format!("/routers/{}/{action}", enc(router_id));
         take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), None).await?, "router", &path)
+    }
+
+    // ---- tags (any taggable resource collection: `ports`, `routers`, ...)
+
+    async fn add_tag(&self, collection: &str, id: &str, tag: &str) -> Result<()> {
+        self.call(Method::PUT, &format!("/{collection}/{}/tags/{}", enc(id), enc(tag)), None, None).await.map(drop)
+    }
+
+    async fn remove_tag(&self, collection: &str, id: &str, tag: &str) -> Result<()> {
+        ignore_not_found(self.call(Method::DELETE, &format!("/{collection}/{}/tags/{}", enc(id), enc(tag)), None, None).await)
+    }
+
+    async fn set_tags(&self, collection: &str, id: &str, tags: &[String]) -> Result<()> {
+        self.call(Method::PUT, &format!("/{collection}/{}/tags", enc(id)), Some(json!({ "tags": tags })), None).await.map(drop)
     }
 
     // ---- quotas
@@ -373,5 +445,30 @@ fn ignore_not_found(r: Result<Value>) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_tags_and_project_default_when_absent() {
+        let full: Router = serde_json::from_value(json!({
+            "id": "r1", "routes": [{"destination": "10.0.0.16/28", "nexthop": "10.0.0.5"}],
+            "tags": ["a", "b"], "project_id": "p1", "revision_number": 7
+        }))
+        .unwrap();
+        assert_eq!((full.tags, full.project_id.as_str(), full.revision_number), (vec!["a".to_string(), "b".to_string()], "p1", 7));
+        // `?fields=id&fields=revision_number` answers carry only those keys.
+        let partial: Router = serde_json::from_value(json!({ "id": "r1", "revision_number": 3 })).unwrap();
+        assert!(partial.tags.is_empty() && partial.project_id.is_empty() && partial.routes.is_empty());
+    }
+
+    #[test]
+    fn tags_are_escaped_as_one_path_segment() {
+        // Ledger tags carry `+`, which a server could read as a space if left bare.
+        assert_eq!(enc("vrouter-route:10.0.0.16_28@10.0.0.5+10.0.0.9_32@10.0.0.5"), "vrouter-route:10.0.0.16_28@10.0.0.5%2B10.0.0.9_32@10.0.0.5");
+        assert_eq!(query(&[("fields", "id"), ("fields", "revision_number")]), "fields=id&fields=revision_number");
     }
 }
