@@ -1,7 +1,4 @@
 //! [`Cloud`] on the workspace's Neutron client.
-//!
-//! Router tags and the router's project are not in `openstack::Router`, so those few calls
-//! go through the client's authenticated session directly (same auth, retry and counters).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
@@ -9,14 +6,12 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
-use reqwest::Method;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cloud::{Cloud, CloudError, RouterView, Snapshot};
 use crate::managed::{vm_port, MANAGED_TAG};
 use crate::model::{Route, RouterState};
-use openstack::{Error, Neutron, Service};
+use openstack::{Error, Neutron, Router};
 
 /// Router interface ports, whatever the router flavour.
 const INTERFACE_OWNERS: [&str; 3] =
@@ -35,15 +30,8 @@ impl NeutronCloud {
         Self { neutron, networks, routers }
     }
 
-    async fn raw(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let url = format!("{}{path}", self.neutron.base_url());
-        self.neutron.session().request(Service::Neutron, method, &url, body.as_ref(), None).await
-    }
-
-    async fn router_full(&self, id: &str) -> Result<RouterDoc, CloudError> {
-        let v = self.raw(Method::GET, &format!("/routers/{id}"), None).await.map_err(classify)?;
-        serde_json::from_value(v.get("router").cloned().unwrap_or(Value::Null))
-            .map_err(|e| CloudError::Failed(format!("unexpected router document for {id}: {e}")))
+    async fn router(&self, id: &str) -> Result<Router, CloudError> {
+        self.neutron.get_router(id).await.map_err(classify)
     }
 
     async fn quota(&self, project: &str, cache: &mut HashMap<String, Option<usize>>) -> Option<usize> {
@@ -60,18 +48,6 @@ impl NeutronCloud {
         cache.insert(project.to_string(), q);
         q
     }
-}
-
-/// The router fields we read that `openstack::Router` does not have.
-#[derive(Debug, Deserialize)]
-struct RouterDoc {
-    id: String,
-    #[serde(default)]
-    routes: Vec<openstack::Route>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    project_id: String,
 }
 
 impl Cloud for NeutronCloud {
@@ -106,8 +82,8 @@ impl Cloud for NeutronCloud {
         let mut quotas = HashMap::new();
         let mut routers = Vec::new();
         for (id, subnets) in attached {
-            let doc = match self.router_full(&id).await {
-                Ok(d) => d,
+            let router = match self.router(&id).await {
+                Ok(r) => r,
                 // Interface of a router we cannot see (another project): not ours to manage.
                 Err(CloudError::Failed(e)) => {
                     log::warn!("skipping router {id}: {e}");
@@ -115,8 +91,8 @@ impl Cloud for NeutronCloud {
                 }
                 Err(e) => return Err(e),
             };
-            let quota = self.quota(&doc.project_id, &mut quotas).await;
-            let state = RouterState { id: doc.id, routes: doc.routes.iter().filter_map(v4_route).collect(), tags: doc.tags };
+            let quota = self.quota(&router.project_id, &mut quotas).await;
+            let state = RouterState { id: router.id, routes: router.routes.iter().filter_map(v4_route).collect(), tags: router.tags };
             routers.push(RouterView { state, subnets, quota });
         }
         Ok(Snapshot { routers, ports })
@@ -142,8 +118,8 @@ impl Cloud for NeutronCloud {
             revs.hash(&mut h);
         }
         for id in routers {
-            let v = self.raw(Method::GET, &format!("/routers/{id}?fields=id&fields=revision_number"), None).await.map_err(classify)?;
-            v.pointer("/router/revision_number").and_then(Value::as_u64).hash(&mut h);
+            let r = self.neutron.get_router_fields(id, &["id", "revision_number"]).await.map_err(classify)?;
+            r.revision_number.hash(&mut h);
         }
         Ok(h.finish())
     }
@@ -159,8 +135,8 @@ impl Cloud for NeutronCloud {
     }
 
     async fn add_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
-        match self.raw(Method::PUT, &format!("/routers/{router}/tags/{tag}"), None).await {
-            Ok(_) => Ok(()),
+        match self.neutron.add_router_tag(router, tag).await {
+            Ok(()) => Ok(()),
             // Neutron allows 50 tags per resource: the ledger is full.
             Err(e) if e.status() == Some(400) && e.to_string().contains("number of tags") => Err(CloudError::RouteLimit(e.to_string())),
             Err(e) => Err(classify(e)),
@@ -168,11 +144,7 @@ impl Cloud for NeutronCloud {
     }
 
     async fn remove_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
-        match self.raw(Method::DELETE, &format!("/routers/{router}/tags/{tag}"), None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(classify(e)),
-        }
+        self.neutron.remove_router_tag(router, tag).await.map_err(classify)
     }
 }
 
@@ -204,6 +176,7 @@ fn classify(e: Error) -> CloudError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openstack::Service;
 
     #[test]
     fn both_limit_errors_are_route_limits() {

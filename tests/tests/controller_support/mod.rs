@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use ipnet::{IpNet, Ipv4Net};
-use openstack::{FixedIp, FixedIpRequest, Neutron, Service};
-use reqwest::Method;
+use openstack::{FixedIp, FixedIpRequest, Neutron};
 use serde_json::{json, Value};
 use testbed::openstack::{block_on, Stack};
 
@@ -45,14 +44,6 @@ pub struct Vm {
     pub subnet_id: String,
 }
 
-async fn raw(n: &Neutron, method: Method, path: &str, body: Option<Value>) -> Value {
-    let url = format!("{}{path}", n.base_url());
-    n.session()
-        .request(Service::Neutron, method.clone(), &url, body.as_ref(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
 impl<'a> Lab<'a> {
     /// A network `name` with subnet `cidr` (gateway .1) and a router attached to it.
     pub fn new(stack: &'a Stack, name: &str, cidr: &str) -> Lab<'a> {
@@ -60,9 +51,8 @@ impl<'a> Lab<'a> {
         let (network_id, subnet_id) = stack.create_network(name, IpNet::V4(cidr), None).expect("network");
         let n = stack.neutron();
         let router_id = block_on(async {
-            let r = raw(&n, Method::POST, "/routers", Some(json!({"router": {"name": format!("{name}-router")}}))).await;
-            let id = r["router"]["id"].as_str().unwrap().to_string();
-            raw(&n, Method::PUT, &format!("/routers/{id}/add_router_interface"), Some(json!({"subnet_id": subnet_id}))).await;
+            let id = n.create_router(&format!("{name}-router"), json!({})).await.expect("router").id;
+            n.add_router_interface(&id, &subnet_id).await.expect("router interface");
             id
         });
         Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![] }
@@ -117,15 +107,12 @@ impl<'a> Lab<'a> {
 
     /// The router's tags.
     pub fn router_tags(&self) -> Vec<String> {
-        let n = self.neutron();
-        let v = block_on(raw(&n, Method::GET, &format!("/routers/{}", self.router_id), None));
-        v["router"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+        block_on(self.neutron().get_router(&self.router_id)).expect("router").tags
     }
 
     /// Replaces the router's tags (as another tool using tags would have them).
     pub fn set_router_tags(&self, tags: &[String]) {
-        let n = self.neutron();
-        block_on(raw(&n, Method::PUT, &format!("/routers/{}/tags", self.router_id), Some(json!({ "tags": tags }))));
+        block_on(self.neutron().set_router_tags(&self.router_id, tags)).expect("router tags");
     }
 
     /// Adds a route by hand, as an operator would.
@@ -187,17 +174,9 @@ impl Drop for Lab<'_> {
         let ports = self.ports.clone();
         let network = self.network_id.clone();
         block_on(async move {
-            let put = |path: String, body: Value| {
-                let n = n.clone();
-                async move {
-                    let url = format!("{}{path}", n.base_url());
-                    let _ = n.session().request(Service::Neutron, Method::PUT, &url, Some(&body), None).await;
-                }
-            };
-            put(format!("/routers/{router}"), json!({"router": {"routes": []}})).await;
-            put(format!("/routers/{router}/remove_router_interface"), json!({"subnet_id": subnet})).await;
-            let url = format!("{}/routers/{router}", n.base_url());
-            let _ = n.session().request(Service::Neutron, Method::DELETE, &url, None, None).await;
+            let _ = n.update_router(&router, json!({"routes": []})).await;
+            let _ = n.remove_router_interface(&router, &subnet).await;
+            let _ = n.delete_router(&router).await;
             for p in ports {
                 let _ = n.delete_port(&p).await;
             }
