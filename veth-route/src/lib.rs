@@ -51,8 +51,8 @@ impl Plugin for VethRoute {
 /// One-line description printed when run without CNI_COMMAND or arguments.
 pub const ABOUT: &str = "veth-route CNI plugin: veth pair + /32 host route behind a 169.254.1.1 gateway (CNI 0.3.0-1.1.0)";
 
-/// Operator subcommands (`veth-route stats`, `veth-route endpoints`, ...); `args` starts
-/// with the subcommand name.
+/// Operator subcommands (`veth-route stats`, `veth-route endpoints`, `veth-route trace`,
+/// `veth-route --help`); `args` starts with the subcommand name.
 pub fn operator_cli(args: &[String]) -> i32 {
     datapath::cli::run(args)
 }

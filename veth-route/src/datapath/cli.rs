@@ -1,4 +1,5 @@
-//! Operator commands on the pinned maps: `veth-route stats` and `veth-route endpoints`.
+//! Operator commands on the pinned maps: `veth-route stats`, `veth-route endpoints` and
+//! `veth-route trace`.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -23,8 +24,30 @@ pub fn is_command(arg: &str) -> bool {
     matches!(arg, "stats" | "endpoints" | "trace")
 }
 
-/// Run an operator command; `args` starts with the command name. Returns the exit code.
-pub fn run(args: &[String]) -> i32 {
+/// What an operator command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation {
+    /// `-h`/`--help` anywhere: print the usage, succeed.
+    Help,
+    /// `command` on the fast path pinned under `pin_dir`.
+    Run { command: Command, pin_dir: PathBuf, json: bool },
+}
+
+/// The operator commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Stats,
+    Endpoints,
+    Trace,
+}
+
+/// Parses `args` (command name first); `Err` is the message for a usage error.
+fn parse(args: &[String]) -> Result<Invocation, String> {
+    let first = args.first().map(String::as_str);
+    // A person's first try is `veth-route --help`: that is not an unknown command.
+    if matches!(first, Some("-h" | "--help")) {
+        return Ok(Invocation::Help);
+    }
     let mut pin_dir = PathBuf::from("/sys/fs/bpf/veth-route");
     let mut json = false;
     let mut it = args.iter().skip(1);
@@ -32,24 +55,39 @@ pub fn run(args: &[String]) -> i32 {
         match a.as_str() {
             "--pin-dir" => match it.next() {
                 Some(d) => pin_dir = PathBuf::from(d),
-                None => return usage_error("--pin-dir needs a value"),
+                None => return Err("--pin-dir needs a value".into()),
             },
             "--json" => json = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            other => return usage_error(&format!("unexpected argument {other}")),
+            "-h" | "--help" => return Ok(Invocation::Help),
+            other => return Err(format!("unexpected argument {other}")),
         }
     }
+    let command = match first {
+        Some("stats") => Command::Stats,
+        Some("endpoints") => Command::Endpoints,
+        Some("trace") => Command::Trace,
+        _ => return Err("unknown command".into()),
+    };
+    Ok(Invocation::Run { command, pin_dir, json })
+}
+
+/// Run an operator command; `args` starts with the command name. Returns the exit code.
+pub fn run(args: &[String]) -> i32 {
+    let (command, pin_dir, json) = match parse(args) {
+        Ok(Invocation::Help) => {
+            println!("{USAGE}");
+            return 0;
+        }
+        Ok(Invocation::Run { command, pin_dir, json }) => (command, pin_dir, json),
+        Err(msg) => return usage_error(&msg),
+    };
     let layout = PinLayout::new(&pin_dir);
-    let out = match args.first().map(String::as_str) {
-        Some("stats") if json => stats_json(&layout),
-        Some("stats") => stats(&layout),
-        Some("endpoints") if json => endpoints_json(&layout),
-        Some("endpoints") => endpoints(&layout),
-        Some("trace") => super::trace::follow(&layout).map(|()| String::new()),
-        _ => return usage_error("unknown command"),
+    let out = match command {
+        Command::Stats if json => stats_json(&layout),
+        Command::Stats => stats(&layout),
+        Command::Endpoints if json => endpoints_json(&layout),
+        Command::Endpoints => endpoints(&layout),
+        Command::Trace => super::trace::follow(&layout).map(|()| String::new()),
     };
     match out {
         Ok(text) => {
@@ -187,4 +225,42 @@ fn uplink_names(layout: &PinLayout) -> Vec<String> {
 
 fn mac(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn help_as_the_first_argument_is_help_not_an_unknown_command() {
+        for a in [&["--help"][..], &["-h"], &["stats", "--help"], &["trace", "-h", "--bogus"]] {
+            assert_eq!(parse(&args(a)), Ok(Invocation::Help), "{a:?}");
+        }
+        assert_eq!(run(&args(&["--help"])), 0);
+        assert_eq!(run(&args(&["-h"])), 0);
+    }
+
+    #[test]
+    fn commands_and_options_parse_and_mistakes_are_usage_errors() {
+        let ok = |command, pin_dir: &str, json| Ok(Invocation::Run { command, pin_dir: PathBuf::from(pin_dir), json });
+        assert_eq!(parse(&args(&["stats"])), ok(Command::Stats, "/sys/fs/bpf/veth-route", false));
+        assert_eq!(parse(&args(&["endpoints", "--json", "--pin-dir", "/p"])), ok(Command::Endpoints, "/p", true));
+        assert_eq!(parse(&args(&["trace"])), ok(Command::Trace, "/sys/fs/bpf/veth-route", false));
+        assert_eq!(parse(&args(&["bogus"])), Err("unknown command".to_string()));
+        assert_eq!(parse(&args(&[])), Err("unknown command".to_string()));
+        assert_eq!(parse(&args(&["stats", "--pin-dir"])), Err("--pin-dir needs a value".to_string()));
+        assert_eq!(parse(&args(&["stats", "extra"])), Err("unexpected argument extra".to_string()));
+        assert_eq!(run(&args(&["bogus"])), 2);
+    }
+
+    #[test]
+    fn usage_lists_every_command() {
+        for c in ["stats", "endpoints", "trace"] {
+            assert!(is_command(c) && USAGE.contains(&format!("\n  {c} ")), "{c}");
+        }
+    }
 }
