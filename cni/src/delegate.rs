@@ -44,10 +44,7 @@ fn downgrade(name: &str, inv: &Invocation, verb: Verb, config: &[u8]) -> Option<
     let mut conf: serde_json::Value = serde_json::from_slice(config).ok()?;
     let requested: Version = conf.get("cniVersion")?.as_str()?.parse().ok()?;
     let theirs = supported_versions(name, inv).ok()?;
-    let target = Version::ALL
-        .into_iter()
-        .rev()
-        .find(|v| *v < requested && v.allows(verb) && theirs.iter().any(|t| t == v.as_str()))?;
+    let target = Version::ALL.into_iter().rev().find(|v| *v < requested && v.allows(verb) && theirs.iter().any(|t| t == v.as_str()))?;
     log::debug!("{name} does not speak {requested}; delegating {verb} as {target}");
     conf["cniVersion"] = serde_json::Value::String(target.to_string());
     if let Some(prev) = conf.get("prevResult").filter(|p| !p.is_null()) {

@@ -59,9 +59,7 @@ impl Invocation {
             validate_ifname(&ifname)?;
         }
         let args = parse_args(&get("CNI_ARGS").unwrap_or_default())?;
-        let path = get("CNI_PATH")
-            .map(|p| std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).collect())
-            .unwrap_or_default();
+        let path = get("CNI_PATH").map(|p| std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()).collect()).unwrap_or_default();
         Ok(Invocation { verb, container_id, netns, ifname, args, path })
     }
 
@@ -131,9 +129,9 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
 fn parse_args(s: &str) -> Result<BTreeMap<String, String>, CniError> {
     let mut out = BTreeMap::new();
     for pair in s.split(';').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| {
-            CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE"))
-        })?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE")))?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -149,8 +147,7 @@ mod tests {
 
     #[test]
     fn add_requires_netns() {
-        let e = Invocation::from_lookup(lookup(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]))
-            .unwrap_err();
+        let e = Invocation::from_lookup(lookup(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidEnvironment);
         assert!(e.msg.contains("CNI_NETNS"));
     }

@@ -97,10 +97,7 @@ fn prepare(inv: Invocation, stdin: &[u8], raw: Option<&Value>, requested: Option
         None => return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "network configuration has no \"cniVersion\"")),
     };
     if !version.allows(inv.verb) {
-        return Err(CniError::new(
-            ErrorCode::IncompatibleVersion,
-            format!("config version {version} does not allow {}", inv.verb),
-        ));
+        return Err(CniError::new(ErrorCode::IncompatibleVersion, format!("config version {version} does not allow {}", inv.verb)));
     }
     Ok(Request { inv, config: stdin.to_vec(), version })
 }
@@ -138,7 +135,10 @@ mod tests {
     impl Plugin for Fake {
         fn add(&self, req: &Request) -> Result<CniResult, CniError> {
             let _conf: NetConf<Value> = req.parse_config()?;
-            Ok(CniResult { ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: None, interface: None }], ..Default::default() })
+            Ok(CniResult {
+                ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: None, interface: None }],
+                ..Default::default()
+            })
         }
         fn del(&self, _req: &Request) -> Result<(), CniError> {
             Ok(())

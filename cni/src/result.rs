@@ -176,7 +176,12 @@ impl CniResult {
             interfaces: wire
                 .interfaces
                 .into_iter()
-                .map(|i| Interface { name: i.name, mac: i.mac.filter(|m| !m.is_empty()), mtu: i.mtu, sandbox: i.sandbox.filter(|s| !s.is_empty()) })
+                .map(|i| Interface {
+                    name: i.name,
+                    mac: i.mac.filter(|m| !m.is_empty()),
+                    mtu: i.mtu,
+                    sandbox: i.sandbox.filter(|s| !s.is_empty()),
+                })
                 .collect(),
             ips: wire.ips.into_iter().map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: ip.interface }).collect(),
             routes: wire.routes.into_iter().map(WireRoute::into_route).collect(),
@@ -252,7 +257,15 @@ struct WireRoute {
 
 impl WireRoute {
     fn into_route(self) -> Route {
-        Route { dst: self.dst, gw: self.gw, mtu: self.mtu, advmss: self.advmss, priority: self.priority, table: self.table, scope: self.scope }
+        Route {
+            dst: self.dst,
+            gw: self.gw,
+            mtu: self.mtu,
+            advmss: self.advmss,
+            priority: self.priority,
+            table: self.table,
+            scope: self.scope,
+        }
     }
 }
 
@@ -273,9 +286,18 @@ mod tests {
         CniResult {
             interfaces: vec![
                 Interface { name: "veth1234abcd".into(), mac: Some("0e:12:32:5b:a7:f9".into()), mtu: Some(1500), sandbox: None },
-                Interface { name: "eth0".into(), mac: Some("72:96:91:d4:58:36".into()), mtu: Some(1500), sandbox: Some("/var/run/netns/test".into()) },
+                Interface {
+                    name: "eth0".into(),
+                    mac: Some("72:96:91:d4:58:36".into()),
+                    mtu: Some(1500),
+                    sandbox: Some("/var/run/netns/test".into()),
+                },
             ],
-            ips: vec![IpConfig { address: "10.10.10.19/24".parse().unwrap(), gateway: Some("169.254.1.1".parse().unwrap()), interface: Some(1) }],
+            ips: vec![IpConfig {
+                address: "10.10.10.19/24".parse().unwrap(),
+                gateway: Some("169.254.1.1".parse().unwrap()),
+                interface: Some(1),
+            }],
             routes: vec![Route { priority: Some(10), ..Route::new("0.0.0.0/0".parse().unwrap(), Some("169.254.1.1".parse().unwrap())) }],
             dns: Dns::default(),
         }

@@ -141,7 +141,9 @@ mod tests {
             r#"{"NeutronError":{"type":"OverQuota","message":"Quota exceeded for resources: ['router_route'].","detail":""}}"#,
         );
         assert_eq!((kind.as_str(), msg.as_str()), ("OverQuota", "Quota exceeded for resources: ['router_route']."));
-        let (kind, msg) = parse_error_body(r#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#);
+        let (kind, msg) = parse_error_body(
+            r#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#,
+        );
         assert_eq!(kind, "Unauthorized");
         assert!(msg.starts_with("The request"));
         assert_eq!(parse_error_body("<html>bad gateway</html>").1, "<html>bad gateway</html>");

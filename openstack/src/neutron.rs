@@ -164,7 +164,15 @@ pub struct Neutron {
 
 fn enc(s: &str) -> String {
     // Ids, MACs, tags and addresses only need these escaped in a query or path segment.
-    s.replace('%', "%25").replace(' ', "%20").replace('&', "%26").replace('=', "%3D").replace('/', "%2F").replace('+', "%2B").replace(',', "%2C").replace('#', "%23").replace('?', "%3F")
+    s.replace('%', "%25")
+        .replace(' ', "%20")
+        .replace('&', "%26")
+        .replace('=', "%3D")
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace(',', "%2C")
+        .replace('#', "%23")
+        .replace('?', "%3F")
 }
 
 /// `k1=v1&k2=v2` with both sides escaped; repeated keys are fine (`fields=a&fields=b`).
@@ -468,7 +476,10 @@ mod tests {
     #[test]
     fn tags_are_escaped_as_one_path_segment() {
         // Ledger tags carry `+`, which a server could read as a space if left bare.
-        assert_eq!(enc("vrouter-route:10.0.0.16_28@10.0.0.5+10.0.0.9_32@10.0.0.5"), "vrouter-route:10.0.0.16_28@10.0.0.5%2B10.0.0.9_32@10.0.0.5");
+        assert_eq!(
+            enc("vrouter-route:10.0.0.16_28@10.0.0.5+10.0.0.9_32@10.0.0.5"),
+            "vrouter-route:10.0.0.16_28@10.0.0.5%2B10.0.0.9_32@10.0.0.5"
+        );
         assert_eq!(query(&[("fields", "id"), ("fields", "revision_number")]), "fields=id&fields=revision_number");
     }
 }

@@ -36,10 +36,9 @@ impl HttpOptions {
             .connect_timeout(self.timeout.min(Duration::from_secs(10)))
             .danger_accept_invalid_certs(self.insecure);
         if let Some(path) = &self.ca_bundle {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::Config(format!("cannot read CA bundle {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Config(format!("bad CA bundle {}: {e}", path.display())))?
+            let pem = std::fs::read(path).map_err(|e| Error::Config(format!("cannot read CA bundle {}: {e}", path.display())))?;
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config(format!("bad CA bundle {}: {e}", path.display())))?
             {
                 builder = builder.add_root_certificate(cert);
             }
@@ -183,22 +182,14 @@ impl Session {
             self.writes.fetch_add(1, Ordering::Relaxed);
         }
         let endpoint = format!("{method} {}", url.split('?').next().unwrap_or(url));
-        let mut req = self
-            .http
-            .request(method, url)
-            .header("X-Auth-Token", token.value.expose())
-            .header("Accept", "application/json");
+        let mut req = self.http.request(method, url).header("X-Auth-Token", token.value.expose()).header("Accept", "application/json");
         if let Some(b) = body {
             req = req.json(b);
         }
         if let Some(m) = if_match {
             req = req.header("If-Match", m);
         }
-        let unreachable = |e: reqwest::Error| Error::Unreachable {
-            service,
-            endpoint: endpoint.clone(),
-            reason: transport_reason(&e),
-        };
+        let unreachable = |e: reqwest::Error| Error::Unreachable { service, endpoint: endpoint.clone(), reason: transport_reason(&e) };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(unreachable)?;

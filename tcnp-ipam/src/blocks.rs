@@ -29,9 +29,7 @@ pub async fn free_blocks(neutron: &Neutron, subnet_id: &str, prefix: u8) -> Resu
     let used: HashSet<IpAddr> = ports.iter().flat_map(|p| p.fixed_ips.iter().map(|f| f.ip_address)).collect();
     let in_pool = |ip: IpAddr| subnet.allocation_pools.iter().any(|p| p.start <= ip && ip <= p.end);
     let blocks = subnet.cidr.subnets(prefix).map_err(|e| IpamError::Config(e.to_string()))?;
-    Ok(blocks
-        .filter(|b| addresses(b).all(|ip| in_pool(ip) && !used.contains(&ip)))
-        .collect())
+    Ok(blocks.filter(|b| addresses(b).all(|ip| in_pool(ip) && !used.contains(&ip))).collect())
 }
 
 /// Every address of a block, network and broadcast included (they are ordinary host

@@ -194,8 +194,7 @@ fn read_password(os: &RawOpenStack) -> Result<Secret, CniError> {
         return Ok(Secret::new(p.clone()));
     }
     if let Some(path) = &os.password_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| invalid(format!("cannot read passwordFile {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read passwordFile {}: {e}", path.display())))?;
         let pw = text.trim_end_matches(['\n', '\r']);
         if pw.is_empty() {
             return Err(invalid(format!("passwordFile {} is empty", path.display())));
@@ -212,8 +211,8 @@ fn read_password(os: &RawOpenStack) -> Result<Secret, CniError> {
 impl Settings {
     /// Parses the `ipam` section of network `network_name`.
     pub fn parse(network_name: &str, ipam: &serde_json::Value) -> Result<Settings, CniError> {
-        let raw: RawIpam = serde_json::from_value(ipam.clone())
-            .map_err(|e| invalid("invalid tcnp-ipam configuration").with_details(e.to_string()))?;
+        let raw: RawIpam =
+            serde_json::from_value(ipam.clone()).map_err(|e| invalid("invalid tcnp-ipam configuration").with_details(e.to_string()))?;
         let os = &raw.openstack_conf;
         let nc = &raw.neutron_conf;
         match nc.mode.as_str() {

@@ -61,13 +61,12 @@ fn cloud_error(e: &openstack::Error) -> CniError {
             .with_details("check openstackConf username, password, project and domain settings"),
         (_, Some("IpAddressGenerationFailure")) => CniError::new(ErrorCode::Other(CODE_EXHAUSTED), msg)
             .with_details("the subnet has no free addresses for pods; enlarge its allocation pool"),
-        (_, Some("OverQuota")) => CniError::new(ErrorCode::Other(CODE_QUOTA), msg)
-            .with_details("raise the project's Neutron quota or free resources"),
+        (_, Some("OverQuota")) => {
+            CniError::new(ErrorCode::Other(CODE_QUOTA), msg).with_details("raise the project's Neutron quota or free resources")
+        }
         (_, Some("BadRequest")) if msg.contains("loating") => CniError::new(ErrorCode::Other(CODE_API), msg)
             .with_details("a floating IP is associated with this address; disassociate it before the pod's address can be released"),
-        (openstack::Error::NoEndpoint { .. } | openstack::Error::Config(_), _) => {
-            CniError::new(ErrorCode::InvalidNetworkConfig, msg)
-        }
+        (openstack::Error::NoEndpoint { .. } | openstack::Error::Config(_), _) => CniError::new(ErrorCode::InvalidNetworkConfig, msg),
         _ => CniError::new(ErrorCode::Other(CODE_API), msg),
     }
 }

@@ -9,9 +9,9 @@ use cni::{CniError, CniResult, ErrorCode, IpConfig, NetConf, Plugin, Request};
 use ipnet::IpNet;
 use openstack::{Neutron, Session};
 
+use crate::blocks;
 use crate::config::Settings;
 use crate::error::{state_err, IpamError};
-use crate::blocks;
 use crate::port;
 use crate::store::{attachment_key, Lease, Pending, State, Store};
 use crate::token_cache::FileTokenStore;
@@ -30,10 +30,8 @@ struct Op {
 
 fn settings_of(req: &Request) -> Result<(NetConf<serde_json::Value>, Settings), CniError> {
     let conf: NetConf<serde_json::Value> = req.parse_config()?;
-    let ipam = conf
-        .ipam
-        .clone()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "network configuration has no \"ipam\" section"))?;
+    let ipam =
+        conf.ipam.clone().ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "network configuration has no \"ipam\" section"))?;
     let settings = Settings::parse(&conf.name, &ipam)?;
     cni::logging::init("tcnp-ipam", settings.log_file.as_deref(), settings.log_level);
     Ok((conf, settings))
@@ -293,10 +291,8 @@ impl Op {
         }
         let info = self.port().await?;
         let current = self.neutron().await?.get_port(&info.id).await?;
-        let orphans: Vec<IpAddr> = candidates
-            .into_iter()
-            .filter(|ip| *ip != info.primary && current.fixed_ips.iter().any(|f| f.ip_address == *ip))
-            .collect();
+        let orphans: Vec<IpAddr> =
+            candidates.into_iter().filter(|ip| *ip != info.primary && current.fixed_ips.iter().any(|f| f.ip_address == *ip)).collect();
         if orphans.is_empty() {
             log::info!("{key}: nothing allocated (already released)");
             return Ok(());
@@ -349,7 +345,8 @@ impl Plugin for Ipam {
         let (conf, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         // A malformed prevResult must not block a DEL: it only helps when our state is gone.
-        let prev: Vec<IpAddr> = conf.prev_result().ok().flatten().map(|r| r.ips.iter().map(|c| c.address.addr()).collect()).unwrap_or_default();
+        let prev: Vec<IpAddr> =
+            conf.prev_result().ok().flatten().map(|r| r.ips.iter().map(|c| c.address.addr()).collect()).unwrap_or_default();
         block_on(async {
             let mut op = Op::open("DEL", settings)?;
             op.del(&key, &prev).await
@@ -361,7 +358,8 @@ impl Plugin for Ipam {
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         block_on(async {
             let mut op = Op::open("CHECK", settings)?;
-            let lease = op.state.attachments.get(&key).cloned().ok_or_else(|| IpamError::Config(format!("no address recorded for {key}")))?;
+            let lease =
+                op.state.attachments.get(&key).cloned().ok_or_else(|| IpamError::Config(format!("no address recorded for {key}")))?;
             let info = op.port().await?;
             let current = op.neutron().await?.get_port(&info.id).await?;
             if !current.fixed_ips.iter().any(|f| f.ip_address == lease.ip) {
@@ -386,12 +384,8 @@ impl Plugin for Ipam {
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let (conf, settings) = settings_of(req)?;
-        let valid: HashSet<String> = conf
-            .valid_attachments
-            .unwrap_or_default()
-            .iter()
-            .map(|a| attachment_key(&a.container_id, &a.ifname))
-            .collect();
+        let valid: HashSet<String> =
+            conf.valid_attachments.unwrap_or_default().iter().map(|a| attachment_key(&a.container_id, &a.ifname)).collect();
         block_on(async {
             let mut op = Op::open("GC", settings)?;
             op.gc(&valid).await

@@ -179,19 +179,16 @@ pub async fn change_ips(
         if wanted == 0 && remove.is_disjoint(&before) {
             return Ok(Vec::new());
         }
-        let mut request: Vec<FixedIpRequest> = port
-            .fixed_ips
-            .iter()
-            .filter(|f| !remove.contains(&f.ip_address))
-            .cloned()
-            .map(FixedIpRequest::Address)
-            .collect();
+        let mut request: Vec<FixedIpRequest> =
+            port.fixed_ips.iter().filter(|f| !remove.contains(&f.ip_address)).cloned().map(FixedIpRequest::Address).collect();
         match add {
             Add::Nothing => {}
             Add::Any(n) => request.extend((0..*n).map(|_| FixedIpRequest::AnyIn { subnet_id: subnet_id.to_string() })),
-            Add::Exact(ips) => request.extend(ips.iter().filter(|ip| !before.contains(ip)).map(|ip| {
-                FixedIpRequest::Address(FixedIp { subnet_id: subnet_id.to_string(), ip_address: *ip })
-            })),
+            Add::Exact(ips) => request.extend(
+                ips.iter()
+                    .filter(|ip| !before.contains(ip))
+                    .map(|ip| FixedIpRequest::Address(FixedIp { subnet_id: subnet_id.to_string(), ip_address: *ip })),
+            ),
         }
         before_put(&before.iter().copied().collect::<Vec<_>>())?;
         let extra = json!({ "description": with_nonce(&port.description) });

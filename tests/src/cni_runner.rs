@@ -96,7 +96,8 @@ impl Outcome {
     /// The CNI error of a failed run, checking its shape: (code, msg, the whole object).
     pub fn error(&self) -> (u64, String, Value) {
         assert_ne!(self.exit, 0, "expected failure, got success: {}", self.stdout);
-        let v: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("error is not JSON ({e}): {:?} {}", self.stdout, self.stderr));
+        let v: Value =
+            serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("error is not JSON ({e}): {:?} {}", self.stdout, self.stderr));
         assert!(v["cniVersion"].is_string(), "error lacks cniVersion: {v}");
         let code = v["code"].as_u64().unwrap_or_else(|| panic!("error lacks a numeric code: {v}"));
         let msg = v["msg"].as_str().unwrap_or_else(|| panic!("error lacks msg: {v}")).to_string();
@@ -122,12 +123,8 @@ pub fn exec(bin: &Path, vm: &NetNs, command: &str, att: Option<&Attachment>, ext
 
 /// Run a prepared command with `stdin`.
 pub fn run(mut cmd: Command, stdin: &[u8]) -> Outcome {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(stdin);
     }

@@ -238,9 +238,8 @@ pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connec
             conn.write_all(&checksum(&got).to_be_bytes()).map_err(|e| e.to_string())
         });
         let client_side = || -> Result<usize, String> {
-            let mut conn = client
-                .run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT))
-                .map_err(|e| format!("connect: {e}"))?;
+            let mut conn =
+                client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT)).map_err(|e| format!("connect: {e}"))?;
             conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
             conn.write_all(&payload).map_err(|e| format!("client write: {e}"))?;
@@ -287,9 +286,7 @@ pub fn udp_socket_in(ns: &NetNs, bind: Ipv4Addr) -> UdpSocket {
 fn enable_recv_ttl(sock: &UdpSocket) {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a valid int option on our socket.
-    let rc = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, (&one as *const libc::c_int).cast(), 4)
-    };
+    let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, (&one as *const libc::c_int).cast(), 4) };
     assert_eq!(rc, 0, "IP_RECVTTL");
 }
 

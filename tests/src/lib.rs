@@ -1,9 +1,9 @@
 //! Test bed: namespaces, a local OpenStack, and a CNI runner for tests, the demo and benchmarks.
 
-pub mod openstack;
-pub mod fastpath_support;
-pub mod netns;
-pub mod probe;
 pub mod bench;
 pub mod cni_runner;
+pub mod fastpath_support;
+pub mod netns;
+pub mod openstack;
+pub mod probe;
 pub mod vm;

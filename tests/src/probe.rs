@@ -34,7 +34,13 @@ fn ping_here(dst: Ipv4Addr) -> Result<(), String> {
             return Err(format!("socket: {}", std::io::Error::last_os_error()));
         }
         let tv = libc::timeval { tv_sec: WAIT.as_secs() as i64, tv_usec: 0 };
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
         let mut addr: libc::sockaddr_in = std::mem::zeroed();
         addr.sin_family = libc::AF_INET as u16;
         addr.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
@@ -47,7 +53,14 @@ fn ping_here(dst: Ipv4Addr) -> Result<(), String> {
                 pkt[8..16].copy_from_slice(b"vethrout");
                 let c = checksum(&pkt);
                 pkt[2..4].copy_from_slice(&c.to_be_bytes());
-                let sent = libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
+                let sent = libc::sendto(
+                    fd,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
                 if sent < 0 {
                     return Err(format!("send: {}", std::io::Error::last_os_error()));
                 }
@@ -117,7 +130,8 @@ impl Drop for TcpServer {
 /// Connect from `ns` to `dst:port` and read what the server says.
 pub fn tcp_read(ns: &NetNs, dst: Ipv4Addr, port: u16) -> Result<String, String> {
     ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(5)).map_err(|e| format!("connect {dst}:{port}: {e}"))?;
+        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(5))
+            .map_err(|e| format!("connect {dst}:{port}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| format!("read from {dst}:{port}: {e}"))?;
@@ -144,7 +158,13 @@ impl ArpWatch {
         // SAFETY: setsockopt with a valid timeval.
         unsafe {
             use std::os::fd::AsRawFd;
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
         }
         ArpWatch { fd }
     }

@@ -140,11 +140,23 @@ impl Vm {
 
     /// Everything a pod attachment could leave behind in the VM.
     pub fn snapshot(&self) -> Snapshot {
-        let links = self.ns.ip("-o link show").lines().filter_map(|l| l.split(':').nth(1)).map(|s| s.trim().split('@').next().unwrap_or("").to_string()).collect();
+        let links = self
+            .ns
+            .ip("-o link show")
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            .collect();
         let addrs = self.ns.ip("-4 -o addr show").lines().map(|l| l.split("valid_lft").next().unwrap_or(l).trim().to_string()).collect();
         let routes = self.ns.ip("-4 route show table all").lines().map(str::to_string).collect();
-        let rules = ["nat", "filter", "mangle"].iter().flat_map(|t| self.ns.sh("iptables", &["-w", "-t", t, "-S"]).lines().map(str::to_string).collect::<Vec<_>>()).collect();
-        let ipam = list_files(self.ipam_dir.path()).into_iter().filter(|f| f.rsplit('/').next().is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())).collect();
+        let rules = ["nat", "filter", "mangle"]
+            .iter()
+            .flat_map(|t| self.ns.sh("iptables", &["-w", "-t", t, "-S"]).lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let ipam = list_files(self.ipam_dir.path())
+            .into_iter()
+            .filter(|f| f.rsplit('/').next().is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok()))
+            .collect();
         let pins = list_files(&self.pin_dir);
         Snapshot { links, addrs, routes, rules, ipam, pins }
     }

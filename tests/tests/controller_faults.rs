@@ -74,7 +74,11 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, fault: &AtomicBool) {
     let line = head.lines().next().unwrap_or("");
     if fault.load(Ordering::SeqCst) && line.starts_with("GET /v2.0/ports?") && line.contains("tags=") {
         let msg = r#"{"NeutronError":{"type":"ServiceUnavailable","message":"injected fault","detail":""}}"#;
-        let _ = write!(client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}", msg.len());
+        let _ = write!(
+            client,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+            msg.len()
+        );
         return;
     }
     let Ok(mut up) = TcpStream::connect(upstream) else { return };
@@ -109,7 +113,9 @@ fn failing_pod_listing_mid_pass_removes_nothing_and_backs_off() {
         let routes = lab.routes();
         pods.iter().all(|(n, vm)| controller_support::lookup(&routes, lab.ip(*n)) == Some(vm.primary))
     };
-    wait_for("first convergence", || (expected(&[(20, &a), (21, &a), (22, &a), (30, &b), (31, &b)]) && d.get("/readyz")?.0 == 200).then_some(()));
+    wait_for("first convergence", || {
+        (expected(&[(20, &a), (21, &a), (22, &a), (30, &b), (31, &b)]) && d.get("/readyz")?.0 == 200).then_some(())
+    });
 
     // A new pod on B is noticed by the change check.
     lab.set_pods(&b, &[lab.ip(30), lab.ip(31), lab.ip(32)]);

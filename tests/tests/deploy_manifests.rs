@@ -42,9 +42,7 @@ fn docs() -> Vec<Value> {
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("deploy/ has no {kind} {name}"))
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("deploy/ has no {kind} {name}"))
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -99,7 +97,10 @@ fn cni_installer_and_config_match_the_plugins() {
     }
     for p in conflist["plugins"].as_array().unwrap() {
         let t = p["type"].as_str().unwrap();
-        assert!(binaries.contains(&t) || Path::new("/usr/lib/cni").join(t).exists(), "plugin {t} is neither installed nor a reference plugin");
+        assert!(
+            binaries.contains(&t) || Path::new("/usr/lib/cni").join(t).exists(),
+            "plugin {t} is neither installed nor a reference plugin"
+        );
     }
     assert!(script.contains(&format!("/host{pw_file}")), "script must install the password at {pw_file}");
     assert!(script.contains(&format!("/host/etc/cni/net.d/{file}")));
@@ -244,7 +245,8 @@ fn controller_deployment_runs_as_written() {
     assert_eq!(lab.routes().len(), 1, "the two pods .20/.21 collapse into one /31");
 
     // Daemon mode: the probes the manifest declares answer, then SIGTERM stops it cleanly.
-    let mut daemon = Command::new(bin("vrouter-route-controller")).arg("--config").arg(&file).env_clear().stderr(Stdio::piped()).spawn().unwrap();
+    let mut daemon =
+        Command::new(bin("vrouter-route-controller")).arg("--config").arg(&file).env_clear().stderr(Stdio::piped()).spawn().unwrap();
     let live = c["livenessProbe"]["httpGet"]["path"].as_str().unwrap();
     let ready = c["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
     let (code, _) = wait_for("the health server", || get(free, live));

@@ -96,7 +96,23 @@ fn host_port_dnat_to_a_pod_works_with_fast_path_auto() {
     let vm = Vm::new(&router, 1, "auto");
     let pod = vm.add_pod();
     let to = format!("{}:8080", pod.ip);
-    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", "192.168.1.2", "-p", "tcp", "--dport", "30080", "-j", "DNAT", "--to-destination", &to]);
+    vm.iptables(&[
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "192.168.1.2",
+        "-p",
+        "tcp",
+        "--dport",
+        "30080",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &to,
+    ]);
     let out = vm.counter("from_pod", "redirected_out");
     let vm_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 30080);
     assert_eq!(tcp_transfer(&router.ns, &pod.ns, 8080, vm_addr, BYTES), BYTES);

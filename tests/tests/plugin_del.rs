@@ -63,7 +63,10 @@ fn ip_masq_rules_and_traffic() {
     let res = vm.add(&conf, &pod).result();
     let nat = vm.ns.sh("iptables", &["-w", "-t", "nat", "-S"]);
     let tag = format!("veth-route/cni0/{}/eth0", pod.id);
-    assert!(nat.lines().any(|l| l.starts_with("-A POSTROUTING -s 10.10.10.19/32") && l.contains(&tag) && l.contains("-j CNI-VR-")), "{nat}");
+    assert!(
+        nat.lines().any(|l| l.starts_with("-A POSTROUTING -s 10.10.10.19/32") && l.contains(&tag) && l.contains("-j CNI-VR-")),
+        "{nat}"
+    );
     assert!(nat.lines().any(|l| l.contains("! -d 224.0.0.0/4") && l.contains("-j MASQUERADE")), "{nat}");
     // Off-subnet traffic is masqueraded: an address beyond the vrouter answers although
     // the vrouter has no route to the pod (without masquerade it would ARP for the pod

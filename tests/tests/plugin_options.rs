@@ -32,7 +32,10 @@ fn custom_gateway_on_existing_device() {
     let host_veth = res["interfaces"][0]["name"].as_str().unwrap();
     assert_eq!(pod.ns.ip("route"), "default via 169.254.100.1 dev eth0 \n169.254.100.1 dev eth0 scope link \n");
     assert!(vm.ns.ip("-4 addr show dev gw0").contains("inet 169.254.100.1/32 scope global gw0"));
-    assert!(!vm.ns.ip(&format!("-4 addr show dev {host_veth}")).contains("169.254.100.1"), "device mode must not put the address on the veth");
+    assert!(
+        !vm.ns.ip(&format!("-4 addr show dev {host_veth}")).contains("169.254.100.1"),
+        "device mode must not put the address on the veth"
+    );
     ping(&pod.ns, "169.254.100.1".parse().unwrap()).unwrap();
     vm.check(&conf, &pod, &res).assert_ok();
 

@@ -124,15 +124,7 @@ enum Lookup {
 /// One conntrack lookup; the reference it takes is released before returning.
 #[inline(always)]
 fn lookup_dir(ctx: &TcContext, mut tuple: SockTupleV4, proto: u8) -> Lookup {
-    let mut opts = CtOpts {
-        netns_id: CURRENT_NETNS,
-        error: 0,
-        l4proto: proto,
-        dir: 0,
-        ct_zone_id: 0,
-        ct_zone_dir: 0,
-        reserved: [0; 3],
-    };
+    let mut opts = CtOpts { netns_id: CURRENT_NETNS, error: 0, l4proto: proto, dir: 0, ct_zone_id: 0, ct_zone_dir: 0, reserved: [0; 3] };
     let ct = ct_lookup(ctx, &mut tuple, &mut opts);
     if ct == 0 {
         return if opts.error == -ENOENT { Lookup::Missing } else { Lookup::Error };

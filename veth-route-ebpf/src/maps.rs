@@ -4,9 +4,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::btf_map,
 };
-use veth_route_common::{
-    Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS,
-};
+use veth_route_common::{Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS};
 
 /// Upper bound on pods per host; a kubelet allows 110 by default, this leaves room.
 const MAX_ENDPOINTS: usize = 4096;

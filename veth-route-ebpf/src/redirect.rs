@@ -71,12 +71,7 @@ pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
     };
     // SAFETY: `fib` is a valid, initialised bpf_fib_lookup of the size passed.
     let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb.cast(),
-            (&mut fib as *mut FibLookup).cast::<FibLookupC>(),
-            core::mem::size_of::<FibLookup>() as i32,
-            0,
-        )
+        bpf_fib_lookup(ctx.skb.skb.cast(), (&mut fib as *mut FibLookup).cast::<FibLookupC>(), core::mem::size_of::<FibLookup>() as i32, 0)
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS {
         return Verdict::Pass(PassReason::NotLocal);

@@ -67,8 +67,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     with_netlink(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
     undo.host_veth = Some(host_name.clone());
 
-    let (host_link, placement) =
-        with_netlink(|h| async move { host::wire(&h, &conf.plugin, name, tag_ref, pod_addr.addr()).await })?;
+    let (host_link, placement) = with_netlink(|h| async move { host::wire(&h, &conf.plugin, name, tag_ref, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
@@ -242,4 +241,3 @@ impl Undo<'_> {
         }
     }
 }
-

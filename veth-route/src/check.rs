@@ -1,7 +1,6 @@
 //! CHECK: compare the pod side, the host side, masquerading and the datapath with the
 //! `prevResult`, and list every difference precisely.
 
-
 use cni::{delegate, CniError, ErrorCode, Request, Verb};
 use ipnet::{IpNet, Ipv4Net};
 
@@ -19,9 +18,7 @@ pub fn check(req: &Request) -> Result<()> {
     let conf = config::parse(&req.config)?;
     config::init_logging(&conf);
     let inv = &req.inv;
-    let prev = conf
-        .prev_result()?
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK requires prevResult"))?;
+    let prev = conf.prev_result()?.ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK requires prevResult"))?;
     if let Some(ipam) = conf.ipam_type() {
         delegate::run(ipam, inv, Verb::Check, &req.config)?;
     }
@@ -127,7 +124,13 @@ fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String>
     d
 }
 
-async fn host_diffs(h: &rtnetlink::Handle, conf: &Conf, host_name: &str, addr: Ipv4Net, pod: &PodState) -> Result<(Vec<String>, Option<Link>)> {
+async fn host_diffs(
+    h: &rtnetlink::Handle,
+    conf: &Conf,
+    host_name: &str,
+    addr: Ipv4Net,
+    pod: &PodState,
+) -> Result<(Vec<String>, Option<Link>)> {
     let mut d = Vec::new();
     let Some(link) = netlink::link_by_name(h, host_name).await? else {
         d.push(format!("host veth {host_name} does not exist"));
@@ -163,4 +166,3 @@ fn list(addrs: &[Ipv4Net]) -> String {
         addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
     }
 }
-

@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn seed_config_parses_with_defaults() {
-        let c = parse(br#"{"name":"cni0","cniVersion":"0.3.1","type":"veth-route","ipam":{"type":"tcnp-ipam","routes":[{"dst":"0.0.0.0/0"}]}}"#).unwrap();
+        let c = parse(
+            br#"{"name":"cni0","cniVersion":"0.3.1","type":"veth-route","ipam":{"type":"tcnp-ipam","routes":[{"dst":"0.0.0.0/0"}]}}"#,
+        )
+        .unwrap();
         assert_eq!(c.plugin.gateway, Ipv4Addr::new(169, 254, 1, 1));
         assert_eq!(c.plugin.gateway_device, "dummy0");
         assert_eq!(c.plugin.gateway_mode, GatewayMode::Auto);

@@ -29,10 +29,12 @@ pub fn del(req: &Request) -> Result<()> {
 
     // The pod IP for the datapath: the host route through the veth (the kernel's truth),
     // else prevResult.
-    let prev_ip = conf.prev_result().ok().flatten().and_then(|r| r.first_ipv4().and_then(|ip| match ip.address.addr() {
-        std::net::IpAddr::V4(a) => Some(a),
-        _ => None,
-    }));
+    let prev_ip = conf.prev_result().ok().flatten().and_then(|r| {
+        r.first_ipv4().and_then(|ip| match ip.address.addr() {
+            std::net::IpAddr::V4(a) => Some(a),
+            _ => None,
+        })
+    });
     let name = host_name.clone();
     let routed_ip = with_netlink(|h| async move { routed_pod_ip(&h, &name).await }).unwrap_or(None);
     let pod_ip = routed_ip.or(prev_ip);

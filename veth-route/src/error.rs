@@ -68,9 +68,7 @@ impl From<Error> for CniError {
         let msg = e.to_string();
         match e {
             Error::Cni(c) => c,
-            Error::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                CniError::new(ErrorCode::UnknownContainer, msg)
-            }
+            Error::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound => CniError::new(ErrorCode::UnknownContainer, msg),
             Error::Netns { .. } | Error::Io { .. } => CniError::new(ErrorCode::IoFailure, msg),
             Error::Rejected { .. } => CniError::new(ErrorCode::InvalidNetworkConfig, msg),
             Error::Netlink { .. } | Error::Command(_) => CniError::new(ErrorCode::Other(CODE_KERNEL), msg),

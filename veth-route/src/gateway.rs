@@ -57,11 +57,13 @@ pub async fn ensure(h: &Handle, conf: &VethRouteConf, host_veth: &Link) -> Resul
             return Ok(Placement::Device(conf.gateway_device.clone()));
         }
         if conf.gateway_mode == GatewayMode::Device {
-            return Err(Error::Cni(cni::CniError::new(
-                cni::ErrorCode::InvalidNetworkConfig,
-                format!("gatewayMode is \"device\" but this kernel cannot create dummy device {}", conf.gateway_device),
-            )
-            .with_details("use gatewayMode \"auto\" or \"hostVeth\", or a kernel with CONFIG_DUMMY")));
+            return Err(Error::Cni(
+                cni::CniError::new(
+                    cni::ErrorCode::InvalidNetworkConfig,
+                    format!("gatewayMode is \"device\" but this kernel cannot create dummy device {}", conf.gateway_device),
+                )
+                .with_details("use gatewayMode \"auto\" or \"hostVeth\", or a kernel with CONFIG_DUMMY"),
+            ));
         }
         log::info!(
             "kernel has no dummy device type: gateway {} goes on host veth {} instead of {}",

@@ -17,9 +17,10 @@ use crate::{masq, names, proxy_neigh};
 pub fn gc(req: &Request) -> Result<()> {
     let conf = config::parse(&req.config)?;
     config::init_logging(&conf);
-    let valid = conf.valid_attachments.clone().ok_or_else(|| {
-        CniError::new(ErrorCode::InvalidNetworkConfig, "GC requires \"cni.dev/valid-attachments\"")
-    })?;
+    let valid = conf
+        .valid_attachments
+        .clone()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "GC requires \"cni.dev/valid-attachments\""))?;
     let keep: HashSet<(String, String)> = valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     let mut stale: Vec<(String, String)> = Vec::new();
 

@@ -12,11 +12,7 @@ use crate::names::{self, MASQ_CHAIN_PREFIX};
 
 fn iptables(args: &[&str]) -> Result<String> {
     // -w: wait for the xtables lock instead of failing under concurrent ADDs.
-    let out = Command::new("iptables")
-        .args(["-w", "-t", "nat"])
-        .args(args)
-        .output()
-        .map_err(Error::io("run iptables"))?;
+    let out = Command::new("iptables").args(["-w", "-t", "nat"]).args(args).output().map_err(Error::io("run iptables"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -106,10 +102,7 @@ pub fn attachments(network: &str) -> Result<Vec<(String, String)>> {
 pub fn empty_chains() -> Result<Vec<String>> {
     let all = iptables(&["-S"])?;
     let defined = all.lines().filter_map(|l| l.strip_prefix("-N ")).filter(|c| c.starts_with(MASQ_CHAIN_PREFIX));
-    Ok(defined
-        .filter(|c| !all.lines().any(|l| l.starts_with(&format!("-A {c} "))))
-        .map(str::to_string)
-        .collect())
+    Ok(defined.filter(|c| !all.lines().any(|l| l.starts_with(&format!("-A {c} ")))).map(str::to_string).collect())
 }
 
 /// Split one `iptables -S` line into words, honouring double quotes and backslashes.

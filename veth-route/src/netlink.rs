@@ -103,14 +103,8 @@ pub async fn set_up(h: &Handle, index: u32, what: &str) -> Result<()> {
 
 /// The IPv4 addresses on link `index`.
 pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<Ipv4Net>> {
-    let msgs: Vec<AddressMessage> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(Error::netlink("list addresses"))?;
+    let msgs: Vec<AddressMessage> =
+        h.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(Error::netlink("list addresses"))?;
     Ok(msgs
         .into_iter()
         .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
@@ -173,7 +167,9 @@ impl Route4 {
     }
 
     fn from_message(m: &RouteMessage) -> Option<Route4> {
-        if m.header.address_family != AddressFamily::Inet || m.header.table != 254 && !m.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(254))) {
+        if m.header.address_family != AddressFamily::Inet
+            || m.header.table != 254 && !m.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(254)))
+        {
             return None;
         }
         let mut dst = Ipv4Addr::UNSPECIFIED;
@@ -189,7 +185,14 @@ impl Route4 {
                 _ => {}
             }
         }
-        Some(Route4 { dst: Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?, gw, oif, scope: m.header.scope, protocol: m.header.protocol, priority })
+        Some(Route4 {
+            dst: Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?,
+            gw,
+            oif,
+            scope: m.header.scope,
+            protocol: m.header.protocol,
+            priority,
+        })
     }
 }
 
@@ -225,7 +228,13 @@ pub async fn del_route(h: &Handle, r: &Route4) -> Result<bool> {
 
 /// `ip route`-like text for messages.
 pub fn describe(r: &Route4) -> String {
-    let dst = if r.dst.prefix_len() == 0 { "default".to_string() } else if r.dst.prefix_len() == 32 { r.dst.addr().to_string() } else { r.dst.to_string() };
+    let dst = if r.dst.prefix_len() == 0 {
+        "default".to_string()
+    } else if r.dst.prefix_len() == 32 {
+        r.dst.addr().to_string()
+    } else {
+        r.dst.to_string()
+    };
     let mut s = dst;
     if let Some(gw) = r.gw {
         s.push_str(&format!(" via {gw}"));

@@ -49,10 +49,8 @@ impl NetNs {
     {
         std::thread::scope(|s| {
             s.spawn(|| {
-                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::Netns {
-                    path: self.path.clone(),
-                    source: std::io::Error::from_raw_os_error(e as i32),
-                })?;
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| Error::Netns { path: self.path.clone(), source: std::io::Error::from_raw_os_error(e as i32) })?;
                 with_netlink(f)
             })
             .join()
@@ -67,10 +65,7 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(Error::io("start netlink runtime"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(Error::io("start netlink runtime"))?;
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::io("open netlink socket"))?;
         tokio::spawn(conn);
@@ -80,9 +75,5 @@ where
 
 /// Run a future that opens its own sockets, on a current-thread runtime.
 pub fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(Error::io("start runtime"))?
-        .block_on(fut)
+    tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(Error::io("start runtime"))?.block_on(fut)
 }

@@ -227,11 +227,9 @@ impl Netlink {
     async fn main_routes(&self, prefix_len: u8, uplink: &str) -> Result<Vec<(Ipv4Addr, u32)>, ProxyNeighError> {
         let mut routes = self.handle.route().get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
         let mut out = Vec::new();
-        while let Some(r) = routes.try_next().await.map_err(|source| ProxyNeighError::Netlink {
-            op: "list routes",
-            uplink: uplink.to_string(),
-            source,
-        })? {
+        while let Some(r) =
+            routes.try_next().await.map_err(|source| ProxyNeighError::Netlink { op: "list routes", uplink: uplink.to_string(), source })?
+        {
             if r.header.destination_prefix_length != prefix_len || r.header.table != libc_main_table() {
                 continue;
             }

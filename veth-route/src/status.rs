@@ -25,7 +25,12 @@ pub fn status(req: &Request) -> Result<()> {
         let plugin = &conf.plugin;
         match with_netlink(|h| async move { gateway::ensure_device(&h, plugin).await }) {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(unavailable(format!("cannot create gateway device {}", plugin.gateway_device), "kernel has no dummy device type".into())),
+            Ok(None) => {
+                return Err(unavailable(
+                    format!("cannot create gateway device {}", plugin.gateway_device),
+                    "kernel has no dummy device type".into(),
+                ))
+            }
             Err(e) => return Err(unavailable(format!("gateway device {} unusable", plugin.gateway_device), e.to_string())),
         }
     }

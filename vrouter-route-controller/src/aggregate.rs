@@ -11,10 +11,7 @@ use ipnet::Ipv4Net;
 
 /// The fewest aligned prefixes that cover exactly `ips`, none shorter than `/min_prefix`.
 pub fn collapse(ips: &BTreeSet<Ipv4Addr>, min_prefix: u8) -> Vec<Ipv4Net> {
-    let hosts: Vec<Ipv4Net> = ips
-        .iter()
-        .map(|ip| Ipv4Net::new(*ip, 32).expect("/32 is valid"))
-        .collect();
+    let hosts: Vec<Ipv4Net> = ips.iter().map(|ip| Ipv4Net::new(*ip, 32).expect("/32 is valid")).collect();
     let mut out = Vec::new();
     for net in Ipv4Net::aggregate(&hosts) {
         split_to_min_prefix(net, min_prefix, &mut out);

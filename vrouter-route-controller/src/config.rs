@@ -12,7 +12,11 @@ use openstack::{Credentials, DomainRef, HttpOptions, Secret};
 
 /// Command line (every flag also reads an environment variable).
 #[derive(Debug, Parser, Default)]
-#[command(name = "vrouter-route-controller", version, about = "Keeps Neutron router static routes in step with pod IPs on VM ports managed by tcnp-ipam")]
+#[command(
+    name = "vrouter-route-controller",
+    version,
+    about = "Keeps Neutron router static routes in step with pod IPs on VM ports managed by tcnp-ipam"
+)]
 pub struct Args {
     /// JSON config file; flags and environment override its values.
     #[arg(long, env = "VRC_CONFIG")]
@@ -194,7 +198,9 @@ impl Config {
                 .map_err(|e| ConfigError(format!("cannot read password file {}: {e}", p.display())))?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
-            None => env_password.ok_or_else(|| ConfigError("a password is required (--password-file, OS_PASSWORD_FILE, OS_PASSWORD or openstack.passwordFile)".into()))?,
+            None => env_password.ok_or_else(|| {
+                ConfigError("a password is required (--password-file, OS_PASSWORD_FILE, OS_PASSWORD or openstack.passwordFile)".into())
+            })?,
         };
         let domain = domain_ref(&args.domain.or(os.domain).unwrap_or_else(|| "default".into()));
         let credentials = Credentials {

@@ -42,7 +42,8 @@ async fn answer(mut stream: TcpStream, status: &Mutex<Status>, liveness: Duratio
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
-    let resp = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let resp =
+        format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     stream.write_all(resp.as_bytes()).await?;
     stream.shutdown().await
 }

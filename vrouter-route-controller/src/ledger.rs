@@ -127,7 +127,14 @@ mod tests {
 
     #[test]
     fn foreign_and_malformed_tags_are_not_ours() {
-        for t in ["owner=ops", "vrouter-route:", "vrouter-route:10.0.0.1_33@10.0.0.2", "vrouter-route:x_32@10.0.0.2", "vrouter-route:10.0.0.1_32", "vrouter-route:10.0.0.1_32@10.0.0.2+junk"] {
+        for t in [
+            "owner=ops",
+            "vrouter-route:",
+            "vrouter-route:10.0.0.1_33@10.0.0.2",
+            "vrouter-route:x_32@10.0.0.2",
+            "vrouter-route:10.0.0.1_32",
+            "vrouter-route:10.0.0.1_32@10.0.0.2+junk",
+        ] {
             assert_eq!(parse(t), None, "{t}");
         }
         let tags = vec!["team=net".to_string(), "vrouter-route:10.0.0.5_32@10.0.0.2".to_string()];

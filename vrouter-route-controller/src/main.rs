@@ -9,10 +9,10 @@ use openstack::{Neutron, Session};
 use vrouter_route_controller::cloud::CloudError;
 use vrouter_route_controller::config::{Args, Config};
 use vrouter_route_controller::daemon::{self, Timing};
+use vrouter_route_controller::http;
 use vrouter_route_controller::neutron::NeutronCloud;
 use vrouter_route_controller::reconcile::Reconciler;
 use vrouter_route_controller::status::Status;
-use vrouter_route_controller::http;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -104,7 +104,12 @@ async fn run(config: Config) -> ExitCode {
         };
     }
 
-    let timing = Timing { poll: config.poll_interval, resync: config.resync_interval, min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60) };
+    let timing = Timing {
+        poll: config.poll_interval,
+        resync: config.resync_interval,
+        min_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(60),
+    };
     let result = daemon::run(&cloud, rec, status, timing).await;
     if let Some(server) = server {
         server.abort();

@@ -149,10 +149,7 @@ impl Cloud for NeutronCloud {
 }
 
 fn to_wire(routes: &[Route]) -> Vec<openstack::Route> {
-    routes
-        .iter()
-        .map(|r| openstack::Route { destination: IpNet::V4(r.destination), nexthop: IpAddr::V4(r.nexthop) })
-        .collect()
+    routes.iter().map(|r| openstack::Route { destination: IpNet::V4(r.destination), nexthop: IpAddr::V4(r.nexthop) }).collect()
 }
 
 fn v4_route(r: &openstack::Route) -> Option<Route> {
@@ -181,10 +178,17 @@ mod tests {
     #[test]
     fn both_limit_errors_are_route_limits() {
         for (status, kind) in [(409, "OverQuota"), (400, "RoutesExhausted")] {
-            let e = Error::Api { service: Service::Neutron, endpoint: "PUT /routers/x/add_extraroutes".into(), status, kind: kind.into(), message: "m".into() };
+            let e = Error::Api {
+                service: Service::Neutron,
+                endpoint: "PUT /routers/x/add_extraroutes".into(),
+                status,
+                kind: kind.into(),
+                message: "m".into(),
+            };
             assert!(matches!(classify(e), CloudError::RouteLimit(_)), "{kind}");
         }
-        let e = Error::Api { service: Service::Neutron, endpoint: "e".into(), status: 400, kind: "InvalidRoutes".into(), message: "m".into() };
+        let e =
+            Error::Api { service: Service::Neutron, endpoint: "e".into(), status: 400, kind: "InvalidRoutes".into(), message: "m".into() };
         assert!(matches!(classify(e), CloudError::Failed(_)));
         let e = Error::Unreachable { service: Service::Neutron, endpoint: "e".into(), reason: "refused".into() };
         assert!(matches!(classify(e), CloudError::Unavailable(_)));

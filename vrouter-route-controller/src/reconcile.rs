@@ -81,7 +81,8 @@ impl Reconciler {
         let snapshot = cloud.snapshot().await?;
         let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
         for router in &snapshot.routers {
-            let desired = if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
+            let desired =
+                if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
             report.routers.push(self.router(cloud, router, &desired).await?);
         }
         Ok(report)
@@ -304,7 +305,16 @@ mod tests {
     impl FakeNeutron {
         fn new(ports: Vec<VmPort>, quota: usize) -> Self {
             let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
-            Self { router: RefCell::new(router), ports, quota, writes: RefCell::new(0), ops: RefCell::new(vec![]), fail_reads: false, known_quota: false, tag_limit: 50 }
+            Self {
+                router: RefCell::new(router),
+                ports,
+                quota,
+                writes: RefCell::new(0),
+                ops: RefCell::new(vec![]),
+                fail_reads: false,
+                known_quota: false,
+                tag_limit: 50,
+            }
         }
     }
 
@@ -358,7 +368,11 @@ mod tests {
     }
 
     fn vm(n: u8, pods: impl IntoIterator<Item = u8>) -> VmPort {
-        VmPort { port_id: format!("p{n}"), primary: Ipv4Addr::new(10, 0, 0, n), pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect() }
+        VmPort {
+            port_id: format!("p{n}"),
+            primary: Ipv4Addr::new(10, 0, 0, n),
+            pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect(),
+        }
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -408,7 +422,8 @@ mod tests {
         cloud.tag_limit = 1;
         let mut rec = Reconciler::new(host_routes());
         let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
-        let first_tag = ledger::pack(&(20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect::<Vec<_>>())[0].1;
+        let first_tag =
+            ledger::pack(&(20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect::<Vec<_>>())[0].1;
         assert!(first_tag < 20);
         assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (first_tag, 20 - first_tag, 1, Some(first_tag)));
         assert_eq!(cloud.router.borrow().routes.len(), first_tag, "no route without its ledger tag");

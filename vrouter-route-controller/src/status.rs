@@ -123,7 +123,11 @@ impl Status {
         };
         gauge("vrouter_routes_desired", "Routes the router should carry.", per(&|r| Some(r.desired)));
         gauge("vrouter_routes_applied", "Desired routes present on the router.", per(&|r| Some(r.applied)));
-        gauge("vrouter_routes_refused", "Desired routes left out because the router's route limit is reached.", per(&|r| Some(r.refused.len())));
+        gauge(
+            "vrouter_routes_refused",
+            "Desired routes left out because the router's route limit is reached.",
+            per(&|r| Some(r.refused.len())),
+        );
         gauge("vrouter_route_limit", "Routes the router accepts (quota or learned from a refusal).", per(&|r| r.limit));
         gauge("vrouter_ready", "1 when the last reconcile succeeded.", vec![(String::new(), f64::from(u8::from(self.ready().is_ok())))]);
         gauge(
@@ -146,7 +150,11 @@ impl Status {
         for kind in ["unavailable", "route_limit", "failed"] {
             let _ = writeln!(m, "vrouter_neutron_errors_total{{kind=\"{kind}\"}} {}", self.neutron_errors.get(kind).copied().unwrap_or(0));
         }
-        let _ = writeln!(m, "# HELP vrouter_routes_added_total Routes added.\n# TYPE vrouter_routes_added_total counter\nvrouter_routes_added_total {}", self.routes_added);
+        let _ = writeln!(
+            m,
+            "# HELP vrouter_routes_added_total Routes added.\n# TYPE vrouter_routes_added_total counter\nvrouter_routes_added_total {}",
+            self.routes_added
+        );
         let _ = writeln!(m, "# HELP vrouter_routes_removed_total Routes removed.\n# TYPE vrouter_routes_removed_total counter\nvrouter_routes_removed_total {}", self.routes_removed);
         m
     }
@@ -166,7 +174,16 @@ mod tests {
         let mut s = Status::default();
         assert!(s.ready().is_err());
         let refused = vec![Route::host("10.0.0.9".parse().unwrap(), "10.0.0.2".parse().unwrap())];
-        let r = RouterReport { router: "r1".into(), desired: 31, applied: 30, refused, limit: Some(30), added: 30, removed: 0, limit_errors: 1 };
+        let r = RouterReport {
+            router: "r1".into(),
+            desired: 31,
+            applied: 30,
+            refused,
+            limit: Some(30),
+            added: 30,
+            removed: 0,
+            limit_errors: 1,
+        };
         s.success(&Report { routers: vec![r], router_ids: vec!["r1".into()] }, Duration::from_millis(250));
         assert!(s.ready().is_ok());
         let m = s.metrics();

@@ -98,9 +98,7 @@ fn cargo_program() -> PathBuf {
 }
 
 fn has_bpf_linker() -> bool {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("bpf-linker").is_file()))
-        .unwrap_or(false);
+    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("bpf-linker").is_file())).unwrap_or(false);
     on_path || std::env::var_os("HOME").is_some_and(|h| PathBuf::from(h).join(".cargo/bin/bpf-linker").is_file())
 }
 
@@ -112,9 +110,17 @@ fn scrub_outer_cargo_env(cmd: &mut Command) {
         let leaks = (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE")
             || matches!(
                 key,
-                "CARGO" | "RUSTC" | "RUSTDOC" | "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER" | "RUSTC_BOOTSTRAP" | "RUSTUP_TOOLCHAIN"
-                    | "RUST_RECURSION_COUNT" | "VETH_ROUTE_EBPF_OBJ"
+                "CARGO"
+                    | "RUSTC"
+                    | "RUSTDOC"
+                    | "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "RUSTC_BOOTSTRAP"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "RUST_RECURSION_COUNT"
+                    | "VETH_ROUTE_EBPF_OBJ"
             );
         if leaks {
             cmd.env_remove(key);

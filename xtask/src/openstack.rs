@@ -65,9 +65,7 @@ pub fn install_venv() -> Result<()> {
         std::fs::create_dir_all(cache_dir())?;
         run(Command::new(python()).args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(&pip)
-        .args(["install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(constraints()))
+    run(Command::new(&pip).args(["install", "-q", "--disable-pip-version-check", "-r"]).arg(constraints()))
 }
 
 fn stack_tool(action: &str) -> Result<()> {

@@ -72,9 +72,7 @@ fn bpf_linker() -> Result<()> {
 
 /// Pins live on bpffs; mount it where the kernel expects it when nobody has.
 fn mount_bpffs() -> Result<()> {
-    let mounted = std::fs::read_to_string("/proc/mounts")?
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
+    let mounted = std::fs::read_to_string("/proc/mounts")?.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
     if !mounted {
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }

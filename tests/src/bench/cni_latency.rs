@@ -2,9 +2,9 @@
 //! `ptp`, all with the same `host-local` IPAM on the same simulated VM, runs interleaved so
 //! that drift on the machine hits every plugin alike.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -105,6 +105,9 @@ fn timed(vm: &Vm, bin: &Path, command: &str, att: &cni_runner::Attachment, conf:
         child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write config");
         let out = child.wait_with_output().expect("wait for plugin");
         let took = start.elapsed();
-        (took, (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+        (
+            took,
+            (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))),
+        )
     })
 }

@@ -212,7 +212,8 @@ impl Drop for Server {
 fn sockperf(client: &NetNs, server: &NetNs, ip: Ipv4Addr, seconds: u32) -> f64 {
     let ip = ip.to_string();
     let _srv = Server::start(server, 11111, &["sockperf", "sr", "--tcp", "-i", &ip, "-p", "11111"]);
-    let out = client.command("sockperf").args(["pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &seconds.to_string()]).output().expect("sockperf");
+    let out =
+        client.command("sockperf").args(["pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &seconds.to_string()]).output().expect("sockperf");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.lines()
         .find(|l| l.contains("percentile 50.000"))
@@ -253,7 +254,14 @@ fn render(rows: &[Row], seconds: u32) -> String {
         for t in [Topology::PodToPod, Topology::RemoteToPod] {
             if let (Some(d), Some(f), Some(k)) = (direct, find(loaded, t, Variant::FastPath), find(loaded, t, Variant::KernelPath)) {
                 let host = if loaded { "loaded" } else { "idle" };
-                let _ = writeln!(s, "| {host} | {} | {:.3} | {:.3} | {:.2} |", t.label(), f.latency_us / d.latency_us, f.gbps / d.gbps, f.tps() / k.tps());
+                let _ = writeln!(
+                    s,
+                    "| {host} | {} | {:.3} | {:.3} | {:.2} |",
+                    t.label(),
+                    f.latency_us / d.latency_us,
+                    f.gbps / d.gbps,
+                    f.tps() / k.tps()
+                );
             }
         }
     }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::openstack::{ipam_binary, Stack, StackOptions, StackVm};
 use crate::bench::{ms, percentile, Section};
 use crate::cni_runner::{self, Attachment, REFERENCE_PLUGINS};
 use crate::netns::{unique, TempDir};
+use crate::openstack::{ipam_binary, Stack, StackOptions, StackVm};
 
 struct Mode {
     name: &'static str,
@@ -76,8 +76,16 @@ fn measure(runs: usize) -> Result<String, Box<dyn std::error::Error + Send + Syn
                           "ranges": [[{ "subnet": "10.99.0.0/16" }]] }),
         },
         Mode { name: "tcnp-ipam", bin: ipam_binary().to_path_buf(), ipam: tcnp("plain", json!({})) },
-        Mode { name: "tcnp-ipam, pool min 4 max 16", bin: ipam_binary().to_path_buf(), ipam: tcnp("pool", json!({ "pool": { "min": 4, "max": 16 } })) },
-        Mode { name: "tcnp-ipam, nodeBlocks /28", bin: ipam_binary().to_path_buf(), ipam: tcnp("blocks", json!({ "nodeBlocks": { "prefixLength": 28 } })) },
+        Mode {
+            name: "tcnp-ipam, pool min 4 max 16",
+            bin: ipam_binary().to_path_buf(),
+            ipam: tcnp("pool", json!({ "pool": { "min": 4, "max": 16 } })),
+        },
+        Mode {
+            name: "tcnp-ipam, nodeBlocks /28",
+            bin: ipam_binary().to_path_buf(),
+            ipam: tcnp("blocks", json!({ "nodeBlocks": { "prefixLength": 28 } })),
+        },
     ];
 
     let mut table = String::from(

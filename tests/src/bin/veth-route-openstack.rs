@@ -48,7 +48,13 @@ fn main() -> ExitCode {
                 let e = stack.env();
                 eprintln!(
                     "Keystone {} and Neutron {} up; network {} subnet {} ({}), router {}; logs in {}",
-                    e.auth_url, e.neutron_url, e.network_id, e.subnet_id, e.cidr, e.router_id, dir.display()
+                    e.auth_url,
+                    e.neutron_url,
+                    e.network_id,
+                    e.subnet_id,
+                    e.cidr,
+                    e.router_id,
+                    dir.display()
                 );
                 print_env(&stack);
             }

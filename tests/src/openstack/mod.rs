@@ -98,12 +98,7 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self {
-            token_expiration: 3600,
-            cidr: "10.10.10.0/24".parse().expect("valid CIDR"),
-            detached: false,
-            dir: None,
-        }
+        Self { token_expiration: 3600, cidr: "10.10.10.0/24".parse().expect("valid CIDR"), detached: false, dir: None }
     }
 }
 
@@ -304,11 +299,9 @@ where
     F::Output: Send,
 {
     std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(fut)
-        })
-        .join()
-        .expect("block_on thread panicked")
+        s.spawn(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(fut))
+            .join()
+            .expect("block_on thread panicked")
     })
 }
 
@@ -317,4 +310,3 @@ fn url_port(url: &str) -> Result<u16, HarnessError> {
     let port = authority.rsplit(':').next().ok_or("URL has no port")?;
     Ok(port.parse()?)
 }
-

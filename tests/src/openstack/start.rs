@@ -56,7 +56,12 @@ impl Stack {
         }
     }
 
-    fn provision(opts: &StackOptions, venv: &Path, dir: &Path, mut reaper: Option<&mut process::Reaper>) -> Result<(StackEnv, Vec<(i32, Child)>), HarnessError> {
+    fn provision(
+        opts: &StackOptions,
+        venv: &Path,
+        dir: &Path,
+        mut reaper: Option<&mut process::Reaper>,
+    ) -> Result<(StackEnv, Vec<(i32, Child)>), HarnessError> {
         let bin = venv.join("bin");
         let admin_password = random_hex(16)?;
         let neutron_password = random_hex(16)?;
@@ -101,11 +106,7 @@ impl Stack {
         fs::DirBuilder::new().mode(0o700).create(dir.join("locks"))?;
         write_private(&nt_dir.join("neutron.conf"), config::neutron_conf(dir, venv, &auth_url, &neutron_password).as_bytes())?;
         let db_url = format!("sqlite:///{}/neutron.db", dir.display());
-        run_step(
-            "neutron schema",
-            Command::new(bin.join("python")).arg("-c").arg(config::NEUTRON_SCHEMA_PY).arg(&db_url),
-            &setup_log,
-        )?;
+        run_step("neutron schema", Command::new(bin.join("python")).arg("-c").arg(config::NEUTRON_SCHEMA_PY).arg(&db_url), &setup_log)?;
 
         // Serve both; Neutron loads slowly (10-20 s), so it starts while Keystone does.
         let uwsgi = |port: u16, module: &str, threads: &str| {
@@ -116,7 +117,8 @@ impl Stack {
             c.args(["--http-socket", &format!("127.0.0.1:{port}"), "--add-header", "Connection: close"])
                 .args(["--module", module])
                 .args(["--master", "--processes", "1", "--threads", threads, "--die-on-term", "--need-app"])
-                .args(["--home"]).arg(venv);
+                .args(["--home"])
+                .arg(venv);
             c
         };
         let mut ks_cmd = uwsgi(ks_port, "keystone.wsgi.api:application", "2");
@@ -173,12 +175,7 @@ impl Stack {
         let out = prov.wait_with_output()?;
         if !out.status.success() {
             stop_both((keystone_pgid, &mut keystone), (neutron_pgid, &mut neutron));
-            return Err(format!(
-                "provisioning failed:\n{}\n-- neutron log:\n{}",
-                process::tail(&setup_log),
-                process::tail(&nt_log)
-            )
-            .into());
+            return Err(format!("provisioning failed:\n{}\n-- neutron log:\n{}", process::tail(&setup_log), process::tail(&nt_log)).into());
         }
         let ids: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let id = |k: &str| ids[k].as_str().map(str::to_string).ok_or_else(|| format!("provision output lacks {k}"));

@@ -163,7 +163,11 @@ pub fn lookup(routes: &BTreeSet<(Ipv4Net, Ipv4Addr)>, ip: Ipv4Addr) -> Option<Ip
 /// `--once` output: the status JSON on stdout.
 pub fn status_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("controller output is not JSON ({e}); stdout: {} stderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "controller output is not JSON ({e}); stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 

@@ -158,8 +158,7 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let c = maps.counters()?;
     let obj = |c: Option<&Counters>| {
         let c = c.copied().unwrap_or_default();
-        let mut m: serde_json::Map<String, serde_json::Value> =
-            c.fields().iter().map(|(k, v)| ((*k).to_string(), (*v).into())).collect();
+        let mut m: serde_json::Map<String, serde_json::Value> = c.fields().iter().map(|(k, v)| ((*k).to_string(), (*v).into())).collect();
         m.insert("passed".into(), c.passed().into());
         serde_json::Value::Object(m)
     };

@@ -7,10 +7,8 @@
 use aya_obj::btf::{Btf, BtfKind};
 use veth_route_common::kfunc::{call_insn, CT_LOOKUP_PLACEHOLDER, CT_RELEASE_PLACEHOLDER};
 
-
 /// The kfuncs the programs call, by placeholder.
-const KFUNCS: [(&str, i32); 2] =
-    [("bpf_skb_ct_lookup", CT_LOOKUP_PLACEHOLDER), ("bpf_ct_release", CT_RELEASE_PLACEHOLDER)];
+const KFUNCS: [(&str, i32); 2] = [("bpf_skb_ct_lookup", CT_LOOKUP_PLACEHOLDER), ("bpf_ct_release", CT_RELEASE_PLACEHOLDER)];
 
 /// `mov r0, 0`: what a kfunc call becomes when conntrack cannot be consulted. The lookup
 /// then "fails", which the programs treat as NATed (kernel path) — never as safe to redirect.
@@ -48,9 +46,9 @@ fn resolve() -> Result<[u32; 2], String> {
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF (/sys/kernel/btf/vmlinux) unreadable: {e}"))?;
     let mut ids = [0u32; 2];
     for (slot, (name, _)) in ids.iter_mut().zip(KFUNCS) {
-        *slot = btf.id_by_type_name_kind(name, BtfKind::Func).map_err(|_| {
-            format!("kfunc {name} not in vmlinux BTF (nf_conntrack missing or built as a module)")
-        })?;
+        *slot = btf
+            .id_by_type_name_kind(name, BtfKind::Func)
+            .map_err(|_| format!("kfunc {name} not in vmlinux BTF (nf_conntrack missing or built as a module)"))?;
     }
     Ok(ids)
 }

@@ -71,14 +71,12 @@ pub fn pinned_program(layout: &PinLayout, name: &str) -> Option<PathBuf> {
 
 /// The pinned programs of build `id`, if a complete set (programs and maps) is pinned.
 fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError> {
-    let complete = [FROM_POD, FROM_UPLINK].iter().all(|p| layout.program(id, p).exists())
-        && MAPS.iter().all(|m| layout.map(m).exists());
+    let complete = [FROM_POD, FROM_UPLINK].iter().all(|p| layout.program(id, p).exists()) && MAPS.iter().all(|m| layout.map(m).exists());
     if !complete {
         return Ok(None);
     }
     let open = |name: &str| {
-        SchedClassifier::from_pin(layout.program(id, name))
-            .map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {e}")))
+        SchedClassifier::from_pin(layout.program(id, name)).map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {e}")))
     };
     Ok(Some(Programs { from_pod: open(FROM_POD)?, from_uplink: open(FROM_UPLINK)? }))
 }
@@ -117,8 +115,7 @@ fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(
             .try_into()
             .map_err(|e| DatapathError::Other(format!("program {name}: {e}")))?;
         prog.load().map_err(|e| DatapathError::Unavailable(format!("verifier rejected {name}: {}", error_chain(&e))))?;
-        prog.pin(layout.program(id, name))
-            .map_err(|e| DatapathError::Other(format!("pinning program {name}: {e}")))?;
+        prog.pin(layout.program(id, name)).map_err(|e| DatapathError::Other(format!("pinning program {name}: {e}")))?;
     }
     log::info!("loaded eBPF fast path programs (build {id}) and pinned them under {}", layout.root().display());
     Ok(())
@@ -141,7 +138,8 @@ fn relink(prog: &mut SchedClassifier, pin: &std::path::Path) -> Result<(), Strin
     let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
     let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
     let id = prog.attach_to_link(link).map_err(|e| error_chain(&e))?;
-    let link: FdLink = prog.take_link(id).map_err(|e| e.to_string())?.try_into().map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+    let link: FdLink =
+        prog.take_link(id).map_err(|e| e.to_string())?.try_into().map_err(|e: aya::programs::links::LinkError| e.to_string())?;
     // The fd keeps the link alive between unpinning and pinning it again.
     unpin(pin).map_err(|e| e.to_string())?;
     link.pin(pin).map_err(|e| e.to_string())?;

@@ -3,9 +3,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use veth_route_common::{
-    map_names, Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS,
-};
+use veth_route_common::{map_names, Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS};
 
 use super::pins::PinLayout;
 use super::DatapathError;
@@ -20,8 +18,7 @@ pub struct PinnedMaps {
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map, DatapathError> {
     let path = layout.map(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| DatapathError::Other(format!("opening pinned map {}: {e}", path.display())))?;
+    let data = MapData::from_pin(&path).map_err(|e| DatapathError::Other(format!("opening pinned map {}: {e}", path.display())))?;
     Map::from_map_data(data).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
 }
 

@@ -243,8 +243,8 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
-    let prog = aya::programs::SchedClassifier::from_pin(&prog_pin)
-        .map_err(|e| DatapathError::Other(format!("opening pinned program: {e}")))?;
+    let prog =
+        aya::programs::SchedClassifier::from_pin(&prog_pin).map_err(|e| DatapathError::Other(format!("opening pinned program: {e}")))?;
     let mode = AttachMode::detect();
     if !tc::is_attached(&prog, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode)? {
         return Err(DatapathError::Mismatch(format!("{FROM_POD} is not attached to tc ingress of {}", ep.host_ifname)));

@@ -91,8 +91,7 @@ impl PinLayout {
             return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
         }
         for dir in [self.pod_links(), self.uplink_links()] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         }
         Ok(())
     }
@@ -102,8 +101,7 @@ impl PinLayout {
     /// bpffs holds no regular files, but directories can be flocked; every plugin process on
     /// the host serialises loading, pinning and map updates on it.
     pub fn lock(&self) -> Result<PinLock, DatapathError> {
-        let dir = File::open(&self.root)
-            .map_err(|e| DatapathError::Other(format!("opening {}: {e}", self.root.display())))?;
+        let dir = File::open(&self.root).map_err(|e| DatapathError::Other(format!("opening {}: {e}", self.root.display())))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
             let e = io::Error::last_os_error();

@@ -47,9 +47,7 @@ pub fn attach(prog: &mut SchedClassifier, prog_name: &str, ifname: &str, pin: &P
         AttachMode::Tcx => {
             // Dropping the old pin releases the old link (detaching it) before we add ours.
             unpin(pin)?;
-            let id = prog
-                .attach_with_options(ifname, ATTACH, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                .map_err(fail)?;
+            let id = prog.attach_with_options(ifname, ATTACH, TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
             let link = FdLink::try_from(link).map_err(|e| DatapathError::Other(format!("link of {ifname}: {e}")))?;
             link.pin(pin).map_err(|e| DatapathError::Other(format!("pinning link {}: {e}", pin.display())))?;
@@ -61,9 +59,7 @@ pub fn attach(prog: &mut SchedClassifier, prog_name: &str, ifname: &str, pin: &P
                 Err(e) => return Err(DatapathError::Other(format!("adding clsact to {ifname}: {e}"))),
             }
             detach_netlink(ifname, prog_name)?;
-            let id = prog
-                .attach_with_options(ifname, ATTACH, TcAttachOptions::Netlink(NlOptions::default()))
-                .map_err(fail)?;
+            let id = prog.attach_with_options(ifname, ATTACH, TcAttachOptions::Netlink(NlOptions::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
             // The filter lives in the kernel; dropping the link would delete it.
             std::mem::forget(link);

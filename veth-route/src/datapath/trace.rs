@@ -35,9 +35,7 @@ pub fn follow(layout: &PinLayout) -> Result<(), DatapathError> {
     let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();
     let mut logger = EbpfLogger::init_from_id_with_logger(id, StdoutLog)
         .map_err(|e| DatapathError::Other(format!("attaching to the programs' log buffer: {e}")))?;
-    eprintln!(
-        "following eBPF program logs (records appear only if the programs were loaded with VETH_ROUTE_BPF_LOG set)"
-    );
+    eprintln!("following eBPF program logs (records appear only if the programs were loaded with VETH_ROUTE_BPF_LOG set)");
     loop {
         let mut pfd = libc::pollfd { fd: logger.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: poll on one valid fd.
