@@ -29,6 +29,9 @@ pub fn run(runs: usize) -> Section {
         let mut c = vm.network("1.0.0");
         c["fastPath"] = json!(fast_path);
         c["logLevel"] = json!("warn");
+        // A pin directory per mode, as on two nodes: a node running with the fast path off
+        // has no maps for its DELs to clean.
+        c["bpfPinDir"] = json!(vm.pin_dir.join(fast_path));
         c
     };
     let mut candidates = vec![
