@@ -160,7 +160,12 @@ fn demo() -> DemoResult {
     }
     let left = sync_router(&stack, &vm)?;
     println!("router routes now: {left:?}");
-    show("vm", "ip route", &vm.ns.ip("route"));
+    let routes = vm.ns.ip("route");
+    show("vm", "ip route", &routes);
+    let veths = vm.ns.ip("-o link show type veth");
+    if routes.contains("dev veth") || veths.lines().count() != 1 {
+        return Err(format!("pod links or routes left on the VM:\n{veths}{routes}").into());
+    }
     block_on(neutron.delete_port(&port.id))?;
     Ok(())
 }
