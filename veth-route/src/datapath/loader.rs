@@ -6,12 +6,12 @@
 //! (`bpf_link_update`) and unpins the old ones. Maps are shared across builds (their
 //! layout is versioned by the `v1` directory).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::SchedClassifierLink;
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::{ProgramInfo, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use veth_route_common::map_names;
 
@@ -75,10 +75,20 @@ fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError
     if !complete {
         return Ok(None);
     }
-    let open = |name: &str| {
-        SchedClassifier::from_pin(layout.program(id, name)).map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {e}")))
-    };
-    Ok(Some(Programs { from_pod: open(FROM_POD)?, from_uplink: open(FROM_UPLINK)? }))
+    Ok(Some(Programs {
+        from_pod: open_pinned(&layout.program(id, FROM_POD), FROM_POD)?,
+        from_uplink: open_pinned(&layout.program(id, FROM_UPLINK), FROM_UPLINK)?,
+    }))
+}
+
+/// Open the program pinned at `pin` as `name`.
+///
+/// Not `SchedClassifier::from_pin`: it reads the name through aya's kernel feature probe,
+/// which loads a dozen throwaway programs and maps (milliseconds on every ADD).
+pub fn open_pinned(pin: &Path, name: &'static str) -> Result<SchedClassifier, DatapathError> {
+    ProgramInfo::from_pin(pin)
+        .and_then(|info| SchedClassifier::from_program_info(info, name.into()))
+        .map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {}", error_chain(&e))))
 }
 
 /// Verify and load both programs; maps are pinned by aya (and reused if already pinned),
@@ -134,7 +144,7 @@ fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
     }
 }
 
-fn relink(prog: &mut SchedClassifier, pin: &std::path::Path) -> Result<(), String> {
+fn relink(prog: &mut SchedClassifier, pin: &Path) -> Result<(), String> {
     let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
     let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
     let id = prog.attach_to_link(link).map_err(|e| error_chain(&e))?;
