@@ -146,6 +146,27 @@ fn fast_path_required_fails_add_cleanly_without_usable_ebpf() {
 }
 
 #[test]
+fn add_failing_after_the_early_attach_leaves_no_pin_entry_or_interface() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "auto");
+    let links_before = vm.ns.ip("-o link show");
+    // The veth and its from_pod attachment exist before IPAM runs; a missing IPAM plugin
+    // fails the ADD after both.
+    vm.conf["ipam"]["type"] = json!("no-such-ipam");
+    if vm.try_add_pod().is_ok() {
+        panic!("ADD with a missing IPAM plugin must fail");
+    }
+    assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
+    assert!(vm.pin_dir.join("v1/links/pod").is_dir(), "the ADD got as far as the datapath");
+    assert_eq!(vm.pod_link_pins(), Vec::<String>::new(), "failed ADD must leave no link pin");
+    assert_eq!(vm.endpoint_ips(), Vec::<std::net::Ipv4Addr>::new());
+    let out =
+        std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(vm.pin_dir.join("v1/sources")).output().unwrap();
+    let sources: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool prints JSON");
+    assert_eq!(sources.as_array().map(Vec::len), Some(0), "failed ADD must leave no anti-spoof entry: {sources}");
+}
+
+#[test]
 fn netlink_attach_fallback_redirects_and_cleans_up() {
     let router = Router::new();
     let mut vm = Vm::new(&router, 1, "auto");

@@ -1,5 +1,6 @@
-//! ADD: IPAM, veth pair, host side, pod side, masquerade, datapath; on any failure
-//! everything done so far is undone in reverse order.
+//! ADD: veth pair, datapath attach (in the background), IPAM, host side, pod side,
+//! masquerade, datapath endpoint; on any failure everything done so far is undone in
+//! reverse order.
 
 use std::net::Ipv4Addr;
 
@@ -46,7 +47,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         .into());
     }
 
-    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, proxy_neigh: None, masq_chain: None, datapath: None };
+    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, proxy_neigh: None, masq_chain: None, datapath: false };
     let outcome = setup(&conf, req, &pod_ns, &mut undo);
     if let Err(e) = &outcome {
         log::warn!("ADD {} failed, rolling back: {e}", inv.container_id);
@@ -57,15 +58,20 @@ pub fn add(req: &Request) -> Result<CniResult> {
 
 fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<CniResult> {
     let inv = &req.inv;
-    let ipam = addresses(conf, req, undo)?;
-    let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
-    let gw = conf.plugin.gateway;
     let host_name = names::host_veth(&inv.container_id, &inv.ifname);
     let tag = names::tag(&conf.name, &inv.container_id, &inv.ifname);
     let (name, tag_ref) = (host_name.as_str(), tag.as_str());
 
+    // The veth needs no address, so it comes first: the TCX attach waits for an RCU grace
+    // period and runs on a thread while IPAM allocates and the pod is wired.
     with_netlink(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
     undo.host_veth = Some(host_name.clone());
+    undo.datapath = true;
+    let datapath = datapath::attach_early(&conf.plugin.datapath, name);
+
+    let ipam = addresses(conf, req, undo)?;
+    let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
+    let gw = conf.plugin.gateway;
 
     let (host_link, placement) = with_netlink(|h| async move { host::wire(&h, &conf.plugin, name, tag_ref, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
@@ -92,8 +98,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
         host_ifname: host_link.name.clone(),
         host_mac: host_link.mac.unwrap_or_default(),
     };
-    undo.datapath = Some(pod_addr.addr());
-    match datapath::attach(&conf.plugin.datapath, &ep)? {
+    match datapath.finish(&ep)? {
         Attached::Fast => log::info!("fast path attached for {}", pod_addr.addr()),
         Attached::KernelOnly { reason } => log::info!("kernel path only for {}: {reason}", pod_addr.addr()),
     }
@@ -197,7 +202,7 @@ struct Undo<'a> {
     host_veth: Option<String>,
     proxy_neigh: Option<Ipv4Addr>,
     masq_chain: Option<String>,
-    datapath: Option<Ipv4Addr>,
+    datapath: bool,
 }
 
 impl Undo<'_> {
@@ -206,13 +211,14 @@ impl Undo<'_> {
         self.host_veth = None;
         self.proxy_neigh = None;
         self.masq_chain = None;
-        self.datapath = None;
+        self.datapath = false;
     }
 
     fn run(&mut self) {
         let host = names::host_veth(&self.req.inv.container_id, &self.req.inv.ifname);
-        if let Some(ip) = self.datapath.take() {
-            if let Err(e) = datapath::detach(&self.conf.plugin.datapath, Some(ip), &host) {
+        if std::mem::take(&mut self.datapath) {
+            // The endpoint, if inserted, is keyed to the host veth, which still exists here.
+            if let Err(e) = datapath::detach(&self.conf.plugin.datapath, None, &host) {
                 log::error!("rollback: datapath detach: {e}");
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! INTERFACE CONTRACT (used by the plugin; keep these signatures stable):
 //! - `DatapathConfig` is flattened into the plugin's network config.
-//! - `attach` after the pod is fully wired, `detach` on DEL (idempotent), `check` on CHECK,
+//! - `attach` after the pod is fully wired (or `attach_early` once its host veth exists and
+//!   `PendingAttach::finish` after), `detach` on DEL (idempotent), `check` on CHECK,
 //!   `gc` on GC. All run in the host (VM) network namespace of the plugin process.
 
 pub mod cli;
@@ -117,20 +118,73 @@ pub enum DatapathError {
 /// When eBPF cannot be used here the pod keeps the kernel path (one log line), unless
 /// `fastPath` is `required`.
 pub fn attach(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<Attached, DatapathError> {
+    let early = (cfg.fast_path != FastPath::Off).then(|| attach_program(cfg, &ep.host_ifname));
+    PendingAttach { cfg: cfg.clone(), work: None, early }.finish(ep)
+}
+
+/// Start [`attach`] for a pod whose host veth exists but has no address yet: attaching
+/// `from_pod` runs on a thread while the caller allocates and configures, because the TCX
+/// attach waits for an RCU grace period. Until [`PendingAttach::finish`] stores the pod's
+/// address and endpoint, anti-spoof drops every IPv4 packet from the pod.
+///
+/// On failure the caller undoes it with [`detach`], after dropping the `PendingAttach`.
+pub fn attach_early(cfg: &DatapathConfig, host_ifname: &str) -> PendingAttach {
+    let mut pending = PendingAttach { cfg: cfg.clone(), work: None, early: None };
     if cfg.fast_path == FastPath::Off {
-        return Ok(Attached::KernelOnly { reason: "fastPath is off".into() });
+        return pending;
     }
-    match attach_fast(cfg, ep) {
-        Ok(()) => Ok(Attached::Fast),
-        Err(DatapathError::Unavailable(reason)) if cfg.fast_path != FastPath::Required => {
-            log::warn!("eBPF fast path unavailable, pod {} uses kernel routes only: {reason}", ep.pod_ip);
-            Ok(Attached::KernelOnly { reason })
+    let (thread_cfg, ifname) = (cfg.clone(), host_ifname.to_string());
+    match std::thread::Builder::new().name("datapath-attach".into()).spawn(move || attach_program(&thread_cfg, &ifname)) {
+        Ok(handle) => pending.work = Some(handle),
+        Err(_) => pending.early = Some(attach_program(cfg, host_ifname)),
+    }
+    pending
+}
+
+/// A pod attachment begun by [`attach_early`].
+///
+/// Dropping it unfinished waits for the attach thread, so a rollback's [`detach`] never
+/// races it.
+pub struct PendingAttach {
+    cfg: DatapathConfig,
+    work: Option<std::thread::JoinHandle<Result<PinnedMaps, DatapathError>>>,
+    early: Option<Result<PinnedMaps, DatapathError>>,
+}
+
+impl PendingAttach {
+    /// Insert the endpoint of the (now fully configured) pod: from here on the fast path
+    /// delivers to it.
+    pub fn finish(mut self, ep: &PodEndpoint) -> Result<Attached, DatapathError> {
+        let early = match self.work.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Other("attach thread panicked".into()))),
+            None => match self.early.take() {
+                Some(early) => early,
+                None => return Ok(Attached::KernelOnly { reason: "fastPath is off".into() }),
+            },
+        };
+        match early.and_then(|mut maps| insert_endpoint(&self.cfg, &mut maps, ep)) {
+            Ok(()) => Ok(Attached::Fast),
+            Err(DatapathError::Unavailable(reason)) if self.cfg.fast_path != FastPath::Required => {
+                log::warn!("eBPF fast path unavailable, pod {} uses kernel routes only: {reason}", ep.pod_ip);
+                Ok(Attached::KernelOnly { reason })
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     }
 }
 
-fn attach_fast(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError> {
+impl Drop for PendingAttach {
+    fn drop(&mut self) {
+        if let Some(handle) = self.work.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Load (or reuse) the programs, set the mode, attach the uplinks, then put a placeholder
+/// anti-spoof entry (no IPv4 source passes) and attach `from_pod` to the host veth, in that
+/// order, so the check holds from the first packet. Leaves nothing of the pod behind on failure.
+fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps, DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
@@ -140,17 +194,34 @@ fn attach_fast(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathErr
     maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
 
+    let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
     let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
-    maps.put_source(ep.host_ifindex, PodSource { ip: ep.pod_ip.octets(), flags })?;
-    let entry = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
+    let pin = layout.pod_link(host_ifname);
     let attached = maps
-        .put_endpoint(ep.pod_ip, entry)
-        .and_then(|()| tc::attach(&mut progs.from_pod, FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode));
+        .put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags })
+        .and_then(|()| tc::attach(&mut progs.from_pod, FROM_POD, host_ifname, &pin, mode));
     if let Err(e) = attached {
         // Leave nothing behind: the plugin rolls back the veth, we roll back our entries.
+        let _ = maps.remove_source(host_ifindex);
+        let _ = tc::detach(FROM_POD, host_ifname, &pin, mode);
+        return Err(e);
+    }
+    Ok(maps)
+}
+
+/// Store the pod's address for anti-spoof and insert its endpoint (the programs start
+/// redirecting to it); on failure undo [`attach_program`].
+fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint) -> Result<(), DatapathError> {
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    let _lock = layout.lock()?;
+    let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
+    let entry = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
+    let inserted =
+        maps.put_source(ep.host_ifindex, PodSource { ip: ep.pod_ip.octets(), flags }).and_then(|()| maps.put_endpoint(ep.pod_ip, entry));
+    if let Err(e) = inserted {
         let _ = maps.remove_endpoint(ep.pod_ip);
         let _ = maps.remove_source(ep.host_ifindex);
-        let _ = tc::detach(FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode);
+        let _ = tc::detach(FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), AttachMode::detect());
         return Err(e);
     }
     Ok(())
@@ -243,8 +314,7 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
-    let prog =
-        aya::programs::SchedClassifier::from_pin(&prog_pin).map_err(|e| DatapathError::Other(format!("opening pinned program: {e}")))?;
+    let prog = loader::open_pinned(&prog_pin, FROM_POD)?;
     let mode = AttachMode::detect();
     if !tc::is_attached(&prog, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode)? {
         return Err(DatapathError::Mismatch(format!("{FROM_POD} is not attached to tc ingress of {}", ep.host_ifname)));
