@@ -11,10 +11,7 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
     // The demo execs these from the target dir, as a runtime and an operator would.
     workspace_binary("tcnp-ipam", "TCNP_IPAM_BIN");
     workspace_binary("vrouter-route-controller", "VRC_BIN");
-    let out = Command::new(env!("CARGO_BIN_EXE_veth-route-demo"))
-        .env("VETH_ROUTE_BIN", plugin_binary())
-        .output()
-        .expect("run the demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_veth-route-demo")).env("VETH_ROUTE_BIN", plugin_binary()).output().expect("run the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [
