@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -36,7 +36,7 @@ impl Status {
             self.count_error("route_limit");
         }
         self.routers = report.routers.clone();
-        self.last_success_unix = Some(unix_now());
+        self.last_success_unix = Some(openstack::time::now_unix());
         self.last_error = None;
     }
 
@@ -158,10 +158,6 @@ impl Status {
         let _ = writeln!(m, "# HELP vrouter_routes_removed_total Routes removed.\n# TYPE vrouter_routes_removed_total counter\nvrouter_routes_removed_total {}", self.routes_removed);
         m
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,8 +15,7 @@ fn run_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VETH_ROUTE_OS_RUN_DIR") {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("VETH_ROUTE_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/veth-route".into());
-    cache.join("openstack-run")
+    testbed::openstack::cache_dir().join("openstack-run")
 }
 
 fn print_env(stack: &Stack) {

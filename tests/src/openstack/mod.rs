@@ -112,10 +112,14 @@ pub struct Stack {
     session: OnceLock<Arc<Session>>,
 }
 
+/// Machine-local cache of the project: `$VETH_ROUTE_CACHE`, default `/var/cache/veth-route`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VETH_ROUTE_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/veth-route".into())
+}
+
 /// The venv with keystone, neutron and uwsgi.
 pub fn venv_dir() -> PathBuf {
-    let cache = std::env::var_os("VETH_ROUTE_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/veth-route".into());
-    cache.join("openstack-venv")
+    cache_dir().join("openstack-venv")
 }
 
 /// The directory with `provision.py` and `constraints.txt`.
