@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cni_runner;
 pub mod fastpath_support;
+pub mod kernel;
 pub mod netns;
 pub mod openstack;
 pub mod probe;
