@@ -158,7 +158,7 @@ impl Vm {
 
     /// Names of the per-pod link pins.
     pub fn pod_link_pins(&self) -> Vec<String> {
-        match std::fs::read_dir(self.pin_dir.join("v1/links/pod")) {
+        match std::fs::read_dir(self.pin_dir.join("v2/links/from_pod")) {
             Ok(d) => d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
             Err(_) => Vec::new(),
         }

@@ -6,9 +6,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Version of the pinned layout; part of the pin path (`<bpfPinDir>/v1/`), bumped whenever a
+/// Version of the pinned layout; part of the pin path (`<bpfPinDir>/v2/`), bumped whenever a
 /// map's key or value changes, because aya reuses pinned maps by name without checking sizes.
-pub const PIN_LAYOUT_VERSION: u32 = 1;
+/// v2: the `flows` map, egress programs, four counter slots.
+pub const PIN_LAYOUT_VERSION: u32 = 2;
 
 /// Pinned map names, shared by the programs' BTF and the userspace pins.
 pub mod map_names {
@@ -20,6 +21,8 @@ pub mod map_names {
     pub const SETTINGS: &str = "settings";
     /// Per-CPU counters, one slot per program (see [`super::CounterSlot`]).
     pub const COUNTERS: &str = "counters";
+    /// Flow 5-tuple -> whether the kernel delivered it untranslated (see [`super::FlowKey`]).
+    pub const FLOWS: &str = "flows";
 }
 
 /// Key of the `endpoints` map: a pod's IPv4 address.
@@ -52,8 +55,50 @@ pub struct PodSource {
     pub flags: u32,
 }
 
-/// Drop IPv4 packets from this pod whose source is not [`PodSource::ip`].
+/// Drop packets from this pod whose source is not [`PodSource::ip`], and IPv6 other than
+/// link-local neighbour discovery and MLD (pods are IPv4-only).
 pub const SOURCE_F_ANTI_SPOOF: u32 = 1;
+
+/// Key of the `flows` map: one direction of a TCP or UDP flow, as the packet carries it.
+///
+/// Bytes in network order; `proto` is the IP protocol number, `pad` is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The other direction of the same flow.
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey { saddr: self.daddr, daddr: self.saddr, sport: self.dport, dport: self.sport, proto: self.proto, pad: [0; 3] }
+    }
+}
+
+/// Value of the `flows` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowState {
+    /// `FLOW_PENDING` or `FLOW_VERIFIED`.
+    pub state: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// An ingress program handed a packet of this direction to the kernel and waits to see it
+/// come out at an egress program unchanged.
+pub const FLOW_PENDING: u32 = 1;
+/// The kernel delivered this flow untranslated (no NAT): both directions may bypass it.
+pub const FLOW_VERIFIED: u32 = 2;
+
+/// Bit of `skb->mark` that `route_out` sets on packets it redirects to an uplink, so the
+/// uplink's egress program can tell them from packets the kernel forwarded (it clears it).
+pub const MARK_REDIRECTED: u32 = 0x0080_0000;
 
 /// Value of the `settings` map (single entry, index 0).
 #[repr(C)]
@@ -65,7 +110,7 @@ pub struct Settings {
     pub reserved: u32,
 }
 
-/// Redirect only flows conntrack does not NAT.
+/// Redirect only flows the kernel was seen to deliver untranslated.
 pub const MODE_AUTO: u32 = 1;
 /// Redirect every endpoint-map hit.
 pub const MODE_ALWAYS: u32 = 2;
@@ -78,23 +123,29 @@ pub enum CounterSlot {
     FromPod = 0,
     /// tc ingress of an uplink (packets arriving from the network).
     FromUplink = 1,
+    /// tc egress of a host veth (packets the kernel delivers to a pod).
+    ToPod = 2,
+    /// tc egress of an uplink (packets leaving the VM).
+    ToUplink = 3,
 }
 
 /// Number of slots in the `counters` map.
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 4;
 
 /// Per-CPU packet counters; `pass_*` went to the kernel path, `drop_*` were dropped.
+/// Ingress programs count verdicts; egress programs count `flows_*` only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Counters {
     /// Redirected straight into a pod with `bpf_redirect_peer`.
     pub redirected: u64,
-    /// `from_pod`, `auto`: reply of a flow whose other direction bypassed the kernel, sent
-    /// out of the VM after a FIB lookup (`bpf_redirect`), so conntrack never sees half a flow.
+    /// `from_pod`: packet of a verified flow sent out of the VM after a FIB lookup.
     pub redirected_out: u64,
-    /// Not IPv4 (ARP, IPv6, VLAN...).
-    pub pass_not_ipv4: u64,
-    /// Truncated or malformed IPv4 header.
+    /// Neither IPv4 nor IPv6 (ARP...).
+    pub pass_not_ip: u64,
+    /// IPv6 the pod may send (link-local neighbour discovery, MLD), or any IPv6 from an uplink.
+    pub pass_ipv6: u64,
+    /// Truncated or malformed IPv4 header (from an uplink; from a pod that is a drop).
     pub pass_malformed: u64,
     /// IPv4 header with options.
     pub pass_ip_options: u64,
@@ -102,75 +153,81 @@ pub struct Counters {
     pub pass_fragment: u64,
     /// TTL <= 1: the kernel sends the ICMP time-exceeded.
     pub pass_ttl: u64,
-    /// Destination is not a pod of this host.
+    /// Destination is neither a pod of this host nor part of a verified flow.
     pub pass_not_local: u64,
-    /// `auto`: conntrack has a NATed connection for the flow.
-    pub pass_nat: u64,
-    /// `auto`: conntrack tracks this TCP connection (the kernel saw it first), so both
-    /// directions stay with the kernel.
-    pub pass_tracked: u64,
-    /// `auto`: first UDP packet of a flow from outside; left to conntrack so the pod's
-    /// replies match it (and are not masqueraded as new flows).
+    /// `auto`: first packet of a flow; the kernel routes it (policy, NAT) and the egress
+    /// programs watch whether it comes out untranslated.
     pub pass_new_flow: u64,
-    /// `auto`: protocol conntrack lookups cannot cover (ICMP...), kernel decides.
+    /// `auto`: a flow the kernel owns (it translated it, or has not delivered it yet).
+    pub pass_kernel_flow: u64,
+    /// `auto`: not TCP or UDP (ICMP...): the kernel decides.
     pub pass_untracked_proto: u64,
-    /// `bpf_redirect_peer` refused the packet.
+    /// The redirect (or its FIB lookup) failed; the kernel routes the packet.
     pub pass_redirect_failed: u64,
-    /// Source address is not the sending pod's.
+    /// IPv4 source is not the sending pod's.
     pub drop_spoofed: u64,
+    /// IPv6 from an IPv4-only pod other than link-local neighbour discovery and MLD.
+    pub drop_ipv6: u64,
+    /// From a pod: a frame whose headers cannot be checked (truncated, not ARP/IPv4/IPv6).
+    pub drop_malformed: u64,
+    /// Egress: a pending flow came out untranslated and became verified (both directions).
+    pub flows_verified: u64,
+    /// Egress: the kernel delivered a verified flow's tuple the fast path did not send
+    /// (the tuple was reused by a translated flow); its state was removed.
+    pub flows_demoted: u64,
 }
 
 impl Counters {
     /// Sum of all `pass_*` counters.
     pub fn passed(&self) -> u64 {
-        self.pass_not_ipv4
+        self.pass_not_ip
+            + self.pass_ipv6
             + self.pass_malformed
             + self.pass_ip_options
             + self.pass_fragment
             + self.pass_ttl
             + self.pass_not_local
-            + self.pass_nat
-            + self.pass_tracked
             + self.pass_new_flow
+            + self.pass_kernel_flow
             + self.pass_untracked_proto
             + self.pass_redirect_failed
     }
 
+    /// Sum of all `drop_*` counters.
+    pub fn dropped(&self) -> u64 {
+        self.drop_spoofed + self.drop_ipv6 + self.drop_malformed
+    }
+
     /// Field-wise sum, used to fold the per-CPU values.
     pub fn add(&mut self, o: &Counters) {
-        self.redirected += o.redirected;
-        self.redirected_out += o.redirected_out;
-        self.pass_not_ipv4 += o.pass_not_ipv4;
-        self.pass_malformed += o.pass_malformed;
-        self.pass_ip_options += o.pass_ip_options;
-        self.pass_fragment += o.pass_fragment;
-        self.pass_ttl += o.pass_ttl;
-        self.pass_not_local += o.pass_not_local;
-        self.pass_nat += o.pass_nat;
-        self.pass_tracked += o.pass_tracked;
-        self.pass_new_flow += o.pass_new_flow;
-        self.pass_untracked_proto += o.pass_untracked_proto;
-        self.pass_redirect_failed += o.pass_redirect_failed;
-        self.drop_spoofed += o.drop_spoofed;
+        let mine: &mut [u64] = bytemuck::cast_slice_mut(core::slice::from_mut(self));
+        let theirs: &[u64] = bytemuck::cast_slice(core::slice::from_ref(o));
+        for (m, t) in mine.iter_mut().zip(theirs) {
+            *m += t;
+        }
     }
 
     /// `(name, value)` pairs in declaration order, for printing.
-    pub fn fields(&self) -> [(&'static str, u64); 14] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("redirected", self.redirected),
             ("redirected_out", self.redirected_out),
-            ("pass_not_ipv4", self.pass_not_ipv4),
+            ("pass_not_ip", self.pass_not_ip),
+            ("pass_ipv6", self.pass_ipv6),
             ("pass_malformed", self.pass_malformed),
             ("pass_ip_options", self.pass_ip_options),
             ("pass_fragment", self.pass_fragment),
             ("pass_ttl", self.pass_ttl),
             ("pass_not_local", self.pass_not_local),
-            ("pass_nat", self.pass_nat),
-            ("pass_tracked", self.pass_tracked),
             ("pass_new_flow", self.pass_new_flow),
+            ("pass_kernel_flow", self.pass_kernel_flow),
             ("pass_untracked_proto", self.pass_untracked_proto),
             ("pass_redirect_failed", self.pass_redirect_failed),
             ("drop_spoofed", self.drop_spoofed),
+            ("drop_ipv6", self.drop_ipv6),
+            ("drop_malformed", self.drop_malformed),
+            ("flows_verified", self.flows_verified),
+            ("flows_demoted", self.flows_demoted),
         ]
     }
 }
@@ -183,24 +240,8 @@ mod user {
     unsafe impl aya::Pod for super::PodSource {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counters {}
-}
-
-/// Placeholders for kfunc calls the loader patches (aya 0.14 cannot relocate kfunc calls).
-///
-/// The programs emit each kfunc call as `BPF_JMP|BPF_CALL` (0x85) with
-/// `src_reg = BPF_PSEUDO_KFUNC_CALL` (regs byte 0x20), `off = 0` and `imm` = the placeholder;
-/// userspace rewrites `imm` to the kfunc's BTF id in `/sys/kernel/btf/vmlinux`.
-pub mod kfunc {
-    /// `bpf_skb_ct_lookup`.
-    pub const CT_LOOKUP_PLACEHOLDER: i32 = 0x7e57_c701;
-    /// `bpf_ct_release`.
-    pub const CT_RELEASE_PLACEHOLDER: i32 = 0x7e57_c702;
-
-    /// The 8 bytes of a placeholder call instruction (little-endian BPF).
-    pub const fn call_insn(placeholder: i32) -> [u8; 8] {
-        let imm = placeholder.to_le_bytes();
-        [0x85, 0x20, 0x00, 0x00, imm[0], imm[1], imm[2], imm[3]]
-    }
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
 }
 
 #[cfg(test)]
@@ -219,11 +260,23 @@ mod tests {
         assert_eq!(c.fields().len(), n, "fields() must list every counter");
         let listed: u64 = c.fields().iter().map(|(_, v)| v).sum();
         assert_eq!(listed, (1u64 << n) - 1, "fields() must list each counter once");
-        assert_eq!(c.passed() + c.redirected + c.redirected_out + c.drop_spoofed, listed, "passed() must sum every pass_*");
+        assert_eq!(
+            c.passed() + c.dropped() + c.redirected + c.redirected_out + c.flows_verified + c.flows_demoted,
+            listed,
+            "passed() and dropped() must sum every pass_* and drop_*"
+        );
         let mut total = Counters::default();
         total.add(&c);
         total.add(&c);
         assert_eq!(total.fields().iter().map(|(_, v)| v).sum::<u64>(), 2 * listed, "add() must fold every counter");
+    }
+
+    #[test]
+    fn reversing_a_flow_twice_is_the_flow() {
+        let k = FlowKey { saddr: [10, 0, 0, 1], daddr: [10, 0, 0, 2], sport: [0x1f, 0x90], dport: [0, 80], proto: 6, pad: [0; 3] };
+        assert_eq!(k.reversed().saddr, k.daddr);
+        assert_eq!(k.reversed().sport, k.dport);
+        assert_eq!(k.reversed().reversed(), k);
     }
 
     #[test]
@@ -232,5 +285,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<PodSource>(), 8);
         assert_eq!(core::mem::size_of::<Settings>(), 8);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16);
+        assert_eq!(core::mem::size_of::<FlowState>(), 8);
+        assert_eq!(core::mem::size_of::<Counters>(), 18 * 8);
     }
 }

@@ -1,34 +1,36 @@
-//! veth-route fast path: tc ingress programs that deliver IPv4 packets straight into the
-//! destination pod with `bpf_redirect_peer`, leaving everything they cannot handle safely
-//! to the kernel's routes (the fallback path).
+//! veth-route fast path: tc programs that deliver IPv4 packets straight into the destination
+//! pod with `bpf_redirect_peer` (or out of the VM), leaving everything they cannot handle
+//! safely to the kernel's routes (the fallback path).
 //!
-//! Each program is a pipeline of small steps: parse -> (anti-spoof) -> forwardable ->
-//! lookup -> conntrack check -> rewrite -> redirect. A step either continues or returns a
+//! - `from_pod` (ingress of each host veth): anti-spoofing, then forwarding.
+//! - `from_uplink` (ingress of each uplink): forwarding to local pods.
+//! - `to_pod` / `to_uplink` (egress of the same): watch what the kernel delivered, to learn
+//!   which flows it does not translate (see `flows`).
+//!
+//! Each ingress program is a pipeline of small steps: parse -> (anti-spoof) -> forwardable
+//! -> lookup -> flow state -> rewrite -> redirect. A step either continues or returns a
 //! [`Verdict`] that is counted and turned into a tc action.
-//!
-//! In `auto` the programs keep every flow either entirely on the kernel path or entirely
-//! off it (see `conntrack`), so conntrack never sees half a flow.
 #![no_std]
 #![no_main]
-#![feature(asm_experimental_arch)]
 
-mod conntrack;
 mod counters;
+mod flows;
 mod maps;
 mod packet;
 mod redirect;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use veth_route_common::{CounterSlot, SOURCE_F_ANTI_SPOOF};
 
-use crate::packet::Ipv4Packet;
+use crate::flows::Known;
+use crate::packet::{Frame, Ipv4Packet, NotForwardable};
 
 /// Outcome of one packet; every outcome has a counter.
 #[derive(Clone, Copy)]
 pub enum Verdict {
     /// Handed to `bpf_redirect_peer` (into a pod).
     Redirected,
-    /// Handed to `bpf_redirect` (out of the VM) after a FIB lookup.
+    /// Handed to `bpf_redirect` / `bpf_redirect_neigh` (out of the VM) after a FIB lookup.
     RedirectedOut,
     /// Kernel path, with the reason.
     Pass(PassReason),
@@ -39,15 +41,15 @@ pub enum Verdict {
 /// Why a packet goes to the kernel path.
 #[derive(Clone, Copy)]
 pub enum PassReason {
-    NotIpv4,
+    NotIp,
+    Ipv6,
     Malformed,
     IpOptions,
     Fragment,
     Ttl,
     NotLocal,
-    Nat,
-    Tracked,
     NewFlow,
+    KernelFlow,
     UntrackedProto,
     RedirectFailed,
 }
@@ -56,44 +58,85 @@ pub enum PassReason {
 #[derive(Clone, Copy)]
 pub enum DropReason {
     Spoofed,
+    Ipv6,
+    Malformed,
+}
+
+impl From<NotForwardable> for PassReason {
+    fn from(n: NotForwardable) -> Self {
+        match n {
+            NotForwardable::Options => PassReason::IpOptions,
+            NotForwardable::Fragment => PassReason::Fragment,
+            NotForwardable::Ttl => PassReason::Ttl,
+        }
+    }
 }
 
 /// tc ingress of a host veth: packets leaving a pod.
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    let verdict = match Ipv4Packet::parse(&ctx) {
-        Ok(pkt) => match check_source(&ctx, &pkt) {
-            Ok(()) => forward(&ctx, &pkt, Ingress::Pod),
-            Err(v) => v,
-        },
-        Err(reason) => Verdict::Pass(reason),
-    };
-    counters::record(CounterSlot::FromPod, verdict)
+    counters::record(CounterSlot::FromPod, from_pod_verdict(&ctx))
 }
 
 /// tc ingress of an uplink: packets arriving from the tenant network.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    let verdict = match Ipv4Packet::parse(&ctx) {
-        Ok(pkt) => forward(&ctx, &pkt, Ingress::Uplink),
-        Err(reason) => Verdict::Pass(reason),
+    let verdict = match packet::parse(&ctx) {
+        Some(Frame::Ipv4(pkt)) => forward(&ctx, &pkt, Ingress::Uplink),
+        Some(Frame::Ipv6(_)) => Verdict::Pass(PassReason::Ipv6),
+        Some(Frame::Arp | Frame::Other) => Verdict::Pass(PassReason::NotIp),
+        None => Verdict::Pass(PassReason::Malformed),
     };
     counters::record(CounterSlot::FromUplink, verdict)
 }
 
-/// Anti-spoofing: the source must be the address the sending pod was given.
+/// tc egress of a host veth: the kernel delivers a packet to a pod (redirected packets
+/// never come through here).
+#[classifier]
+pub fn to_pod(ctx: TcContext) -> i32 {
+    observe(&ctx, CounterSlot::ToPod, false);
+    TC_ACT_UNSPEC
+}
+
+/// tc egress of an uplink: a packet leaves the VM, routed by the kernel or by `route_out`.
+#[classifier]
+pub fn to_uplink(ctx: TcContext) -> i32 {
+    let ours = flows::take_redirected_mark(&ctx);
+    observe(&ctx, CounterSlot::ToUplink, ours);
+    TC_ACT_UNSPEC
+}
+
+/// Anti-spoofing, then forwarding. The source entry is written before `from_pod` is
+/// attached and removed after it is detached, so a missing entry means lost state: the
+/// pod is policed as if `antiSpoof` were on (fail closed).
 #[inline(always)]
-fn check_source(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<(), Verdict> {
+fn from_pod_verdict(ctx: &TcContext) -> Verdict {
     // SAFETY: reading a field of the context the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    let Some(src) = maps::pod_source(ifindex) else {
-        return Ok(());
+    let src = maps::pod_source(ifindex);
+    let policed = match src {
+        Some(s) => s.flags & SOURCE_F_ANTI_SPOOF != 0,
+        None => true,
     };
-    if src.flags & SOURCE_F_ANTI_SPOOF != 0 && pkt.saddr() != src.ip {
-        aya_log_ebpf::debug!(ctx, "drop spoofed source {:i} on ifindex {}", u32::from_be_bytes(pkt.saddr()), ifindex);
-        return Err(Verdict::Drop(DropReason::Spoofed));
+    let Some(frame) = packet::parse(ctx) else {
+        return if policed { Verdict::Drop(DropReason::Malformed) } else { Verdict::Pass(PassReason::Malformed) };
+    };
+    match frame {
+        Frame::Ipv4(pkt) => {
+            if policed && src.map(|s| s.ip) != Some(pkt.saddr()) {
+                aya_log_ebpf::debug!(ctx, "drop spoofed source {:i} on ifindex {}", u32::from_be_bytes(pkt.saddr()), ifindex);
+                return Verdict::Drop(DropReason::Spoofed);
+            }
+            forward(ctx, &pkt, Ingress::Pod)
+        }
+        // Pods are IPv4-only: link-local neighbour discovery and MLD are all they may send.
+        Frame::Ipv6(pkt) if policed && !pkt.is_link_local_control(ctx) => Verdict::Drop(DropReason::Ipv6),
+        Frame::Ipv6(_) => Verdict::Pass(PassReason::Ipv6),
+        Frame::Arp => Verdict::Pass(PassReason::NotIp),
+        // VLAN tags and other EtherTypes would carry headers nothing here checks.
+        Frame::Other if policed => Verdict::Drop(DropReason::Malformed),
+        Frame::Other => Verdict::Pass(PassReason::NotIp),
     }
-    Ok(())
 }
 
 /// Where a packet entered the VM.
@@ -105,26 +148,56 @@ pub enum Ingress {
     Uplink,
 }
 
-/// Route one IPv4 packet: redirect into a local pod, send the reply of a bypassed flow out,
-/// or leave it to the kernel.
+/// Route one IPv4 packet: redirect into a local pod or out of the VM when its flow is
+/// verified (`auto`) or its destination is a pod (`always`); else the kernel's.
 #[inline(always)]
 fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
-    if let Err(reason) = pkt.forwardable() {
-        return Verdict::Pass(reason);
+    if let Err(n) = pkt.forwardable() {
+        return Verdict::Pass(n.into());
     }
-    let auto = maps::mode_is_auto();
-    let Some(ep) = maps::endpoint(pkt.daddr()) else {
-        if ingress == Ingress::Pod && auto && conntrack::is_reply_of_bypassed_flow(ctx, pkt) {
-            return redirect::route_out(ctx, pkt);
-        }
-        return Verdict::Pass(PassReason::NotLocal);
+    let ep = maps::endpoint(pkt.daddr());
+    if !maps::mode_is_auto() {
+        return match ep {
+            Some(ep) => redirect::deliver(pkt, &ep),
+            None => Verdict::Pass(PassReason::NotLocal),
+        };
+    }
+    let Some(key) = flows::key_of(ctx, pkt) else {
+        return Verdict::Pass(if ep.is_some() { PassReason::UntrackedProto } else { PassReason::NotLocal });
     };
-    if auto {
-        if let Err(reason) = conntrack::may_bypass(ctx, pkt, ingress) {
-            return Verdict::Pass(reason);
+    // From the network, only pods are ours to deliver; the VM's own traffic is the kernel's.
+    if ep.is_none() && ingress == Ingress::Uplink {
+        return Verdict::Pass(PassReason::NotLocal);
+    }
+    match flows::classify(ctx, pkt, &key) {
+        Known::New => Verdict::Pass(PassReason::NewFlow),
+        Known::Kernel => Verdict::Pass(PassReason::KernelFlow),
+        Known::Verified => {
+            let verdict = match ep {
+                Some(ep) => redirect::deliver(pkt, &ep),
+                None => redirect::route_out(ctx, pkt),
+            };
+            if let Verdict::Pass(_) = verdict {
+                flows::pending(&key);
+            }
+            verdict
         }
     }
-    redirect::deliver(ctx, pkt, &ep)
+}
+
+/// Egress side of `auto`: what the kernel delivered tells which flows it left untranslated.
+#[inline(always)]
+fn observe(ctx: &TcContext, slot: CounterSlot, ours: bool) {
+    if !maps::mode_is_auto() {
+        return;
+    }
+    let Some(Frame::Ipv4(pkt)) = packet::parse(ctx) else { return };
+    if pkt.plain().is_err() {
+        return;
+    }
+    if let Some(key) = flows::key_of(ctx, &pkt) {
+        counters::observed(slot, flows::observe(&key, ours));
+    }
 }
 
 #[cfg(not(test))]
@@ -133,7 +206,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The conntrack kfuncs and `bpf_redirect_peer` require a GPL-compatible program.
+/// `bpf_redirect_peer` and `bpf_redirect_neigh` require a GPL-compatible program.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,19 +1,28 @@
 //! The pinned maps (BTF-typed, so `bpftool map dump` prints field names) and lookups.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use veth_route_common::{Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS};
+use veth_route_common::{Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS};
 
 /// Upper bound on pods per host; a kubelet allows 110 by default, this leaves room.
 const MAX_ENDPOINTS: usize = 4096;
+/// Flow directions tracked at once (16-byte key, 8-byte value). An evicted flow falls
+/// back to the kernel path and re-verifies, so this bounds memory, not correctness. LRU maps
+/// are always preallocated; their value is one `u32` state, read in one load.
+const MAX_FLOWS: usize = 65536;
+
+/// `BPF_F_NO_PREALLOC`: an update allocates a new element and frees the old one only after
+/// an RCU grace period. A preallocated map hands the old element to the next update at
+/// once, so a program still copying it could read half of another pod's entry.
+const NO_PREALLOC: usize = aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize;
 
 #[btf_map(name = "endpoints")]
-pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, MAX_ENDPOINTS> = HashMap::new();
+pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, MAX_ENDPOINTS, NO_PREALLOC> = HashMap::new();
 
 #[btf_map(name = "sources")]
-pub static SOURCES: HashMap<u32, PodSource, MAX_ENDPOINTS> = HashMap::new();
+pub static SOURCES: HashMap<u32, PodSource, MAX_ENDPOINTS, NO_PREALLOC> = HashMap::new();
 
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
@@ -21,10 +30,14 @@ pub static SETTINGS: Array<Settings, 1> = Array::new();
 #[btf_map(name = "counters")]
 pub static COUNTERS: PerCpuArray<Counters, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 
+#[btf_map(name = "flows")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState, MAX_FLOWS> = LruHashMap::new();
+
 /// Where to deliver packets for `ip`, if it is a pod of this host.
 #[inline(always)]
 pub fn endpoint(ip: [u8; 4]) -> Option<Endpoint> {
-    // SAFETY: the value is copied out at once; userspace replaces entries atomically.
+    // SAFETY: the value is copied out at once, inside the program's RCU read section, from
+    // an element that is not reused before the section ends (NO_PREALLOC).
     unsafe { ENDPOINTS.get(EndpointKey { ip }).copied() }
 }
 

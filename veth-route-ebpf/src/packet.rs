@@ -1,55 +1,83 @@
-//! Parsing: Ethernet + IPv4 headers by direct packet access, with the bounds checks the
+//! Parsing: Ethernet, then IPv4 or IPv6, by direct packet access, with the bounds check the
 //! verifier needs right next to each access.
+//!
+//! Header structs are byte arrays only (alignment 1): the kernel guarantees no alignment for
+//! packet data, so a `u16`/`u32` field read through a packet pointer could be misaligned.
 
 use aya_ebpf::programs::TcContext;
 
-use crate::PassReason;
-
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
-const ETH_P_IP: u16 = 0x0800;
-/// Bytes we want in the linear area: Ethernet + IPv4 without options + TCP up to its flags.
+const IPV6_HLEN: usize = 40;
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+/// Bytes we want in the linear area: Ethernet + IPv4 without options + TCP through its flags.
 const WANT_LINEAR: usize = ETH_HLEN + IPV4_HLEN + 14;
-/// More-fragments flag and fragment offset, host order.
+/// More-fragments flag and fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_FLAG_SYN: u8 = 0x02;
 pub const TCP_FLAG_ACK: u8 = 0x10;
-
-/// The first 14 bytes of a TCP header (through the flags).
-#[repr(C)]
-pub struct TcpHead {
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack_seq: u32,
-    pub data_offset: u8,
-    pub flags: u8,
-}
 
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
-    /// Network byte order.
-    pub proto: u16,
+    pub proto: [u8; 2],
 }
 
 #[repr(C)]
 pub struct Ipv4Hdr {
     pub ver_ihl: u8,
     pub tos: u8,
-    pub tot_len: u16,
-    pub id: u16,
-    /// Network byte order.
-    pub frag_off: u16,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
     pub ttl: u8,
     pub proto: u8,
-    /// Network byte order, as on the wire.
-    pub check: u16,
+    /// As on the wire (network order).
+    pub check: [u8; 2],
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
+}
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub ver_tc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// The start of a TCP or UDP header: both begin with the ports.
+#[repr(C)]
+pub struct L4Ports {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
+/// TCP header through the flags byte.
+#[repr(C)]
+struct TcpHead {
+    ports: L4Ports,
+    seq: [u8; 4],
+    ack_seq: [u8; 4],
+    data_offset: u8,
+    flags: u8,
+}
+
+/// What a frame carries, as far as the programs care.
+pub enum Frame {
+    Ipv4(Ipv4Packet),
+    Ipv6(Ipv6Packet),
+    Arp,
+    /// Any other EtherType (VLAN tags, LLDP...).
+    Other,
 }
 
 /// An IPv4 packet whose Ethernet and IPv4 (fixed part) headers are in bounds.
@@ -58,9 +86,14 @@ pub struct Ipv4Packet {
     pub ip: *mut Ipv4Hdr,
 }
 
+/// An IPv6 packet whose Ethernet and IPv6 fixed headers are in bounds.
+pub struct Ipv6Packet {
+    pub ip: *const Ipv6Hdr,
+}
+
 /// Pointer to a `T` at `offset` into the packet, if it lies entirely before `data_end`.
 #[inline(always)]
-fn header<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
+pub fn header<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data() + offset;
     if start + core::mem::size_of::<T>() > ctx.data_end() {
         return None;
@@ -68,27 +101,46 @@ fn header<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some(start as *mut T)
 }
 
-impl Ipv4Packet {
-    /// Ethernet + IPv4 header, or why the packet is not ours to handle.
-    #[inline(always)]
-    pub fn parse(ctx: &TcContext) -> Result<Self, PassReason> {
-        // Headers may sit in paged data (e.g. GRO'd skbs); make them direct-accessible.
-        if ctx.data() + WANT_LINEAR > ctx.data_end() {
-            let _ = ctx.pull_data(WANT_LINEAR as u32);
-        }
-        let eth: *mut EthHdr = header(ctx, 0).ok_or(PassReason::Malformed)?;
-        // SAFETY: bounds checked by `header`.
-        if unsafe { (*eth).proto } != ETH_P_IP.to_be() {
-            return Err(PassReason::NotIpv4);
-        }
-        let ip: *mut Ipv4Hdr = header(ctx, ETH_HLEN).ok_or(PassReason::Malformed)?;
-        // SAFETY: bounds checked by `header`.
-        if unsafe { (*ip).ver_ihl } >> 4 != 4 {
-            return Err(PassReason::Malformed);
-        }
-        Ok(Self { eth, ip })
+/// Parse the frame; `None` when its headers are truncated or not what they claim.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Option<Frame> {
+    // Headers may sit in paged data (e.g. GRO'd skbs); make them direct-accessible. A frame
+    // shorter than that fails the pull, and the bounds checks below decide.
+    if ctx.data() + WANT_LINEAR > ctx.data_end() {
+        let _ = ctx.pull_data(WANT_LINEAR as u32);
     }
+    let eth: *mut EthHdr = header(ctx, 0)?;
+    // SAFETY: bounds checked by `header`; all fields are bytes (alignment 1).
+    let proto = unsafe { (*eth).proto };
+    if proto == ETH_P_IP {
+        let ip: *mut Ipv4Hdr = header(ctx, ETH_HLEN)?;
+        // SAFETY: as above.
+        if unsafe { (*ip).ver_ihl } >> 4 != 4 {
+            return None;
+        }
+        Some(Frame::Ipv4(Ipv4Packet { eth, ip }))
+    } else if proto == ETH_P_IPV6 {
+        let ip: *const Ipv6Hdr = header(ctx, ETH_HLEN)?;
+        // SAFETY: as above.
+        if unsafe { (*ip).ver_tc_flow[0] } >> 4 != 6 {
+            return None;
+        }
+        Some(Frame::Ipv6(Ipv6Packet { ip }))
+    } else if proto == ETH_P_ARP {
+        Some(Frame::Arp)
+    } else {
+        Some(Frame::Other)
+    }
+}
 
+/// Why a packet cannot be forwarded by the programs (the kernel must see it).
+pub enum NotForwardable {
+    Options,
+    Fragment,
+    Ttl,
+}
+
+impl Ipv4Packet {
     #[inline(always)]
     pub fn saddr(&self) -> [u8; 4] {
         // SAFETY: in bounds since `parse`; no helper that moves packet data ran since.
@@ -107,21 +159,29 @@ impl Ipv4Packet {
         unsafe { (*self.ip).proto }
     }
 
-    /// Whether a router may forward this packet without the kernel's help: no IP options,
-    /// not a fragment, and a TTL that survives the decrement (else the kernel must answer
-    /// with ICMP time exceeded).
+    /// Whether a router may forward this packet without the kernel's help: [`Self::plain`],
+    /// and a TTL that survives the decrement (else the kernel must answer with ICMP time
+    /// exceeded).
     #[inline(always)]
-    pub fn forwardable(&self) -> Result<(), PassReason> {
+    pub fn forwardable(&self) -> Result<(), NotForwardable> {
+        self.plain()?;
+        // SAFETY: as in `saddr`.
+        if unsafe { (*self.ip).ttl } <= 1 {
+            return Err(NotForwardable::Ttl);
+        }
+        Ok(())
+    }
+
+    /// No IP options and not a fragment: the ports sit right behind the 20-byte header.
+    #[inline(always)]
+    pub fn plain(&self) -> Result<(), NotForwardable> {
         // SAFETY: as in `saddr`.
         let ip = unsafe { &*self.ip };
         if ip.ver_ihl & 0x0f != 5 {
-            return Err(PassReason::IpOptions);
+            return Err(NotForwardable::Options);
         }
-        if u16::from_be(ip.frag_off) & IP_MF_OFFSET_MASK != 0 {
-            return Err(PassReason::Fragment);
-        }
-        if ip.ttl <= 1 {
-            return Err(PassReason::Ttl);
+        if u16::from_be_bytes(ip.frag_off) & IP_MF_OFFSET_MASK != 0 {
+            return Err(NotForwardable::Fragment);
         }
         Ok(())
     }
@@ -130,15 +190,58 @@ impl Ipv4Packet {
     #[inline(always)]
     pub fn tcp_flags(&self, ctx: &TcContext) -> Option<u8> {
         let t: *const TcpHead = header(ctx, ETH_HLEN + IPV4_HLEN)?;
-        // SAFETY: bounds checked by `header`.
+        // SAFETY: bounds checked by `header`; byte fields only.
         Some(unsafe { (*t).flags })
     }
 
-    /// TCP/UDP source and destination port, raw (network order), for a header without options.
+    /// TCP/UDP ports as on the wire, for a header without options.
     #[inline(always)]
-    pub fn ports(&self, ctx: &TcContext) -> Option<[u16; 2]> {
-        let p: *const [u16; 2] = header(ctx, ETH_HLEN + IPV4_HLEN)?;
-        // SAFETY: bounds checked by `header`.
-        Some(unsafe { *p })
+    pub fn ports(&self, ctx: &TcContext) -> Option<([u8; 2], [u8; 2])> {
+        let p: *const L4Ports = header(ctx, ETH_HLEN + IPV4_HLEN)?;
+        // SAFETY: bounds checked by `header`; byte fields only.
+        Some(unsafe { ((*p).sport, (*p).dport) })
+    }
+}
+
+/// ICMPv6 types an IPv4-only pod may send: MLD query/report/done (130-132), router and
+/// neighbour solicitation (133, 135), neighbour advertisement (136), MLDv2 report (143).
+const ICMPV6_LINK_LOCAL_TYPES: [u8; 7] = [130, 131, 132, 133, 135, 136, 143];
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMPV6: u8 = 58;
+
+impl Ipv6Packet {
+    /// Whether this is link-local neighbour discovery or MLD: source link-local or
+    /// unspecified (DAD), destination link-local or link-scope multicast, ICMPv6 of an
+    /// allowed type (MLD reports come behind one hop-by-hop header, the router alert).
+    #[inline(always)]
+    pub fn is_link_local_control(&self, ctx: &TcContext) -> bool {
+        // SAFETY: in bounds since `parse`; byte fields only.
+        let ip = unsafe { &*self.ip };
+        let src_ok = (ip.saddr[0] == 0xfe && ip.saddr[1] & 0xc0 == 0x80) || ip.saddr == [0; 16];
+        let dst_ok = (ip.daddr[0] == 0xfe && ip.daddr[1] & 0xc0 == 0x80) || (ip.daddr[0] == 0xff && ip.daddr[1] & 0x0f == 0x02);
+        if !src_ok || !dst_ok {
+            return false;
+        }
+        // Behind the fixed header offsets vary: bpf_skb_load_bytes instead of packet
+        // pointers, whose variable-offset bounds the verifier cannot always follow.
+        let mut offset = ETH_HLEN + IPV6_HLEN;
+        let mut next = ip.next_header;
+        if next == IPPROTO_HOPOPTS {
+            let Ok([nh, len]) = ctx.load::<[u8; 2]>(offset) else { return false };
+            next = nh;
+            offset += (len as usize + 1) * 8;
+        }
+        if next != IPPROTO_ICMPV6 {
+            return false;
+        }
+        let Ok(ty) = ctx.load::<u8>(offset) else { return false };
+        let mut i = 0;
+        while i < ICMPV6_LINK_LOCAL_TYPES.len() {
+            if ICMPV6_LINK_LOCAL_TYPES[i] == ty {
+                return true;
+            }
+            i += 1;
+        }
+        false
     }
 }

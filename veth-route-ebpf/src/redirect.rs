@@ -1,18 +1,19 @@
-//! Delivery: rewrite like a router would, then hand the packet to the pod's veth peer.
+//! Delivery: rewrite like a router would, then hand the packet to the pod's veth peer, or
+//! out of the VM after a FIB lookup.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibLookupC, TC_ACT_REDIRECT},
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_peer},
+    bindings::{bpf_fib_lookup as FibLookupC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, TC_ACT_REDIRECT},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use veth_route_common::Endpoint;
 
-use crate::{packet::Ipv4Packet, PassReason, Verdict};
+use crate::{flows, packet::Ipv4Packet, PassReason, Verdict};
 
 /// Rewrite MACs and TTL, then `bpf_redirect_peer` into the pod behind `ep.ifindex`.
 #[inline(always)]
-pub fn deliver(_ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Verdict {
-    rewrite_macs(pkt, ep);
+pub fn deliver(pkt: &Ipv4Packet, ep: &Endpoint) -> Verdict {
+    rewrite_macs(pkt, &ep.pod_mac, &ep.host_mac);
     decrement_ttl(pkt);
     // SAFETY: plain helper call; flags must be 0.
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
@@ -45,10 +46,14 @@ struct FibLookup {
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 
-/// Send a pod's packet out of the VM the way the kernel would route it (FIB lookup with
-/// the resolved neighbour), without the kernel's forwarding path. Anything the lookup
-/// cannot settle (no route, unresolved neighbour, MTU) goes to the kernel.
+/// Send a pod's packet out of the VM the way the kernel would route it, without the
+/// kernel's forwarding path. The packet is marked so the uplink's egress program knows it
+/// is ours. An unresolved neighbour is left to `bpf_redirect_neigh` (the kernel resolves
+/// it and queues the packet), so a verified flow never drops back to the kernel path
+/// mid-stream when the neighbour entry expires. No route, a local destination or an MTU
+/// problem go to the kernel.
 #[inline(always)]
 pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
     // SAFETY: reading a field of the context the kernel passed in.
@@ -73,18 +78,29 @@ pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
     let rc = unsafe {
         bpf_fib_lookup(ctx.skb.skb.cast(), (&mut fib as *mut FibLookup).cast::<FibLookupC>(), core::mem::size_of::<FibLookup>() as i32, 0)
     };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS {
-        return Verdict::Pass(PassReason::NotLocal);
-    }
-    // SAFETY: bounds checked in `Ipv4Packet::parse`; fib_lookup does not move packet data.
-    unsafe {
-        (*pkt.eth).dst = fib.dmac;
-        (*pkt.eth).src = fib.smac;
-    }
-    decrement_ttl(pkt);
-    // SAFETY: plain helper call; flags 0 = egress of the target.
-    let rc = unsafe { bpf_redirect(fib.ifindex, 0) };
-    if rc == TC_ACT_REDIRECT as i64 {
+    let redirected = match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            rewrite_macs(pkt, &fib.dmac, &fib.smac);
+            decrement_ttl(pkt);
+            flows::mark_redirected(ctx);
+            // SAFETY: plain helper call; flags 0 = egress of the target.
+            unsafe { bpf_redirect(fib.ifindex, 0) }
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // The lookup filled in the egress interface and the next hop (the gateway, or
+            // the destination itself when on-link).
+            let mut nh = bpf_redir_neigh {
+                nh_family: AF_INET as u32,
+                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: u32::from_ne_bytes(fib.ipv4_dst) },
+            };
+            decrement_ttl(pkt);
+            flows::mark_redirected(ctx);
+            // SAFETY: `nh` is a valid bpf_redir_neigh of the size passed; flags must be 0.
+            unsafe { bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) }
+        }
+        _ => return Verdict::Pass(PassReason::NotLocal),
+    };
+    if redirected == TC_ACT_REDIRECT as i64 {
         Verdict::RedirectedOut
     } else {
         Verdict::Pass(PassReason::RedirectFailed)
@@ -94,11 +110,11 @@ pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
 /// Before kernel 6.15 `bpf_redirect_peer` does not scrub the skb: the destination MAC must
 /// be the pod's or `ip_rcv` in the pod drops the packet as PACKET_OTHERHOST.
 #[inline(always)]
-fn rewrite_macs(pkt: &Ipv4Packet, ep: &Endpoint) {
-    // SAFETY: bounds checked in `Ipv4Packet::parse`.
+fn rewrite_macs(pkt: &Ipv4Packet, dst: &[u8; 6], src: &[u8; 6]) {
+    // SAFETY: bounds checked in `packet::parse`.
     unsafe {
-        (*pkt.eth).dst = ep.pod_mac;
-        (*pkt.eth).src = ep.host_mac;
+        (*pkt.eth).dst = *dst;
+        (*pkt.eth).src = *src;
     }
 }
 
@@ -106,12 +122,12 @@ fn rewrite_macs(pkt: &Ipv4Packet, ep: &Endpoint) {
 /// the TTL is the high byte of its 16-bit word, so the sum grows by 0x0100.
 #[inline(always)]
 fn decrement_ttl(pkt: &Ipv4Packet) {
-    // SAFETY: bounds checked in `Ipv4Packet::parse`.
+    // SAFETY: bounds checked in `packet::parse`.
     unsafe {
         let ip = &mut *pkt.ip;
-        let mut check = ip.check as u32;
+        let mut check = u16::from_ne_bytes(ip.check) as u32;
         check += (0x0100u16).to_be() as u32;
-        ip.check = (check + (check >= 0xffff) as u32) as u16;
+        ip.check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
         ip.ttl -= 1;
     }
 }

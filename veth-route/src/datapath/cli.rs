@@ -2,14 +2,15 @@
 //! `veth-route trace`.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use aya::programs::TcAttachType;
 use veth_route_common::{Counters, Endpoint, MODE_ALWAYS, SOURCE_F_ANTI_SPOOF};
 
+use super::loader::Prog;
 use super::maps::PinnedMaps;
 use super::pins::PinLayout;
-use super::tc::tcx_ingress_programs;
+use super::tc::{tcx_programs, AttachMode};
 use super::{ifname, DatapathError};
 
 const USAGE: &str = "usage: veth-route stats|endpoints|trace [--pin-dir DIR] [--json]
@@ -119,19 +120,48 @@ fn open(layout: &PinLayout) -> Result<PinnedMaps, DatapathError> {
 /// Counters table, one column per program.
 pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
-    let mode = if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" };
-    let c = maps.counters()?;
-    let (pod, up) = (c.first().copied().unwrap_or_default(), c.get(1).copied().unwrap_or_default());
-    let mut s = format!("fast path pins: {}  mode: {mode}\n", layout.root().display());
-    s += &format!("{:<22} {:>14} {:>14}\n", "counter", "from_pod", "from_uplink");
-    for ((name, a), (_, b)) in pod.fields().iter().zip(up.fields().iter()) {
-        s += &format!("{name:<22} {a:>14} {b:>14}\n");
+    let c = counters_by_program(&maps)?;
+    let flows = maps.flow_counts()?;
+    let mut s = format!("fast path pins: {}  mode: {}  attach: {}\n", layout.root().display(), mode(&maps)?, AttachMode::detect().as_str());
+    s += &format!("flows: {} verified, {} pending (directions)\n", flows.verified, flows.pending);
+    s += &format!("{:<22}", "counter");
+    for (p, _) in &c {
+        s += &format!(" {:>12}", p.name());
     }
-    s += &format!("{:<22} {:>14} {:>14}\n", "passed (total)", pod.passed(), up.passed());
+    s.push('\n');
+    let rows = c[0].1.fields().len();
+    for i in 0..rows {
+        s += &format!("{:<22}", c[0].1.fields()[i].0);
+        for (_, counters) in &c {
+            s += &format!(" {:>12}", counters.fields()[i].1);
+        }
+        s.push('\n');
+    }
+    for (label, f) in [("passed (total)", Counters::passed as fn(&Counters) -> u64), ("dropped (total)", Counters::dropped)] {
+        s += &format!("{label:<22}");
+        for (_, counters) in &c {
+            s += &format!(" {:>12}", f(counters));
+        }
+        s.push('\n');
+    }
     for u in uplink_names(layout) {
-        s += &format!("uplink {u}: tcx ingress programs {:?}\n", tcx_ingress_programs(&u));
+        s += &format!(
+            "uplink {u}: tcx ingress {:?} egress {:?}\n",
+            tcx_programs(&u, TcAttachType::Ingress),
+            tcx_programs(&u, TcAttachType::Egress)
+        );
     }
     Ok(s)
+}
+
+/// Counters of every program, summed over CPUs, in [`Prog::ALL`] order.
+fn counters_by_program(maps: &PinnedMaps) -> Result<Vec<(Prog, Counters)>, DatapathError> {
+    let c = maps.counters()?;
+    Ok(Prog::ALL.iter().map(|p| (*p, c.get(p.counter_slot() as usize).copied().unwrap_or_default())).collect())
+}
+
+fn mode(maps: &PinnedMaps) -> Result<&'static str, DatapathError> {
+    Ok(if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" })
 }
 
 /// Endpoint table.
@@ -151,30 +181,32 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(s)
 }
 
-/// `{"mode": "auto", "from_pod": {"redirected": n, ...}, "from_uplink": {...}}`.
+/// `{"mode": "auto", "attach": "tcx", "flows": {..}, "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
-    let mode = if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" };
-    let c = maps.counters()?;
-    let obj = |c: Option<&Counters>| {
-        let c = c.copied().unwrap_or_default();
+    let flows = maps.flow_counts()?;
+    let mut v = serde_json::json!({
+        "mode": mode(&maps)?,
+        "attach": match AttachMode::detect() { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
+        "flows": { "verified": flows.verified, "pending": flows.pending },
+    });
+    for (p, c) in counters_by_program(&maps)? {
         let mut m: serde_json::Map<String, serde_json::Value> = c.fields().iter().map(|(k, v)| ((*k).to_string(), (*v).into())).collect();
         m.insert("passed".into(), c.passed().into());
-        serde_json::Value::Object(m)
-    };
+        m.insert("dropped".into(), c.dropped().into());
+        v[p.name()] = serde_json::Value::Object(m);
+    }
     let uplinks: serde_json::Map<String, serde_json::Value> = uplink_names(layout)
         .into_iter()
         .map(|u| {
-            let progs = tcx_ingress_programs(&u);
-            (u, serde_json::json!({ "tcx_ingress_programs": progs }))
+            let progs = serde_json::json!({
+                "tcx_ingress_programs": tcx_programs(&u, TcAttachType::Ingress),
+                "tcx_egress_programs": tcx_programs(&u, TcAttachType::Egress),
+            });
+            (u, progs)
         })
         .collect();
-    let v = serde_json::json!({
-        "mode": mode,
-        "from_pod": obj(c.first()),
-        "from_uplink": obj(c.get(1)),
-        "uplinks": uplinks,
-    });
+    v["uplinks"] = uplinks.into();
     Ok(format!("{v}\n"))
 }
 
@@ -191,21 +223,11 @@ pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
             "pod_mac": mac(&ep.pod_mac),
             "host_mac": mac(&ep.host_mac),
             "anti_spoof": src.is_some_and(|s| s.ip == ip.octets() && s.flags & SOURCE_F_ANTI_SPOOF != 0),
-            "tcx_ingress_programs": ifname(ep.ifindex).map(|n| tcx_ingress_programs(&n)).unwrap_or_default(),
+            "tcx_ingress_programs": ifname(ep.ifindex).map(|n| tcx_programs(&n, TcAttachType::Ingress)).unwrap_or_default(),
+            "tcx_egress_programs": ifname(ep.ifindex).map(|n| tcx_programs(&n, TcAttachType::Egress)).unwrap_or_default(),
         }));
     }
     Ok(format!("{}\n", serde_json::Value::Array(list)))
-}
-
-/// Counters of both programs, summed over CPUs (for tests and benchmarks).
-pub fn read_counters(pin_dir: &std::path::Path) -> Result<[Counters; 2], DatapathError> {
-    let c = open(&PinLayout::new(pin_dir))?.counters()?;
-    Ok([c.first().copied().unwrap_or_default(), c.get(1).copied().unwrap_or_default()])
-}
-
-/// Endpoints in the map (for tests).
-pub fn read_endpoints(pin_dir: &std::path::Path) -> Result<Vec<(Ipv4Addr, Endpoint)>, DatapathError> {
-    open(&PinLayout::new(pin_dir))?.all_endpoints()
 }
 
 /// One-line description of an endpoint value.
@@ -215,7 +237,7 @@ pub fn describe(ep: &Endpoint) -> String {
 
 /// Uplinks with a pinned link.
 fn uplink_names(layout: &PinLayout) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(layout.uplink_links())
+    let mut v: Vec<String> = std::fs::read_dir(layout.links(Prog::FromUplink))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     v.sort();

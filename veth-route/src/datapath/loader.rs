@@ -4,7 +4,7 @@
 //! Program pins are keyed by a hash of the embedded object: after a plugin upgrade the
 //! first ADD loads the new programs, moves every pinned TCX link onto them atomically
 //! (`bpf_link_update`) and unpins the old ones. Maps are shared across builds (their
-//! layout is versioned by the `v1` directory).
+//! layout is versioned by the `v<N>` directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -13,26 +13,74 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::SchedClassifierLink;
 use aya::programs::{ProgramInfo, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use veth_route_common::map_names;
+use veth_route_common::{map_names, CounterSlot};
 
-use super::kfunc::patch_kfunc_calls;
 use super::pins::{unpin, PinLayout};
 use super::DatapathError;
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VETH_ROUTE_EBPF_OBJECT"));
 
-/// Program attached to tc ingress of every host veth.
-pub const FROM_POD: &str = "from_pod";
-/// Program attached to tc ingress of every uplink.
-pub const FROM_UPLINK: &str = "from_uplink";
+/// The programs of the object, each with the hook it is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    /// tc ingress of every host veth: anti-spoofing and forwarding of pod traffic.
+    FromPod,
+    /// tc egress of every host veth: watches what the kernel delivers to pods.
+    ToPod,
+    /// tc ingress of every uplink: forwarding to local pods.
+    FromUplink,
+    /// tc egress of every uplink: watches what the kernel sends out.
+    ToUplink,
+}
 
-const MAPS: [&str; 4] = [map_names::ENDPOINTS, map_names::SOURCES, map_names::SETTINGS, map_names::COUNTERS];
+impl Prog {
+    pub const ALL: [Prog; 4] = [Prog::FromPod, Prog::ToPod, Prog::FromUplink, Prog::ToUplink];
+    /// Attached to each pod's host veth.
+    pub const POD: [Prog; 2] = [Prog::FromPod, Prog::ToPod];
+    /// Attached to each uplink.
+    pub const UPLINK: [Prog; 2] = [Prog::FromUplink, Prog::ToUplink];
 
-/// The two programs, loaded (or reopened from their pins).
+    /// The program's function name in the object (also its pin and netlink filter name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Prog::FromPod => "from_pod",
+            Prog::ToPod => "to_pod",
+            Prog::FromUplink => "from_uplink",
+            Prog::ToUplink => "to_uplink",
+        }
+    }
+
+    /// The program's slot in the `counters` map.
+    pub const fn counter_slot(self) -> CounterSlot {
+        match self {
+            Prog::FromPod => CounterSlot::FromPod,
+            Prog::ToPod => CounterSlot::ToPod,
+            Prog::FromUplink => CounterSlot::FromUplink,
+            Prog::ToUplink => CounterSlot::ToUplink,
+        }
+    }
+
+    /// The tc hook the program is written for.
+    pub const fn attach_type(self) -> TcAttachType {
+        match self {
+            Prog::FromPod | Prog::FromUplink => TcAttachType::Ingress,
+            Prog::ToPod | Prog::ToUplink => TcAttachType::Egress,
+        }
+    }
+}
+
+const MAPS: [&str; 5] = [map_names::ENDPOINTS, map_names::SOURCES, map_names::SETTINGS, map_names::COUNTERS, map_names::FLOWS];
+
+/// The programs, loaded (or reopened from their pins), in [`Prog::ALL`] order.
 pub struct Programs {
-    pub from_pod: SchedClassifier,
-    pub from_uplink: SchedClassifier,
+    progs: [SchedClassifier; 4],
+}
+
+impl Programs {
+    pub fn get_mut(&mut self, p: Prog) -> &mut SchedClassifier {
+        &mut self.progs[p as usize]
+    }
 }
 
 /// Identity of the embedded object (FNV-1a of its bytes), naming its program pins.
@@ -45,14 +93,13 @@ pub fn object_id() -> &'static str {
 }
 
 /// Reopen the pinned programs, loading and pinning them first if this host has none from
-/// this build. `needs_conntrack`: refuse to load without the conntrack kfuncs (`auto`).
-/// Caller holds the pin-dir lock.
-pub fn load_or_reuse(layout: &PinLayout, needs_conntrack: bool) -> Result<Programs, DatapathError> {
+/// this build. Caller holds the pin-dir lock.
+pub fn load_or_reuse(layout: &PinLayout) -> Result<Programs, DatapathError> {
     let id = object_id();
     if let Some(progs) = reuse(layout, id)? {
         return Ok(progs);
     }
-    load_and_pin(layout, id, needs_conntrack)?;
+    load_and_pin(layout, id)?;
     let mut progs = reuse(layout, id)?.ok_or_else(|| DatapathError::Other("programs vanished right after pinning".into()))?;
     upgrade_links(layout, &mut progs);
     remove_other_builds(layout, id);
@@ -61,24 +108,22 @@ pub fn load_or_reuse(layout: &PinLayout, needs_conntrack: bool) -> Result<Progra
 
 /// Path of the pinned program `name`: this build's, else any build's (links may still use
 /// an older build until the next ADD upgrades them).
-pub fn pinned_program(layout: &PinLayout, name: &str) -> Option<PathBuf> {
-    let current = layout.program(object_id(), name);
+pub fn pinned_program(layout: &PinLayout, prog: Prog) -> Option<PathBuf> {
+    let current = layout.program(object_id(), prog.name());
     if current.exists() {
         return Some(current);
     }
-    std::fs::read_dir(layout.programs()).ok()?.flatten().map(|e| e.path().join(name)).find(|p| p.exists())
+    std::fs::read_dir(layout.programs()).ok()?.flatten().map(|e| e.path().join(prog.name())).find(|p| p.exists())
 }
 
 /// The pinned programs of build `id`, if a complete set (programs and maps) is pinned.
 fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError> {
-    let complete = [FROM_POD, FROM_UPLINK].iter().all(|p| layout.program(id, p).exists()) && MAPS.iter().all(|m| layout.map(m).exists());
+    let complete = Prog::ALL.iter().all(|p| layout.program(id, p.name()).exists()) && MAPS.iter().all(|m| layout.map(m).exists());
     if !complete {
         return Ok(None);
     }
-    Ok(Some(Programs {
-        from_pod: open_pinned(&layout.program(id, FROM_POD), FROM_POD)?,
-        from_uplink: open_pinned(&layout.program(id, FROM_UPLINK), FROM_UPLINK)?,
-    }))
+    let [a, b, c, d] = Prog::ALL.map(|p| open_pinned(&layout.program(id, p.name()), p.name()));
+    Ok(Some(Programs { progs: [a?, b?, c?, d?] }))
 }
 
 /// Open the program pinned at `pin` as `name`.
@@ -91,21 +136,11 @@ pub fn open_pinned(pin: &Path, name: &'static str) -> Result<SchedClassifier, Da
         .map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {}", error_chain(&e))))
 }
 
-/// Verify and load both programs; maps are pinned by aya (and reused if already pinned),
+/// Verify and load every program; maps are pinned by aya (and reused if already pinned),
 /// programs are pinned last so their pins mean "the set is complete".
-fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(), DatapathError> {
-    let (object, conntrack) = patch_kfunc_calls(OBJECT);
-    if let Err(reason) = &conntrack {
-        if needs_conntrack {
-            return Err(DatapathError::Unavailable(format!(
-                "fastPath auto must consult conntrack before bypassing NAT, but {reason}; \
-                 use fastPath always if this host runs no Service NAT"
-            )));
-        }
-        log::warn!("{reason}: programs never consult conntrack (fastPath always only; auto pods stay on the kernel path for TCP/UDP)");
-    }
-    for p in [FROM_POD, FROM_UPLINK] {
-        unpin(&layout.program(id, p))?;
+fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
+    for p in Prog::ALL {
+        unpin(&layout.program(id, p.name()))?;
     }
     let dir = layout.programs().join(id);
     std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Other(format!("creating {}: {e}", dir.display())))?;
@@ -117,8 +152,8 @@ fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(
     // the disabled logging code entirely.
     let log_level = log_level_from_env();
     loader.override_global("AYA_LOG_LEVEL", &log_level, true);
-    let mut ebpf: Ebpf = loader.load(&object).map_err(|e| load_error(&e))?;
-    for name in [FROM_POD, FROM_UPLINK] {
+    let mut ebpf: Ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
+    for name in Prog::ALL.map(Prog::name) {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| DatapathError::Other(format!("program {name} missing from object")))?
@@ -134,10 +169,10 @@ fn load_and_pin(layout: &PinLayout, id: &str, needs_conntrack: bool) -> Result<(
 /// Move every pinned TCX link to the freshly loaded programs (atomic `bpf_link_update`).
 /// Best effort: a link whose interface is gone is skipped (its pod's DEL removes it).
 fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
-    for (dir, prog) in [(layout.pod_links(), &mut progs.from_pod), (layout.uplink_links(), &mut progs.from_uplink)] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+    for p in Prog::ALL {
+        let Ok(entries) = std::fs::read_dir(layout.links(p)) else { continue };
         for pin in entries.flatten().map(|e| e.path()) {
-            if let Err(e) = relink(prog, &pin) {
+            if let Err(e) = relink(progs.get_mut(p), &pin) {
                 log::warn!("keeping {} on the previous program build: {e}", pin.display());
             }
         }
@@ -166,9 +201,6 @@ fn remove_other_builds(layout: &PinLayout, id: &str) {
     }
 }
 
-/// Attach type the programs were written for.
-pub const ATTACH: TcAttachType = TcAttachType::Ingress;
-
 /// `VETH_ROUTE_BPF_LOG=error|warn|info|debug|trace` at first load enables aya-log output.
 fn log_level_from_env() -> u8 {
     match std::env::var("VETH_ROUTE_BPF_LOG").as_deref() {
@@ -182,13 +214,35 @@ fn log_level_from_env() -> u8 {
 }
 
 fn load_error(e: &aya::EbpfError) -> DatapathError {
-    let msg = error_chain(e);
-    // Permission problems and missing kernel features mean "no eBPF here", not a bug.
-    if msg.contains("Operation not permitted") || msg.contains("permission") || msg.contains("not supported") {
-        DatapathError::Unavailable(format!("loading eBPF object: {msg}"))
-    } else {
-        DatapathError::Other(format!("loading eBPF object: {msg}"))
+    let msg = format!("loading eBPF object: {}", error_chain(e));
+    // No privilege, or a kernel without the program/map types: "no eBPF here", not a bug.
+    match errno_in_chain(e) {
+        Some(libc::EPERM | libc::EACCES | libc::ENOSYS | libc::EOPNOTSUPP) => DatapathError::Unavailable(msg),
+        _ => DatapathError::Other(msg),
     }
+}
+
+/// The errno behind a program operation: tc errors are `transparent` wrappers in aya, which
+/// hide the inner `io::Error` from the source chain, so they are matched by variant.
+pub fn program_errno(e: &aya::programs::ProgramError) -> Option<i32> {
+    use aya::programs::{tc::TcError, ProgramError};
+    match e {
+        ProgramError::TcError(TcError::IoError(io)) => io.raw_os_error(),
+        ProgramError::TcError(TcError::NetlinkError(nl)) => nl.raw_os_error(),
+        other => errno_in_chain(other),
+    }
+}
+
+/// The errno of the first `io::Error` in `e`'s source chain (aya keeps the syscall's there).
+pub fn errno_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(code) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+            return Some(code);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// `e` and its sources, joined; aya's errors keep the useful part in the source chain.

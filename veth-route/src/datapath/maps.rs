@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use veth_route_common::{map_names, Counters, Endpoint, EndpointKey, PodSource, Settings, COUNTER_SLOTS};
+use veth_route_common::{map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED};
 
 use super::pins::PinLayout;
 use super::DatapathError;
@@ -14,6 +14,14 @@ pub struct PinnedMaps {
     pub sources: HashMap<MapData, u32, PodSource>,
     pub settings: Array<MapData, Settings>,
     pub counters: PerCpuArray<MapData, Counters>,
+    pub flows: HashMap<MapData, FlowKey, FlowState>,
+}
+
+/// How many flow directions the `flows` map holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    pub pending: u64,
+    pub verified: u64,
 }
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map, DatapathError> {
@@ -35,6 +43,7 @@ impl PinnedMaps {
             sources: typed(layout, map_names::SOURCES)?,
             settings: typed(layout, map_names::SETTINGS)?,
             counters: typed(layout, map_names::COUNTERS)?,
+            flows: typed(layout, map_names::FLOWS)?,
         })
     }
 
@@ -104,6 +113,21 @@ impl PinnedMaps {
     /// The host-wide redirect mode.
     pub fn mode(&self) -> Result<u32, DatapathError> {
         Ok(self.settings.get(&0, 0).map_err(|e| map_err("reading settings", e))?.mode)
+    }
+
+    /// Flow directions by state (walks the map: for operators, not for every ADD).
+    pub fn flow_counts(&self) -> Result<FlowCounts, DatapathError> {
+        let mut c = FlowCounts::default();
+        for item in self.flows.iter() {
+            // Entries evicted while we walk are simply not counted.
+            let Ok((_, state)) = item else { continue };
+            if state.state == FLOW_VERIFIED {
+                c.verified += 1;
+            } else {
+                c.pending += 1;
+            }
+        }
+        Ok(c)
     }
 
     /// Counters per slot, summed over CPUs.

@@ -8,7 +8,6 @@
 //!   `gc` on GC. All run in the host (VM) network namespace of the plugin process.
 
 pub mod cli;
-mod kfunc;
 mod loader;
 mod maps;
 mod pins;
@@ -22,7 +21,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use veth_route_common::{Endpoint, PodSource, MODE_ALWAYS, MODE_AUTO, SOURCE_F_ANTI_SPOOF};
 
-use self::loader::{Programs, FROM_POD, FROM_UPLINK};
+use self::loader::{Prog, Programs};
 use self::maps::PinnedMaps;
 use self::pins::PinLayout;
 use self::tc::AttachMode;
@@ -31,7 +30,8 @@ use self::tc::AttachMode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FastPath {
-    /// Redirect flows that conntrack does not NAT; kernel path for the rest.
+    /// Redirect flows the kernel was seen to deliver untranslated (no NAT); kernel path for
+    /// the rest (see docs/fastpath.md).
     #[default]
     Auto,
     /// Redirect every flow the endpoint map covers.
@@ -87,6 +87,18 @@ pub struct PodEndpoint {
     pub host_ifname: String,
     /// MAC of the host-side veth.
     pub host_mac: [u8; 6],
+}
+
+impl PodEndpoint {
+    /// Its value in the `endpoints` map.
+    fn endpoint(&self) -> Endpoint {
+        Endpoint { ifindex: self.host_ifindex, pod_mac: self.pod_mac, host_mac: self.host_mac }
+    }
+
+    /// Its entry in the `sources` map under `cfg`'s anti-spoof setting.
+    fn source(&self, cfg: &DatapathConfig) -> PodSource {
+        PodSource { ip: self.pod_ip.octets(), flags: if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 } }
+    }
 }
 
 /// What `attach` achieved.
@@ -182,13 +194,14 @@ impl Drop for PendingAttach {
 }
 
 /// Load (or reuse) the programs, set the mode, attach the uplinks, then put a placeholder
-/// anti-spoof entry (no IPv4 source passes) and attach `from_pod` to the host veth, in that
-/// order, so the check holds from the first packet. Leaves nothing of the pod behind on failure.
+/// anti-spoof entry (no IPv4 source passes) and attach the pod programs to the host veth, in
+/// that order, so the check holds from the first packet. Leaves nothing of the pod behind on
+/// failure.
 fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps, DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
-    let mut progs = loader::load_or_reuse(&layout, cfg.fast_path != FastPath::Always)?;
+    let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
     let mode = AttachMode::detect();
     maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
@@ -196,17 +209,25 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
 
     let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
     let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
-    let pin = layout.pod_link(host_ifname);
-    let attached = maps
-        .put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags })
-        .and_then(|()| tc::attach(&mut progs.from_pod, FROM_POD, host_ifname, &pin, mode));
+    let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
+        Prog::POD.iter().try_for_each(|&p| tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode))
+    });
     if let Err(e) = attached {
         // Leave nothing behind: the plugin rolls back the veth, we roll back our entries.
+        detach_pod_programs(&layout, host_ifname, mode);
         let _ = maps.remove_source(host_ifindex);
-        let _ = tc::detach(FROM_POD, host_ifname, &pin, mode);
         return Err(e);
     }
     Ok(maps)
+}
+
+/// Detach the pod programs from `host_ifname`, best effort (used on rollback).
+fn detach_pod_programs(layout: &PinLayout, host_ifname: &str, mode: AttachMode) {
+    for p in Prog::POD {
+        if let Err(e) = tc::detach(p, host_ifname, &layout.link(p, host_ifname), mode) {
+            log::warn!("rollback: {e}");
+        }
+    }
 }
 
 /// Store the pod's address for anti-spoof and insert its endpoint (the programs start
@@ -214,32 +235,31 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
 fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint) -> Result<(), DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     let _lock = layout.lock()?;
-    let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
-    let entry = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
-    let inserted =
-        maps.put_source(ep.host_ifindex, PodSource { ip: ep.pod_ip.octets(), flags }).and_then(|()| maps.put_endpoint(ep.pod_ip, entry));
+    let inserted = maps.put_source(ep.host_ifindex, ep.source(cfg)).and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()));
     if let Err(e) = inserted {
         let _ = maps.remove_endpoint(ep.pod_ip);
+        detach_pod_programs(&layout, &ep.host_ifname, AttachMode::detect());
         let _ = maps.remove_source(ep.host_ifindex);
-        let _ = tc::detach(FROM_POD, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), AttachMode::detect());
         return Err(e);
     }
     Ok(())
 }
 
-/// Attach `from_uplink` to each configured uplink that does not have it yet (idempotent;
-/// the pinned link or netlink filter outlives this process).
+/// Attach the uplink programs to each configured uplink that does not have them yet
+/// (idempotent; the pinned link or netlink filter outlives this process).
 fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs, mode: AttachMode) -> Result<(), DatapathError> {
     for uplink in &cfg.uplinks {
         if ifindex(uplink).is_none() {
             return Err(DatapathError::Other(format!("uplink {uplink}: no such interface")));
         }
-        let pin = layout.uplink_link(uplink);
-        if mode == AttachMode::Tcx && tc::is_attached(&progs.from_uplink, uplink, &pin, mode)? {
-            continue;
+        for p in Prog::UPLINK {
+            let pin = layout.link(p, uplink);
+            if mode == AttachMode::Tcx && tc::is_attached(progs.get_mut(p), p, uplink, &pin, mode)? {
+                continue;
+            }
+            tc::attach(progs.get_mut(p), p, uplink, &pin, mode)?;
+            log::info!("eBPF fast path: {} attached to uplink {uplink} ({})", p.name(), mode.as_str());
         }
-        tc::attach(&mut progs.from_uplink, FROM_UPLINK, uplink, &pin, mode)?;
-        log::info!("eBPF fast path attached to uplink {uplink}");
     }
     Ok(())
 }
@@ -255,7 +275,9 @@ pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str)
     }
     let _lock = layout.lock()?;
     let mode = AttachMode::detect();
-    tc::detach(FROM_POD, host_ifname, &layout.pod_link(host_ifname), mode)?;
+    for p in Prog::POD {
+        tc::detach(p, host_ifname, &layout.link(p, host_ifname), mode)?;
+    }
     let Ok(mut maps) = PinnedMaps::open(&layout) else {
         return Ok(());
     };
@@ -284,15 +306,15 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
         return Ok(());
     }
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
-    let Some(prog_pin) = layout.exists().then(|| loader::pinned_program(&layout, FROM_POD)).flatten() else {
+    if !layout.exists() || loader::pinned_program(&layout, Prog::FromPod).is_none() {
         return match cfg.fast_path {
             FastPath::Required => Err(DatapathError::Mismatch(format!("no eBPF programs pinned under {}", layout.root().display()))),
             // ADD fell back to the kernel path on this host.
             _ => Ok(()),
         };
-    };
+    }
     let maps = PinnedMaps::open(&layout)?;
-    let want = Endpoint { ifindex: ep.host_ifindex, pod_mac: ep.pod_mac, host_mac: ep.host_mac };
+    let want = ep.endpoint();
     match maps.endpoint(ep.pod_ip)? {
         None => return Err(DatapathError::Mismatch(format!("no endpoint for {} in {}", ep.pod_ip, layout.map("endpoints").display()))),
         Some(got) if got != want => {
@@ -306,7 +328,7 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
         Some(_) => {}
     }
     match maps.source(ep.host_ifindex)? {
-        Some(src) if src.ip == ep.pod_ip.octets() && (src.flags & SOURCE_F_ANTI_SPOOF != 0) == cfg.anti_spoof => {}
+        Some(src) if src == ep.source(cfg) => {}
         other => {
             return Err(DatapathError::Mismatch(format!(
                 "anti-spoof entry of {} (ifindex {}) is {other:?}, expected source {} with antiSpoof={}",
@@ -314,10 +336,13 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
-    let prog = loader::open_pinned(&prog_pin, FROM_POD)?;
     let mode = AttachMode::detect();
-    if !tc::is_attached(&prog, &ep.host_ifname, &layout.pod_link(&ep.host_ifname), mode)? {
-        return Err(DatapathError::Mismatch(format!("{FROM_POD} is not attached to tc ingress of {}", ep.host_ifname)));
+    for p in Prog::POD {
+        let pin = loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
+        let prog = loader::open_pinned(&pin, p.name())?;
+        if !tc::is_attached(&prog, p, &ep.host_ifname, &layout.link(p, &ep.host_ifname), mode)? {
+            return Err(DatapathError::Mismatch(format!("{} is not attached to tc {:?} of {}", p.name(), p.attach_type(), ep.host_ifname)));
+        }
     }
     Ok(())
 }
@@ -331,11 +356,12 @@ pub fn gc(cfg: &DatapathConfig, keep: &[String]) -> Result<(), DatapathError> {
     let _lock = layout.lock()?;
     let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
     let mode = AttachMode::detect();
-    if let Ok(dir) = std::fs::read_dir(layout.pod_links()) {
+    for p in Prog::POD {
+        let Ok(dir) = std::fs::read_dir(layout.links(p)) else { continue };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(name.as_str()) {
-                tc::detach(FROM_POD, &name, &entry.path(), mode)?;
+                tc::detach(p, &name, &entry.path(), mode)?;
             }
         }
     }

@@ -1,14 +1,13 @@
 //! The versioned pin layout on bpffs, mounting bpffs when needed, and the host-wide lock.
 //!
 //! ```text
-//! <bpfPinDir>/v1/endpoints            map: pod IPv4 -> {ifindex, pod_mac, host_mac}
-//! <bpfPinDir>/v1/sources              map: host veth ifindex -> {ip, flags} (anti-spoof)
-//! <bpfPinDir>/v1/settings             map: [0] -> {mode}
-//! <bpfPinDir>/v1/counters             per-CPU map: [0]=from_pod, [1]=from_uplink
-//! <bpfPinDir>/v1/progs/<obj>/from_pod     program (tc ingress of host veths)
-//! <bpfPinDir>/v1/progs/<obj>/from_uplink  program (tc ingress of uplinks)
-//! <bpfPinDir>/v1/links/pod/<veth>     TCX link of one pod's host veth
-//! <bpfPinDir>/v1/links/uplink/<if>    TCX link of one uplink
+//! <bpfPinDir>/v2/endpoints               map: pod IPv4 -> {ifindex, pod_mac, host_mac}
+//! <bpfPinDir>/v2/sources                 map: host veth ifindex -> {ip, flags} (anti-spoof)
+//! <bpfPinDir>/v2/settings                map: [0] -> {mode}
+//! <bpfPinDir>/v2/counters                per-CPU map: [0]=from_pod [1]=from_uplink [2]=to_pod [3]=to_uplink
+//! <bpfPinDir>/v2/flows                   LRU map: flow 5-tuple -> {state} (pending / verified)
+//! <bpfPinDir>/v2/progs/<obj>/<program>   programs from_pod, to_pod, from_uplink, to_uplink
+//! <bpfPinDir>/v2/links/<program>/<if>    TCX link of one program on one interface
 //! ```
 
 use std::fs::File;
@@ -18,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use veth_route_common::PIN_LAYOUT_VERSION;
 
+use super::loader::Prog;
 use super::DatapathError;
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
@@ -57,24 +57,14 @@ impl PinLayout {
         self.programs().join(object_id).join(name)
     }
 
-    /// Directory of the per-pod (host veth) link pins.
-    pub fn pod_links(&self) -> PathBuf {
-        self.root.join("links").join("pod")
+    /// Directory of program `prog`'s link pins, one per interface.
+    pub fn links(&self, prog: Prog) -> PathBuf {
+        self.root.join("links").join(prog.name())
     }
 
-    /// Link pin of one host veth.
-    pub fn pod_link(&self, ifname: &str) -> PathBuf {
-        self.pod_links().join(ifname)
-    }
-
-    /// Directory of the uplink link pins.
-    pub fn uplink_links(&self) -> PathBuf {
-        self.root.join("links").join("uplink")
-    }
-
-    /// Link pin of one uplink.
-    pub fn uplink_link(&self, ifname: &str) -> PathBuf {
-        self.uplink_links().join(ifname)
+    /// Link pin of `prog` on interface `ifname`.
+    pub fn link(&self, prog: Prog, ifname: &str) -> PathBuf {
+        self.links(prog).join(ifname)
     }
 
     /// Whether the versioned directory exists (i.e. the fast path was ever set up here).
@@ -90,7 +80,7 @@ impl PinLayout {
         if !is_bpffs(existing)? {
             return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
         }
-        for dir in [self.pod_links(), self.uplink_links()] {
+        for dir in Prog::ALL.map(|p| self.links(p)) {
             std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         }
         Ok(())

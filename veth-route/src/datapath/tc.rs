@@ -1,16 +1,15 @@
 //! Attaching the programs to interfaces: TCX links pinned per interface (kernel >= 6.6),
 //! or netlink clsact/cls_bpf filters on older kernels (which persist without pins).
 
-use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, NlOptions, TcAttachOptions, TcError};
-use aya::programs::{ProgramError, SchedClassifier};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 
-use super::loader::{error_chain, ATTACH};
+use super::loader::{error_chain, program_errno, Prog};
 use super::pins::unpin;
 use super::DatapathError;
 
@@ -37,17 +36,25 @@ impl AttachMode {
             _ => Self::Netlink,
         }
     }
+
+    /// For logs and `veth-route stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::Netlink => "netlink (clsact/cls_bpf)",
+        }
+    }
 }
 
-/// Attach `prog` to tc ingress of `ifname`, replacing an earlier attachment of ours.
-/// TCX: the link is pinned at `pin`.
-pub fn attach(prog: &mut SchedClassifier, prog_name: &str, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
-    let fail = |e: ProgramError| DatapathError::Other(format!("attaching {prog_name} to {ifname}: {}", error_chain(&e)));
+/// Attach `prog` (program `which`) to its hook on `ifname`, replacing an earlier attachment
+/// of ours. TCX: the link is pinned at `pin`.
+pub fn attach(prog: &mut SchedClassifier, which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
+    let fail = |e: ProgramError| DatapathError::Other(format!("attaching {} to {ifname}: {}", which.name(), error_chain(&e)));
     match mode {
         AttachMode::Tcx => {
             // Dropping the old pin releases the old link (detaching it) before we add ours.
             unpin(pin)?;
-            let id = prog.attach_with_options(ifname, ATTACH, TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(fail)?;
+            let id = prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
             let link = FdLink::try_from(link).map_err(|e| DatapathError::Other(format!("link of {ifname}: {e}")))?;
             link.pin(pin).map_err(|e| DatapathError::Other(format!("pinning link {}: {e}", pin.display())))?;
@@ -58,8 +65,8 @@ pub fn attach(prog: &mut SchedClassifier, prog_name: &str, ifname: &str, pin: &P
                 Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(DatapathError::Other(format!("adding clsact to {ifname}: {e}"))),
             }
-            detach_netlink(ifname, prog_name)?;
-            let id = prog.attach_with_options(ifname, ATTACH, TcAttachOptions::Netlink(NlOptions::default())).map_err(fail)?;
+            detach_netlink(ifname, which)?;
+            let id = prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::Netlink(NlOptions::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
             // The filter lives in the kernel; dropping the link would delete it.
             std::mem::forget(link);
@@ -68,18 +75,18 @@ pub fn attach(prog: &mut SchedClassifier, prog_name: &str, ifname: &str, pin: &P
     Ok(())
 }
 
-/// Whether `prog` is attached to tc ingress of `ifname` (TCX: pin present and program on the
-/// interface; netlink: a filter carrying the program's name exists).
-pub fn is_attached(prog: &SchedClassifier, ifname: &str, pin: &Path, mode: AttachMode) -> Result<bool, DatapathError> {
+/// Whether `prog` is attached to its hook on `ifname` (TCX: pin present and program on the
+/// interface; netlink: a successful ADD is the evidence, see below).
+pub fn is_attached(prog: &SchedClassifier, which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<bool, DatapathError> {
     match mode {
         AttachMode::Tcx => {
             if !pin.exists() {
                 return Ok(false);
             }
             let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();
-            match SchedClassifier::query_tcx(ifname, ATTACH) {
+            match SchedClassifier::query_tcx(ifname, which.attach_type()) {
                 Ok((_, progs)) => Ok(progs.iter().any(|p| p.id() == id)),
-                Err(e) if is_no_such_device(&e) => Ok(false),
+                Err(e) if program_errno(&e) == Some(libc::ENODEV) => Ok(false),
                 Err(e) => Err(DatapathError::Other(format!("querying tcx of {ifname}: {}", error_chain(&e)))),
             }
         }
@@ -97,7 +104,7 @@ static RELEASE_AT_EXIT: Mutex<Vec<FdLink>> = Mutex::new(Vec::new());
 /// Releasing a TCX link of a live interface waits for an RCU grace period. DEL deletes the
 /// veth right after this, which detaches the program anyway; so the pin is removed now but
 /// the link itself is held until the process exits, when releasing it costs nothing.
-pub fn detach(prog_name: &str, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
+pub fn detach(which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
     if let Ok(link) = PinnedLink::from_pin(pin) {
         if let Ok(mut held) = RELEASE_AT_EXIT.lock() {
             held.push(FdLink::from(link));
@@ -105,28 +112,24 @@ pub fn detach(prog_name: &str, ifname: &str, pin: &Path, mode: AttachMode) -> Re
     }
     unpin(pin)?;
     if mode == AttachMode::Netlink {
-        detach_netlink(ifname, prog_name)?;
+        detach_netlink(ifname, which)?;
     }
     Ok(())
 }
 
-fn detach_netlink(ifname: &str, prog_name: &str) -> Result<(), DatapathError> {
-    match qdisc_detach_program(ifname, ATTACH, prog_name) {
+fn detach_netlink(ifname: &str, which: Prog) -> Result<(), DatapathError> {
+    match qdisc_detach_program(ifname, which.attach_type(), which.name()) {
         Ok(()) => Ok(()),
-        Err(TcError::IoError(e)) if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-        Err(TcError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::ENOENT)) => Ok(()),
-        Err(e) => Err(DatapathError::Other(format!("detaching {prog_name} from {ifname}: {e}"))),
+        // The interface, its clsact qdisc or the filter is already gone.
+        Err(TcError::IoError(e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) || e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(TcError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::EINVAL | libc::ENOENT)) => Ok(()),
+        Err(e) => Err(DatapathError::Other(format!("detaching {} from {ifname}: {e}", which.name()))),
     }
 }
 
-fn is_no_such_device(e: &ProgramError) -> bool {
-    let s = error_chain(e);
-    s.contains("No such device") || s.contains("not found")
-}
-
-/// Names of the TCX ingress programs on `ifname`, in run order (empty if none or no TCX).
-pub fn tcx_ingress_programs(ifname: &str) -> Vec<String> {
-    match SchedClassifier::query_tcx(ifname, ATTACH) {
+/// Names of the TCX programs on `ifname`'s `hook`, in run order (empty if none or no TCX).
+pub fn tcx_programs(ifname: &str, hook: TcAttachType) -> Vec<String> {
+    match SchedClassifier::query_tcx(ifname, hook) {
         Ok((_, progs)) => progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect(),
         Err(_) => Vec::new(),
     }

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use aya::programs::SchedClassifier;
 use aya_log::EbpfLogger;
 
-use super::loader::{pinned_program, FROM_POD};
+use super::loader::{pinned_program, Prog};
 use super::pins::PinLayout;
 use super::DatapathError;
 
@@ -29,7 +29,7 @@ impl log::Log for StdoutLog {
 
 /// Follow the log ring buffer of the programs pinned under `layout` until interrupted.
 pub fn follow(layout: &PinLayout) -> Result<(), DatapathError> {
-    let pin = pinned_program(layout, FROM_POD)
+    let pin = pinned_program(layout, Prog::FromPod)
         .ok_or_else(|| DatapathError::Other(format!("no programs pinned under {}", layout.root().display())))?;
     let prog = SchedClassifier::from_pin(&pin).map_err(|e| DatapathError::Other(format!("opening {}: {e}", pin.display())))?;
     let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();

@@ -1,0 +1,124 @@
+//! `fastPath: auto`: the datapath's own flow state, so the programs never need the kernel's
+//! conntrack (whose kfuncs are unreachable where nf_conntrack is a module) to stay NAT-safe.
+//!
+//! Rule: the kernel routes the first packet of every flow, and a flow is bypassed only once
+//! the kernel was SEEN to deliver it untranslated.
+//! - An ingress program (`from_pod`, `from_uplink`) that has no verified state for a TCP/UDP
+//!   packet records its tuple as PENDING and passes it: the kernel applies policy and NAT
+//!   as for any routed packet.
+//! - An egress program (`to_pod` on host veths, `to_uplink` on uplinks) that sees a PENDING
+//!   tuple come out unchanged knows the kernel did not translate it (DNAT, SNAT and
+//!   masquerade all change the tuple) and marks both directions VERIFIED. From then on the
+//!   ingress programs redirect them.
+//! - A translated flow never matches at egress (it comes out under another tuple), so it
+//!   stays the kernel's in both directions and conntrack sees all of it: a Service backend's
+//!   reply returns through reverse NAT.
+//! - A VERIFIED tuple that the kernel delivers to a pod anyway was not sent by us (redirected
+//!   packets skip the host veth's egress): the tuple was reused by a translated flow, so the
+//!   state is removed. On an uplink, packets we redirected carry [`MARK_REDIRECTED`].
+//! - A TCP SYN always starts over on the kernel path (the tuple may have been reused), and
+//!   every packet of a verified flow that the programs cannot redirect is passed as PENDING,
+//!   so it re-verifies instead of looking like a reuse.
+//!
+//! State lives in an LRU map: an evicted flow falls back to the kernel path and re-verifies.
+
+use aya_ebpf::programs::TcContext;
+use veth_route_common::{FlowKey, FlowState, FLOW_PENDING, FLOW_VERIFIED, MARK_REDIRECTED};
+
+use crate::maps::FLOWS;
+use crate::packet::{Ipv4Packet, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN};
+
+const PENDING: FlowState = FlowState { state: FLOW_PENDING, reserved: 0 };
+const VERIFIED: FlowState = FlowState { state: FLOW_VERIFIED, reserved: 0 };
+
+/// The flow a TCP or UDP packet belongs to; `None` for other protocols or a short header.
+#[inline(always)]
+pub fn key_of(ctx: &TcContext, pkt: &Ipv4Packet) -> Option<FlowKey> {
+    let proto = pkt.proto();
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return None;
+    }
+    let (sport, dport) = pkt.ports(ctx)?;
+    Some(FlowKey { saddr: pkt.saddr(), daddr: pkt.daddr(), sport, dport, proto, pad: [0; 3] })
+}
+
+/// What the ingress programs know about a packet's flow.
+pub enum Known {
+    /// The kernel delivered this flow untranslated: redirect.
+    Verified,
+    /// First packet (or first after a SYN, eviction or demotion): now PENDING.
+    New,
+    /// Already PENDING: the kernel owns the flow (it translated it, or has not delivered it).
+    Kernel,
+}
+
+/// Look up the packet's flow; anything not verified is left PENDING for the egress side.
+#[inline(always)]
+pub fn classify(ctx: &TcContext, pkt: &Ipv4Packet, key: &FlowKey) -> Known {
+    // SAFETY: the state is copied out at once.
+    let state = unsafe { FLOWS.get(key) }.map(|s| s.state);
+    let syn = key.proto == IPPROTO_TCP && matches!(pkt.tcp_flags(ctx), Some(f) if f & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
+    match state {
+        Some(FLOW_VERIFIED) if !syn => Known::Verified,
+        Some(FLOW_PENDING) => Known::Kernel,
+        _ => {
+            pending(key);
+            Known::New
+        }
+    }
+}
+
+/// Hand a packet of `key` to the kernel such that the egress side re-verifies the flow
+/// instead of taking it for a reused tuple.
+#[inline(always)]
+pub fn pending(key: &FlowKey) {
+    let _ = FLOWS.insert(key, PENDING, 0);
+}
+
+/// What an egress program concluded.
+pub enum Observed {
+    Nothing,
+    Verified,
+    Demoted,
+}
+
+/// The kernel delivered a packet of `key`; `ours` when the fast path itself redirected it.
+#[inline(always)]
+pub fn observe(key: &FlowKey, ours: bool) -> Observed {
+    // SAFETY: the state is copied out at once.
+    match unsafe { FLOWS.get(key) }.map(|s| s.state) {
+        Some(FLOW_PENDING) => {
+            // Both directions: the reply enters through the other ingress program.
+            let _ = FLOWS.insert(key.reversed(), VERIFIED, 0);
+            let _ = FLOWS.insert(key, VERIFIED, 0);
+            Observed::Verified
+        }
+        Some(FLOW_VERIFIED) if !ours => {
+            let _ = FLOWS.remove(key);
+            let _ = FLOWS.remove(key.reversed());
+            Observed::Demoted
+        }
+        _ => Observed::Nothing,
+    }
+}
+
+/// Mark a packet that `route_out` redirects to an uplink.
+#[inline(always)]
+pub fn mark_redirected(ctx: &TcContext) {
+    // SAFETY: reading a field of the context the kernel passed in.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    ctx.set_mark(mark | MARK_REDIRECTED);
+}
+
+/// Whether `to_uplink` sees a packet that `route_out` redirected; clears the mark bit so it
+/// never leaks into the kernel's own use of the mark.
+#[inline(always)]
+pub fn take_redirected_mark(ctx: &TcContext) -> bool {
+    // SAFETY: reading a field of the context the kernel passed in.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & MARK_REDIRECTED == 0 {
+        return false;
+    }
+    ctx.set_mark(mark & !MARK_REDIRECTED);
+    true
+}
