@@ -1,11 +1,12 @@
 //! kube-proxy-style Services keep working with `fastPath: auto`: iptables DNAT in the VM
-//! from a virtual IP to a backend pod on the same VM and on a second VM. The backend's
-//! replies belong to a NATed conntrack entry, so the fast path must hand them to the
-//! kernel for reverse NAT (counted as `pass_nat`) instead of redirecting them.
+//! from a virtual IP to a backend pod on the same VM and on a second VM. The kernel
+//! translates these flows, so they never come out of it under the tuple they went in with:
+//! they never verify, and the backend's replies stay on the kernel path for reverse NAT
+//! (counted as `pass_new_flow` / `pass_kernel_flow`), never redirected.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer, Router, Vm};
+use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer, udp_socket_in, Router, Vm};
 
 const VIP_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
@@ -30,16 +31,20 @@ fn service_vip_to_local_and_remote_backend_works_with_fast_path_auto() {
     dnat(&vm1, VIP_REMOTE, remote_backend.ip);
 
     // Same VM: client -> VIP is DNATed by the kernel; the backend's replies (dst = client, a
-    // local pod) hit the endpoint map but conntrack says NAT, so they stay on the kernel path.
-    let nat = vm1.counter("from_pod", "pass_nat");
+    // local pod) hit the endpoint map, but their flow never verified: kernel path.
+    let (redirected, kernel, verified) =
+        (vm1.counter("from_pod", "redirected"), vm1.counter("from_pod", "pass_kernel_flow"), vm1.counter("to_pod", "flows_verified"));
     assert_eq!(tcp_transfer(&client.ns, &local_backend.ns, 8080, SocketAddrV4::new(VIP_LOCAL, 80), BYTES), BYTES);
-    assert!(vm1.counter("from_pod", "pass_nat") > nat, "backend replies must be left to reverse NAT");
+    assert_eq!(vm1.counter("from_pod", "redirected"), redirected, "no packet of a NATed flow may be redirected");
+    assert_eq!(vm1.counter("to_pod", "flows_verified"), verified, "a NATed flow never verifies");
+    assert!(vm1.counter("from_pod", "pass_kernel_flow") > kernel, "backend replies must be left to reverse NAT");
 
     // Backend on VM2: its replies enter VM1 through the uplink, same decision there.
-    let nat_up = vm1.counter("from_uplink", "pass_nat");
+    let (up_redirected, up_kernel) = (vm1.counter("from_uplink", "redirected"), vm1.counter("from_uplink", "pass_kernel_flow"));
     let vm2_redirected = vm2.counter("from_uplink", "redirected");
     assert_eq!(tcp_transfer(&client.ns, &remote_backend.ns, 8080, SocketAddrV4::new(VIP_REMOTE, 80), BYTES), BYTES);
-    assert!(vm1.counter("from_uplink", "pass_nat") > nat_up, "remote backend replies must be left to reverse NAT");
+    assert_eq!(vm1.counter("from_uplink", "redirected"), up_redirected, "remote backend replies must be left to reverse NAT");
+    assert!(vm1.counter("from_uplink", "pass_kernel_flow") > up_kernel);
     // VM2 did no NAT itself: the DNATed packets arriving there go straight into the backend,
     // and the backend's replies straight out again.
     assert!(vm2.counter("from_uplink", "redirected") > vm2_redirected);
@@ -64,27 +69,43 @@ fn fast_path_always_breaks_same_vm_services_as_documented() {
     assert!(outcome.is_err(), "expected the un-NATed reply to break the connection, got {outcome:?}");
 }
 
-/// A host whose conntrack kfuncs are unusable (nf_conntrack built as a module): `auto`
-/// cannot prove flows un-NATed, so it keeps the kernel path; `always` still works.
+/// A tuple reused across the two kinds of flow: a client's socket first talks to a pod
+/// directly (verified, bypassed both ways), then to a Service VIP that DNATs to that very
+/// pod and port. The kernel delivers the translated flow under the verified tuple, which
+/// the fast path never sends that way: the state is demoted, and the answer goes back
+/// through reverse NAT. The client must see it come from the VIP.
 #[test]
-fn without_conntrack_kfuncs_auto_keeps_the_kernel_path_and_always_still_redirects() {
+fn a_tuple_reused_by_a_nated_flow_is_demoted_and_the_answer_is_reverse_nated() {
     let router = Router::new();
-    let mut auto = Vm::new(&router, 1, "auto");
-    auto.env.push(("VETH_ROUTE_NO_CT_KFUNCS", "1".into()));
-    let a = auto.add_pod();
-    let b = auto.add_pod();
-    assert_eq!(tcp_transfer(&a.ns, &b.ns, 0, SocketAddrV4::new(b.ip, 7201), BYTES), BYTES);
-    let progs = std::fs::read_dir(auto.pin_dir.join("v1/progs")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(progs, 0, "auto must not load programs that cannot check NAT");
-    assert!(auto.pod_link_pins().is_empty());
+    let vm = Vm::new(&router, 1, "auto");
+    let client = vm.add_pod();
+    let backend = vm.add_pod();
+    let client_sock = udp_socket_in(&client.ns, client.ip);
+    let server = udp_socket_in(&backend.ns, backend.ip);
+    for s in [&client_sock, &server] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    }
+    let server_addr = server.local_addr().unwrap();
+    let mut buf = [0u8; 64];
+    let mut exchange = |to: std::net::SocketAddr| {
+        client_sock.send_to(b"ping", to).unwrap();
+        let (_, from) = server.recv_from(&mut buf).expect("request delivered");
+        server.send_to(b"pong", from).unwrap();
+        let (n, from) = client_sock.recv_from(&mut buf).expect("answer delivered");
+        assert_eq!(&buf[..n], b"pong");
+        from
+    };
+    // Before any NAT rule exists the VM has no conntrack, so the direct flow leaves none.
+    let redirected = vm.counter("from_pod", "redirected");
+    assert_eq!(exchange(server_addr), server_addr);
+    assert_eq!(vm.counter("from_pod", "redirected"), redirected + 1, "the direct answer is redirected");
 
-    let mut always = Vm::new(&router, 2, "always");
-    always.env.push(("VETH_ROUTE_NO_CT_KFUNCS", "1".into()));
-    let c = always.add_pod();
-    let d = always.add_pod();
-    let redirected = always.counter("from_pod", "redirected");
-    assert_eq!(tcp_transfer(&c.ns, &d.ns, 0, SocketAddrV4::new(d.ip, 7202), BYTES), BYTES);
-    assert!(always.counter("from_pod", "redirected") > redirected);
+    let vip = SocketAddrV4::new(VIP_LOCAL, 53);
+    let to = server_addr.to_string();
+    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", &VIP_LOCAL.to_string(), "-p", "udp", "--dport", "53", "-j", "DNAT", "--to-destination", &to]);
+    let demoted = vm.counter("to_pod", "flows_demoted");
+    assert_eq!(exchange(vip.into()), std::net::SocketAddr::V4(vip), "the answer must come back from the VIP");
+    assert_eq!(vm.counter("to_pod", "flows_demoted"), demoted + 1);
 }
 
 /// hostPort / NodePort style: DNAT from the VM's own address to a pod. The request takes
