@@ -22,6 +22,9 @@ use crate::cni_runner::{self, Attachment, Outcome};
 use crate::netns::{run_ok, unique, NetNs, TempDir};
 use crate::vm::with_prev;
 
+/// The pin layout version directory the plugin uses (`veth_route_common::PIN_LAYOUT_VERSION`).
+pub const PIN_LAYOUT: &str = "v2";
+
 /// Name of the uplink inside each VM namespace.
 pub const UPLINK: &str = "up0";
 /// I/O timeout for test traffic: generous, only there so a broken path fails instead of hanging.
@@ -156,12 +159,25 @@ impl Vm {
         serde_json::from_str(&out).expect("operator output is JSON")
     }
 
-    /// Names of the per-pod link pins.
+    /// The versioned pin directory (`veth_route_common::PIN_LAYOUT_VERSION`).
+    pub fn pins(&self) -> PathBuf {
+        self.pin_dir.join(PIN_LAYOUT)
+    }
+
+    /// Host veths with pinned pod program links, sorted; both pod programs (`from_pod` on
+    /// ingress, `to_pod` on egress) must agree.
     pub fn pod_link_pins(&self) -> Vec<String> {
-        match std::fs::read_dir(self.pin_dir.join("v2/links/from_pod")) {
-            Ok(d) => d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-            Err(_) => Vec::new(),
-        }
+        let list = |prog: &str| -> Vec<String> {
+            let mut v: Vec<String> = match std::fs::read_dir(self.pins().join("links").join(prog)) {
+                Ok(d) => d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+                Err(_) => Vec::new(),
+            };
+            v.sort();
+            v
+        };
+        let (from, to) = (list("from_pod"), list("to_pod"));
+        assert_eq!(from, to, "from_pod and to_pod link pins differ");
+        from
     }
 
     /// Run `iptables` inside the VM.

@@ -57,7 +57,7 @@ fn check_reports_a_missing_endpoint_and_a_missing_attachment() {
 
     // Tamper 1: remove a's endpoint behind the plugin's back, as an operator with bpftool could.
     let key: Vec<String> = a.ip.octets().iter().map(u8::to_string).collect();
-    let map = vm.pin_dir.join("v1/endpoints");
+    let map = vm.pins().join("endpoints");
     let mut cmd = std::process::Command::new("bpftool");
     cmd.args(["map", "delete", "pinned"]).arg(&map).arg("key").args(&key);
     assert!(cmd.status().unwrap().success());
@@ -66,7 +66,7 @@ fn check_reports_a_missing_endpoint_and_a_missing_attachment() {
 
     // Tamper 2: drop b's link pin, which detaches from_pod from its veth.
     let veth = vm.host_veth_of(b.ip);
-    std::fs::remove_file(vm.pin_dir.join("v1/links/pod").join(&veth)).unwrap();
+    std::fs::remove_file(vm.pins().join("links/from_pod").join(&veth)).unwrap();
     let (_, msg, err) = b.check().error();
     assert!(format!("{msg} {err}").contains("not attached"), "{err}");
 }
@@ -106,11 +106,13 @@ fn twenty_concurrent_first_adds_load_once_and_all_get_the_fast_path() {
     let endpoints = vm.operator_json(&["endpoints"]);
     for e in endpoints.as_array().unwrap() {
         assert_eq!(e["tcx_ingress_programs"], json!(["from_pod"]), "{e}");
+        assert_eq!(e["tcx_egress_programs"], json!(["to_pod"]), "{e}");
     }
     // One uplink attachment however many ADDs raced for it.
     assert_eq!(vm.stats()["uplinks"]["up0"]["tcx_ingress_programs"], json!(["from_uplink"]));
+    assert_eq!(vm.stats()["uplinks"]["up0"]["tcx_egress_programs"], json!(["to_uplink"]));
     let redirected = vm.counter("from_pod", "redirected");
-    assert_eq!(udp_ttl(&pods[0].ns, None, &pods[19].ns, pods[19].ip, 64), 63);
+    assert_eq!(tcp_transfer(&pods[0].ns, &pods[19].ns, 0, SocketAddrV4::new(pods[19].ip, 7106), 1 << 16), 1 << 16);
     assert!(vm.counter("from_pod", "redirected") > redirected);
 }
 
@@ -157,11 +159,11 @@ fn add_failing_after_the_early_attach_leaves_no_pin_entry_or_interface() {
         panic!("ADD with a missing IPAM plugin must fail");
     }
     assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
-    assert!(vm.pin_dir.join("v1/links/pod").is_dir(), "the ADD got as far as the datapath");
+    assert!(vm.pins().join("links/from_pod").is_dir(), "the ADD got as far as the datapath");
     assert_eq!(vm.pod_link_pins(), Vec::<String>::new(), "failed ADD must leave no link pin");
     assert_eq!(vm.endpoint_ips(), Vec::<std::net::Ipv4Addr>::new());
     let out =
-        std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(vm.pin_dir.join("v1/sources")).output().unwrap();
+        std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(vm.pins().join("sources")).output().unwrap();
     let sources: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool prints JSON");
     assert_eq!(sources.as_array().map(Vec::len), Some(0), "failed ADD must leave no anti-spoof entry: {sources}");
 }
@@ -175,10 +177,10 @@ fn netlink_attach_fallback_redirects_and_cleans_up() {
     let a = vm.add_pod();
     let mut b = vm.add_pod();
     let veth_b = vm.host_veth_of(b.ip);
-    let filters = vm.ns.sh("tc", &["filter", "show", "dev", &veth_b, "ingress"]);
-    assert!(filters.contains("from_pod"), "{filters}");
-    let uplink = vm.ns.sh("tc", &["filter", "show", "dev", "up0", "ingress"]);
-    assert!(uplink.contains("from_uplink"), "{uplink}");
+    for (dev, hook, prog) in [(veth_b.as_str(), "ingress", "from_pod"), (&veth_b, "egress", "to_pod"), ("up0", "ingress", "from_uplink"), ("up0", "egress", "to_uplink")] {
+        let filters = vm.ns.sh("tc", &["filter", "show", "dev", dev, hook]);
+        assert!(filters.contains(prog), "{dev} {hook}: {filters}");
+    }
     let redirected = vm.counter("from_pod", "redirected");
     let redirected_in = vm.counter("from_uplink", "redirected");
     assert_eq!(tcp_transfer(&a.ns, &b.ns, 0, SocketAddrV4::new(b.ip, 7103), 1 << 20), 1 << 20);
@@ -189,6 +191,7 @@ fn netlink_attach_fallback_redirects_and_cleans_up() {
 
     b.del();
     assert!(!vm.endpoint_ips().contains(&b.ip));
+    assert!(vm.ns.ip_output(&format!("link show {veth_b}")).status.code() != Some(0), "DEL removes the veth and its filters");
 }
 
 #[test]
@@ -197,7 +200,7 @@ fn a_new_program_build_takes_over_existing_links_on_the_next_add() {
     let vm = Vm::new(&router, 1, "auto");
     let old = vm.add_pod();
     // Pretend the pinned programs came from an older plugin build.
-    let progs = vm.pin_dir.join("v1/progs");
+    let progs = vm.pins().join("progs");
     let builds: Vec<_> = std::fs::read_dir(&progs).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(builds.len(), 1, "one build pinned: {builds:?}");
     std::fs::rename(progs.join(&builds[0]), progs.join("0000000000000000")).unwrap();
