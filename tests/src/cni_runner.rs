@@ -142,6 +142,9 @@ pub struct Chain<'a> {
     pub vm: &'a NetNs,
     /// `{"cniVersion","name","plugins":[...]}`.
     pub list: Value,
+    /// The runtime's capability arguments (`{"bandwidth": {...}, "portMappings": [...]}`):
+    /// as libcni does, each plugin gets in `runtimeConfig` the keys its `capabilities` enable.
+    pub runtime: Value,
 }
 
 impl Chain<'_> {
@@ -149,6 +152,13 @@ impl Chain<'_> {
         let mut c = plugin.clone();
         c["name"] = self.list["name"].clone();
         c["cniVersion"] = self.list["cniVersion"].clone();
+        if let Some(caps) = plugin["capabilities"].as_object() {
+            for (cap, on) in caps {
+                if on == &Value::Bool(true) && !self.runtime[cap].is_null() {
+                    c["runtimeConfig"][cap] = self.runtime[cap].clone();
+                }
+            }
+        }
         if let Some(p) = prev {
             c["prevResult"] = p.clone();
         }

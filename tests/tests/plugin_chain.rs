@@ -17,13 +17,15 @@ fn portmap_and_bandwidth_chain() {
         "name": "cni0",
         "plugins": [
             veth,
-            {"type": "portmap", "capabilities": {"portMappings": true},
-             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}},
-            {"type": "bandwidth", "capabilities": {"bandwidth": true},
-             "runtimeConfig": {"bandwidth": {"ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000}}}
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": true}}
         ]
     });
-    let chain = Chain { vm: &vm.ns, list };
+    let runtime = json!({
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+        "bandwidth": {"ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000},
+    });
+    let chain = Chain { vm: &vm.ns, list, runtime };
     let pod = vm.pod();
     let att = pod.attachment();
     let result = chain.add(&att).unwrap_or_else(|o| panic!("chain ADD failed: {} {}", o.stdout, o.stderr));
@@ -44,7 +46,7 @@ fn portmap_and_bandwidth_chain() {
     // bug unrelated to us, so it is left out of the CHECK pass.
     let mut checked = chain.list.clone();
     checked["plugins"].as_array_mut().unwrap().retain(|p| p["type"] != "portmap");
-    Chain { vm: &vm.ns, list: checked }.check(&att, &result).unwrap_or_else(|o| panic!("chain CHECK failed: {}", o.stdout));
+    Chain { vm: &vm.ns, list: checked, runtime: chain.runtime.clone() }.check(&att, &result).unwrap_or_else(|o| panic!("chain CHECK failed: {}", o.stdout));
     chain.del(&att, Some(&result)).unwrap_or_else(|o| panic!("chain DEL failed: {}", o.stdout));
 
     // portmap keeps its shared CNI-HOSTPORT-* chains by design; everything else must go.

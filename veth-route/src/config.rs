@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cni::{CniError, ErrorCode, NetConf};
 use serde::Deserialize;
 
-use crate::datapath::DatapathConfig;
+use crate::datapath::{DatapathConfig, FastPath};
 use crate::proxy_neigh::ProxyNeighborConfig;
 
 /// The whole config: common CNI fields plus [`VethRouteConf`].
@@ -95,9 +95,37 @@ impl VethRouteConf {
 
 /// Parse and validate the config bytes.
 pub fn parse(bytes: &[u8]) -> Result<Conf, CniError> {
-    let conf = Conf::parse(bytes)?;
+    let mut conf = Conf::parse(bytes)?;
     conf.plugin.validate()?;
+    if shaped(conf.runtime_config.as_ref())? && conf.plugin.datapath.fast_path != FastPath::Off {
+        // A redirect skips the host veth's qdiscs and classic tc filters, where the
+        // `bandwidth` plugin shapes: a shaped pod keeps the kernel path, in both directions.
+        conf.plugin.datapath.fast_path = FastPath::Off;
+        conf.plugin.datapath.kernel_path_reason = Some("runtimeConfig.bandwidth shapes this pod (the bandwidth plugin's qdiscs see only the kernel path)");
+    }
     Ok(conf)
+}
+
+/// `runtimeConfig.bandwidth`, the `bandwidth` capability as the bandwidth plugin reads it
+/// (rates in bit/s). Only the rates matter here; the bandwidth plugin checks the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bandwidth {
+    #[serde(default)]
+    ingress_rate: u64,
+    #[serde(default)]
+    egress_rate: u64,
+}
+
+/// Whether the runtime asks for traffic shaping of this pod. Other capability keys
+/// (portMappings, ...) belong to other plugins and are left alone.
+fn shaped(runtime_config: Option<&serde_json::Value>) -> Result<bool, CniError> {
+    let Some(bw) = runtime_config.and_then(|r| r.get("bandwidth")).filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    let bw: Bandwidth = serde_json::from_value(bw.clone())
+        .map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("runtimeConfig.bandwidth: {e}")))?;
+    Ok(bw.ingress_rate > 0 || bw.egress_rate > 0)
 }
 
 /// Start logging as the config says (once per process).
@@ -121,6 +149,17 @@ mod tests {
         assert_eq!(c.plugin.gateway_mode, GatewayMode::Auto);
         assert_eq!(c.ipam_type(), Some("tcnp-ipam"));
         assert!(!c.plugin.ip_masq);
+    }
+
+    #[test]
+    fn a_shaped_pod_keeps_the_kernel_path() {
+        let conf = |rc: &str| parse(format!(r#"{{"name":"n","cniVersion":"1.0.0","type":"veth-route","runtimeConfig":{rc}}}"#).as_bytes());
+        let shaped = conf(r#"{"bandwidth":{"ingressRate":1000000,"ingressBurst":8000}}"#).unwrap();
+        assert_eq!(shaped.plugin.datapath.fast_path, FastPath::Off);
+        assert!(shaped.plugin.datapath.kernel_path_reason.is_some());
+        let unshaped = conf(r#"{"portMappings":[],"bandwidth":{"ingressRate":0}}"#).unwrap();
+        assert_eq!(unshaped.plugin.datapath.fast_path, FastPath::Auto);
+        assert_eq!(conf(r#"{"bandwidth":{"ingressRate":"fast"}}"#).unwrap_err().code, ErrorCode::InvalidNetworkConfig);
     }
 
     #[test]

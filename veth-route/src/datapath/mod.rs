@@ -58,11 +58,15 @@ pub struct DatapathConfig {
     /// Drop packets from a pod whose source is not the pod's address.
     #[serde(default = "default_true")]
     pub anti_spoof: bool,
+    /// Why this pod keeps the kernel path although the network has a fast path (set from
+    /// the runtime's arguments, never from the config file).
+    #[serde(skip)]
+    pub kernel_path_reason: Option<&'static str>,
 }
 
 impl Default for DatapathConfig {
     fn default() -> Self {
-        Self { fast_path: FastPath::Auto, bpf_pin_dir: default_pin_dir(), uplinks: Vec::new(), anti_spoof: true }
+        Self { fast_path: FastPath::Auto, bpf_pin_dir: default_pin_dir(), uplinks: Vec::new(), anti_spoof: true, kernel_path_reason: None }
     }
 }
 
@@ -171,7 +175,7 @@ impl PendingAttach {
             Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Other("attach thread panicked".into()))),
             None => match self.early.take() {
                 Some(early) => early,
-                None => return Ok(Attached::KernelOnly { reason: "fastPath is off".into() }),
+                None => return Ok(Attached::KernelOnly { reason: self.cfg.kernel_path_reason.unwrap_or("fastPath is off").into() }),
             },
         };
         match early.and_then(|mut maps| insert_endpoint(&self.cfg, &mut maps, ep)) {
