@@ -105,10 +105,15 @@ impl Outcome {
     }
 }
 
-/// Run plugin `bin` for `command` inside `vm`, env cleared like a runtime would.
+/// Run plugin `bin` for `command` inside `vm`, env cleared like a runtime would, except
+/// `VETH_ROUTE_TC_ATTACH`: set for the whole suite, it runs every test with that attach
+/// method (e.g. netlink filters on a kernel that has TCX).
 pub fn exec(bin: &Path, vm: &NetNs, command: &str, att: Option<&Attachment>, extra_env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
     let mut cmd = vm.command(bin);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("CNI_COMMAND", command).env("CNI_PATH", cni_path());
+    if let Ok(mode) = std::env::var("VETH_ROUTE_TC_ATTACH") {
+        cmd.env("VETH_ROUTE_TC_ATTACH", mode);
+    }
     if let Some(a) = att {
         cmd.env("CNI_CONTAINERID", &a.container_id).env("CNI_IFNAME", &a.ifname);
         if let Some(ns) = &a.netns {

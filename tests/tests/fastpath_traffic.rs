@@ -85,8 +85,8 @@ fn remote_to_pod_through_the_uplink_is_redirected_both_ways() {
     assert!(vm.counter("from_pod", "redirected_out") > out);
     assert_eq!(vm.counter("to_pod", "flows_verified"), verified + 2, "the TCP and the UDP flow");
     let stats = vm.stats();
-    assert_eq!(stats["uplinks"][UPLINK]["tcx_ingress_programs"], serde_json::json!(["from_uplink"]));
-    assert_eq!(stats["uplinks"][UPLINK]["tcx_egress_programs"], serde_json::json!(["to_uplink"]));
+    assert_eq!(stats["uplinks"][UPLINK]["ingress_programs"], serde_json::json!(["from_uplink"]));
+    assert_eq!(stats["uplinks"][UPLINK]["egress_programs"], serde_json::json!(["to_uplink"]));
 }
 
 /// With inbound packets redirected and the pod's replies on the kernel path, conntrack would

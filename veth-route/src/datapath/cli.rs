@@ -10,7 +10,7 @@ use veth_route_common::{Counters, Endpoint, MODE_ALWAYS, SOURCE_F_ANTI_SPOOF};
 use super::loader::Prog;
 use super::maps::PinnedMaps;
 use super::pins::PinLayout;
-use super::tc::{tcx_programs, AttachMode};
+use super::tc::{programs_on, AttachMode};
 use super::{ifname, DatapathError};
 
 const USAGE: &str = "usage: veth-route stats|endpoints|trace [--pin-dir DIR] [--json]
@@ -122,7 +122,7 @@ pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
     let c = counters_by_program(&maps)?;
     let flows = maps.flow_counts()?;
-    let mut s = format!("fast path pins: {}  mode: {}  attach: {}\n", layout.root().display(), mode(&maps)?, AttachMode::detect().as_str());
+    let mut s = format!("fast path pins: {}  mode: {}  attach: {}\n", layout.root().display(), redirect_mode(&maps)?, AttachMode::detect().as_str());
     s += &format!("flows: {} verified, {} pending (directions)\n", flows.verified, flows.pending);
     s += &format!("{:<22}", "counter");
     for (p, _) in &c {
@@ -144,11 +144,12 @@ pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
         }
         s.push('\n');
     }
+    let mode = AttachMode::detect();
     for u in uplink_names(layout) {
         s += &format!(
-            "uplink {u}: tcx ingress {:?} egress {:?}\n",
-            tcx_programs(&u, TcAttachType::Ingress),
-            tcx_programs(&u, TcAttachType::Egress)
+            "uplink {u}: ingress {:?} egress {:?}\n",
+            programs_on(&u, TcAttachType::Ingress, mode),
+            programs_on(&u, TcAttachType::Egress, mode)
         );
     }
     Ok(s)
@@ -160,7 +161,7 @@ fn counters_by_program(maps: &PinnedMaps) -> Result<Vec<(Prog, Counters)>, Datap
     Ok(Prog::ALL.iter().map(|p| (*p, c.get(p.counter_slot() as usize).copied().unwrap_or_default())).collect())
 }
 
-fn mode(maps: &PinnedMaps) -> Result<&'static str, DatapathError> {
+fn redirect_mode(maps: &PinnedMaps) -> Result<&'static str, DatapathError> {
     Ok(if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" })
 }
 
@@ -184,10 +185,11 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
 /// `{"mode": "auto", "attach": "tcx", "flows": {..}, "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
+    let mode = AttachMode::detect();
     let flows = maps.flow_counts()?;
     let mut v = serde_json::json!({
-        "mode": mode(&maps)?,
-        "attach": match AttachMode::detect() { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
+        "mode": redirect_mode(&maps)?,
+        "attach": match mode { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
         "flows": { "verified": flows.verified, "pending": flows.pending },
     });
     for (p, c) in counters_by_program(&maps)? {
@@ -200,8 +202,8 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
         .into_iter()
         .map(|u| {
             let progs = serde_json::json!({
-                "tcx_ingress_programs": tcx_programs(&u, TcAttachType::Ingress),
-                "tcx_egress_programs": tcx_programs(&u, TcAttachType::Egress),
+                "ingress_programs": programs_on(&u, TcAttachType::Ingress, mode),
+                "egress_programs": programs_on(&u, TcAttachType::Egress, mode),
             });
             (u, progs)
         })
@@ -213,6 +215,7 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
 /// `[{"ip": "10.10.10.19", "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true}]`.
 pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
+    let mode = AttachMode::detect();
     let mut list = Vec::new();
     for (ip, ep) in maps.all_endpoints()? {
         let src = maps.source(ep.ifindex)?;
@@ -223,8 +226,8 @@ pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
             "pod_mac": mac(&ep.pod_mac),
             "host_mac": mac(&ep.host_mac),
             "anti_spoof": src.is_some_and(|s| s.ip == ip.octets() && s.flags & SOURCE_F_ANTI_SPOOF != 0),
-            "tcx_ingress_programs": ifname(ep.ifindex).map(|n| tcx_programs(&n, TcAttachType::Ingress)).unwrap_or_default(),
-            "tcx_egress_programs": ifname(ep.ifindex).map(|n| tcx_programs(&n, TcAttachType::Egress)).unwrap_or_default(),
+            "ingress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Ingress, mode)).unwrap_or_default(),
+            "egress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Egress, mode)).unwrap_or_default(),
         }));
     }
     Ok(format!("{}\n", serde_json::Value::Array(list)))

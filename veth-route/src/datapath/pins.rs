@@ -139,9 +139,10 @@ fn ensure_bpffs_mounted() -> Result<(), DatapathError> {
     Ok(())
 }
 
-/// Remove a pin; a missing pin is not an error.
+/// Remove a pin (or the directory recording a netlink filter); a missing one is not an error.
 pub fn unpin(path: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_file(path) {
+    let removed = if path.is_dir() { std::fs::remove_dir(path) } else { std::fs::remove_file(path) };
+    match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DatapathError::Other(format!("removing pin {}: {e}", path.display()))),

@@ -1,5 +1,7 @@
 //! Attaching the programs to interfaces: TCX links pinned per interface (kernel >= 6.6),
-//! or netlink clsact/cls_bpf filters on older kernels (which persist without pins).
+//! or netlink clsact/cls_bpf filters on older kernels. Those persist without pins; an empty
+//! directory at the link's pin path records the attachment instead, so listing, CHECK and
+//! GC work the same in both modes.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -70,19 +72,21 @@ pub fn attach(prog: &mut SchedClassifier, which: Prog, ifname: &str, pin: &Path,
             let link = prog.take_link(id).map_err(fail)?;
             // The filter lives in the kernel; dropping the link would delete it.
             std::mem::forget(link);
+            std::fs::create_dir_all(pin).map_err(|e| DatapathError::Other(format!("recording the filter at {}: {e}", pin.display())))?;
         }
     }
     Ok(())
 }
 
-/// Whether `prog` is attached to its hook on `ifname` (TCX: pin present and program on the
-/// interface; netlink: a successful ADD is the evidence, see below).
+/// Whether `prog` is attached to its hook on `ifname`: its pin (or record) is there and the
+/// interface runs it (TCX: this program; netlink: a filter of that name, of any build,
+/// since netlink filters are not moved to a new build).
 pub fn is_attached(prog: &SchedClassifier, which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<bool, DatapathError> {
+    if !pin.exists() {
+        return Ok(false);
+    }
     match mode {
         AttachMode::Tcx => {
-            if !pin.exists() {
-                return Ok(false);
-            }
             let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();
             match SchedClassifier::query_tcx(ifname, which.attach_type()) {
                 Ok((_, progs)) => Ok(progs.iter().any(|p| p.id() == id)),
@@ -90,9 +94,7 @@ pub fn is_attached(prog: &SchedClassifier, which: Prog, ifname: &str, pin: &Path
                 Err(e) => Err(DatapathError::Other(format!("querying tcx of {ifname}: {}", error_chain(&e)))),
             }
         }
-        // aya has no filter listing; netlink filters cannot be detached by a process exit,
-        // so a successful ADD is the best evidence available.
-        AttachMode::Netlink => Ok(true),
+        AttachMode::Netlink => Ok(netlink_filters(ifname, which.attach_type())?.iter().any(|n| n == which.name())),
     }
 }
 
@@ -127,10 +129,42 @@ fn detach_netlink(ifname: &str, which: Prog) -> Result<(), DatapathError> {
     }
 }
 
-/// Names of the TCX programs on `ifname`'s `hook`, in run order (empty if none or no TCX).
-pub fn tcx_programs(ifname: &str, hook: TcAttachType) -> Vec<String> {
-    match SchedClassifier::query_tcx(ifname, hook) {
-        Ok((_, progs)) => progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect(),
-        Err(_) => Vec::new(),
+/// Names of the programs on `ifname`'s `hook`, in run order: TCX programs, or cls_bpf
+/// filters (empty if none, or the interface is gone).
+pub fn programs_on(ifname: &str, hook: TcAttachType, mode: AttachMode) -> Vec<String> {
+    match mode {
+        AttachMode::Tcx => match SchedClassifier::query_tcx(ifname, hook) {
+            Ok((_, progs)) => progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect(),
+            Err(_) => Vec::new(),
+        },
+        AttachMode::Netlink => netlink_filters(ifname, hook).unwrap_or_default(),
     }
+}
+
+/// Names of the cls_bpf filters on `ifname`'s clsact `hook` (aya cannot list filters).
+fn netlink_filters(ifname: &str, hook: TcAttachType) -> Result<Vec<String>, DatapathError> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
+
+    let Some(index) = super::ifindex(ifname) else { return Ok(Vec::new()) };
+    let listed = crate::netns::with_netlink(|h| async move {
+        let req = h.traffic_filter(index as i32).get();
+        let req = if hook == TcAttachType::Egress { req.egress() } else { req.ingress() };
+        let msgs: Vec<_> = req.execute().try_collect().await.map_err(|e| crate::error::Error::Command(format!("listing tc filters: {e}")))?;
+        Ok(msgs)
+    });
+    let msgs = listed.map_err(|e| DatapathError::Other(format!("tc filters of {ifname}: {e}")))?;
+    let mut names = Vec::new();
+    for m in msgs {
+        for attr in m.attributes {
+            if let TcAttribute::Options(opts) = attr {
+                for o in opts {
+                    if let TcOption::Bpf(TcFilterBpfOption::ProgName(n)) = o {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
 }
