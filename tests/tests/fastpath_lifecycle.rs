@@ -150,6 +150,16 @@ fn fast_path_required_fails_add_cleanly_without_usable_ebpf() {
     let (_, msg, err) = out.error();
     assert!(format!("{msg} {err}").contains("eBPF"), "{err}");
     assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
+
+    // STATUS says so before any ADD is tried (CNI 1.1.0; code 50: plugin not available).
+    vm.conf["cniVersion"] = json!("1.1.0");
+    let none = testbed::cni_runner::Attachment { container_id: "status".into(), netns: None, ifname: "eth0".into() };
+    let (code, msg, _) = vm.cni("STATUS", &none, None).error();
+    assert_eq!(code, 50, "{msg}");
+    assert!(msg.contains("required"), "{msg}");
+    // With the default pin dir on bpffs the same config is ready.
+    vm.conf["bpfPinDir"] = json!(vm.pin_dir);
+    vm.cni("STATUS", &none, None).assert_ok();
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! STATUS: can this node serve ADDs now? Forwarding can be enabled, the gateway can be
-//! placed, iptables works when masquerading, and the IPAM plugin says it is ready.
+//! placed, iptables works when masquerading, the eBPF programs load when `fastPath` is
+//! `required`, and the IPAM plugin says it is ready.
 
 use std::fs::OpenOptions;
 
@@ -7,7 +8,7 @@ use cni::{delegate, CniError, ErrorCode, Request, Verb, Version};
 
 use crate::config::{self, GatewayMode};
 use crate::error::Result;
-use crate::gateway;
+use crate::{datapath, gateway};
 use crate::netns::with_netlink;
 
 fn unavailable(msg: String, details: String) -> crate::error::Error {
@@ -40,6 +41,9 @@ pub fn status(req: &Request) -> Result<()> {
             let why = ok.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_else(|e| e.to_string());
             return Err(unavailable("ipMasq is set but iptables does not work".into(), why));
         }
+    }
+    if let Err(e) = datapath::status(&conf.plugin.datapath) {
+        return Err(unavailable("fastPath is required but the eBPF fast path cannot be loaded here".into(), e.to_string()));
     }
     if let Some(ipam) = conf.ipam_type() {
         if delegate::supports(ipam, &req.inv, Version::V1_1_0) {

@@ -268,6 +268,18 @@ fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs
     Ok(())
 }
 
+/// STATUS: with `fastPath: required` the programs must be loadable (or already pinned) here,
+/// else no ADD can succeed. Other modes fall back to the kernel path and need nothing.
+pub fn status(cfg: &DatapathConfig) -> Result<(), DatapathError> {
+    if cfg.fast_path != FastPath::Required {
+        return Ok(());
+    }
+    let layout = PinLayout::new(&cfg.bpf_pin_dir);
+    layout.prepare()?;
+    let _lock = layout.lock()?;
+    loader::load_or_reuse(&layout).map(|_| ())
+}
+
 /// Remove the pod's endpoint and per-pod attachments; succeeds when already gone.
 ///
 /// Runs whatever `fastPath` says now (it may have been different at ADD). An entry whose
