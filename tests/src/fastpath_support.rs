@@ -103,8 +103,13 @@ impl Vm {
     /// Run the plugin for `command` as a runtime would, inside the VM namespace.
     /// `prev` is passed as `prevResult`, as runtimes do for CHECK and DEL.
     pub fn cni(&self, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
+        self.cni_as(&self.conf, command, att, prev)
+    }
+
+    /// [`Vm::cni`] with another network config (a second network on this VM).
+    pub fn cni_as(&self, conf: &Value, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let conf = with_prev(&self.conf, prev);
+        let conf = with_prev(conf, prev);
         cni_runner::exec(&self.bin, &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
     }
 
@@ -115,16 +120,25 @@ impl Vm {
 
     /// ADD a pod; the plugin's output when it fails (the pod netns is then removed).
     pub fn try_add_pod(&self) -> Result<Pod<'_>, Outcome> {
+        self.try_add_pod_as(self.conf.clone())
+    }
+
+    /// ADD a pod of network `conf` (a second network on this VM); panics if the plugin fails.
+    pub fn add_pod_as(&self, conf: Value) -> Pod<'_> {
+        self.try_add_pod_as(conf).unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
+    }
+
+    fn try_add_pod_as(&self, conf: Value) -> Result<Pod<'_>, Outcome> {
         let ns = NetNs::new("fp");
         let att = Attachment { container_id: format!("{}-ctr", unique("f")), netns: Some(ns.path().to_path_buf()), ifname: "eth0".into() };
-        let out = self.cni("ADD", &att, None);
+        let out = self.cni_as(&conf, "ADD", &att, None);
         if out.exit != 0 {
             return Err(out);
         }
         let result = out.result();
         let addr = result["ips"][0]["address"].as_str().expect("result has an address");
         let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-        Ok(Pod { vm: self, ns, att, ip, result, deleted: false })
+        Ok(Pod { vm: self, conf, ns, att, ip, result, deleted: false })
     }
 
     /// host-local IPAM config for this VM's pod subnet.
@@ -196,6 +210,8 @@ impl Drop for Vm {
 /// A pod added through the plugin; DEL and netns removal on drop.
 pub struct Pod<'a> {
     pub vm: &'a Vm,
+    /// The network config the pod was added with.
+    conf: Value,
     pub ns: NetNs,
     pub att: Attachment,
     pub ip: Ipv4Addr,
@@ -207,20 +223,20 @@ pub struct Pod<'a> {
 impl Pod<'_> {
     /// DEL through the plugin; must succeed.
     pub fn del(&mut self) {
-        self.vm.cni("DEL", &self.att, Some(&self.result)).assert_ok();
+        self.vm.cni_as(&self.conf, "DEL", &self.att, Some(&self.result)).assert_ok();
         self.deleted = true;
     }
 
     /// CHECK through the plugin.
     pub fn check(&self) -> Outcome {
-        self.vm.cni("CHECK", &self.att, Some(&self.result))
+        self.vm.cni_as(&self.conf, "CHECK", &self.att, Some(&self.result))
     }
 }
 
 impl Drop for Pod<'_> {
     fn drop(&mut self) {
         if !self.deleted {
-            let _ = self.vm.cni("DEL", &self.att, Some(&self.result));
+            let _ = self.vm.cni_as(&self.conf, "DEL", &self.att, Some(&self.result));
         }
     }
 }

@@ -3,7 +3,7 @@
 //! concurrent first ADDs load the programs once, and a host without usable eBPF keeps the
 //! kernel path (or fails ADD cleanly when `fastPath: required`).
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread;
 
 use serde_json::json;
@@ -94,6 +94,54 @@ fn gc_removes_endpoints_and_pins_of_attachments_not_kept() {
     assert!(!vm.pod_link_pins().contains(&leaked_veth));
     assert_eq!(vm.pod_link_pins(), vec![vm.host_veth_of(kept.ip)]);
     leaked.del(); // still succeeds: nothing left to remove
+}
+
+/// Two networks share the (default) pin directory, as two conflists or Multus do. GC of one
+/// with no valid attachment removes its own pods only: the other network's pods keep their
+/// fast path and their anti-spoofing (a forged datagram still does not arrive).
+#[test]
+fn gc_of_one_network_leaves_the_pods_of_another_network_on_the_same_pins_alone() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let gone = vm.add_pod();
+    let gone_veth = vm.host_veth_of(gone.ip);
+    let other_ipam = testbed::netns::TempDir::new("fpipam2");
+    let mut other = vm.conf.clone();
+    other["name"] = json!(format!("{}-other", vm.conf["name"].as_str().unwrap()));
+    other["ipam"] = json!({ "type": "host-local", "dataDir": other_ipam.path(),
+        "ranges": [[{ "subnet": "10.10.1.0/24", "rangeStart": "10.10.1.200", "rangeEnd": "10.10.1.250" }]] });
+    let b1 = vm.add_pod_as(other.clone());
+    let b2 = vm.add_pod_as(other);
+
+    let mut conf = vm.conf.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([]);
+    testbed::cni_runner::exec(testbed::cni_runner::plugin_binary(), &vm.ns, "GC", None, &[], conf.to_string().as_bytes()).assert_ok();
+
+    let mut want = vec![b1.ip, b2.ip];
+    want.sort();
+    assert_eq!(vm.endpoint_ips(), want, "only the GC'd network's pod leaves the map");
+    assert_eq!(vm.pod_link_pins().len(), 2);
+    assert!(!vm.pod_link_pins().contains(&gone_veth));
+    b1.check().assert_ok();
+    b2.check().assert_ok();
+
+    // Anti-spoofing still holds for the other network's pods: by what arrives.
+    let forged = Ipv4Addr::new(10, 10, 1, 251);
+    b1.ns.ip(&format!("addr add {forged}/32 dev eth0"));
+    let rx = testbed::fastpath_support::udp_socket_in(&b2.ns, b2.ip);
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let to = (b2.ip, rx.local_addr().unwrap().port());
+    let drops = vm.counter("from_pod", "drop_spoofed");
+    testbed::fastpath_support::udp_socket_in(&b1.ns, forged).send_to(b"forged", to).unwrap();
+    testbed::fastpath_support::udp_socket_in(&b1.ns, b1.ip).send_to(b"genuine", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = rx.recv_from(&mut buf).expect("the genuine datagram arrives");
+    assert_eq!((&buf[..n], from.ip()), (&b"genuine"[..], std::net::IpAddr::V4(b1.ip)), "the forged datagram must not arrive first");
+    assert_eq!(vm.counter("from_pod", "drop_spoofed"), drops + 1);
+    let redirected = vm.counter("from_pod", "redirected");
+    assert_eq!(tcp_transfer(&b1.ns, &b2.ns, 0, SocketAddrV4::new(b2.ip, 7107), 1 << 16), 1 << 16);
+    assert!(vm.counter("from_pod", "redirected") > redirected, "the other network keeps its fast path");
 }
 
 #[test]

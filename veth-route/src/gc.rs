@@ -62,8 +62,7 @@ pub fn gc(req: &Request) -> Result<()> {
         }
     }
 
-    let keep_veths: Vec<String> = keep.iter().map(|(id, ifname)| names::host_veth(id, ifname)).collect();
-    datapath::gc(&conf.plugin.datapath, &keep_veths)?;
+    datapath::gc(&conf.plugin.datapath)?;
 
     if let Some(ipam) = conf.ipam_type() {
         if delegate::supports(ipam, &req.inv, Version::V1_1_0) {

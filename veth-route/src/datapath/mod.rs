@@ -14,7 +14,6 @@ mod pins;
 mod tc;
 mod trace;
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -313,7 +312,7 @@ pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str)
             }
         }
     }
-    sweep_vanished(&mut maps, None)
+    sweep_vanished(&mut maps)
 }
 
 /// Verify the pod's endpoint and attachment.
@@ -363,20 +362,24 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
     Ok(())
 }
 
-/// Remove endpoints and per-pod pins for host veths not in `keep`.
-pub fn gc(cfg: &DatapathConfig, keep: &[String]) -> Result<(), DatapathError> {
+/// After GC deleted this network's stale host veths: remove the pins and map entries of
+/// host veths that no longer exist.
+///
+/// The pin directory may be shared by several networks (the default one is), so GC goes
+/// by what is gone, never by this network's list of valid attachments: another network's
+/// pods are not in that list, and must keep their fast path and anti-spoofing.
+pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     if !layout.exists() {
         return Ok(());
     }
     let _lock = layout.lock()?;
-    let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
     let mode = AttachMode::detect();
     for p in Prog::POD {
         let Ok(dir) = std::fs::read_dir(layout.links(p)) else { continue };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(name.as_str()) {
+            if ifindex(&name).is_none() {
                 tc::detach(p, &name, &entry.path(), mode)?;
             }
         }
@@ -384,15 +387,12 @@ pub fn gc(cfg: &DatapathConfig, keep: &[String]) -> Result<(), DatapathError> {
     let Ok(mut maps) = PinnedMaps::open(&layout) else {
         return Ok(());
     };
-    sweep_vanished(&mut maps, Some(&keep))
+    sweep_vanished(&mut maps)
 }
 
-/// Drop map entries whose host veth no longer exists (or, with `keep`, is not kept).
-fn sweep_vanished(maps: &mut PinnedMaps, keep: Option<&HashSet<&str>>) -> Result<(), DatapathError> {
-    let stale = |idx: u32| match ifname(idx) {
-        None => true,
-        Some(name) => keep.is_some_and(|k| !k.contains(name.as_str())),
-    };
+/// Drop map entries whose host veth no longer exists.
+fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
+    let stale = |idx: u32| ifname(idx).is_none();
     for (ip, ep) in maps.all_endpoints()? {
         if stale(ep.ifindex) {
             maps.remove_endpoint(ip)?;
