@@ -1,10 +1,11 @@
 //! Anti-spoofing in `from_pod`: a pod may only send IPv4 from the address it was given.
 
 use std::io::ErrorKind;
+use std::net::UdpSocket;
 use std::net::Ipv4Addr;
 
 use serde_json::json;
-use testbed::fastpath_support::{udp_socket_in, wait_until, Router, Vm};
+use testbed::fastpath_support::{udp_socket_in, wait_until, Router, Vm, UPLINK};
 
 /// An address inside the VM's pod subnet that no pod owns.
 const FORGED: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 250);
@@ -103,4 +104,45 @@ fn trace_shows_spoofed_drops_when_program_logging_is_on() {
     let _ = trace.wait();
     let line = line.expect("a trace record for the spoofed packet");
     assert!(line.contains(&format!("drop spoofed source {FORGED}")), "{line}");
+}
+
+/// A forged global IPv6 source from an IPv4-only pod, sent to the VM's own IPv6 address,
+/// does not arrive: `from_pod` lets only link-local ND/MLD through. (The pod reaches the
+/// host veth's MAC through a static neighbour entry, as a pod with CAP_NET_ADMIN in its own
+/// netns could set up.) With `antiSpoof: false` the same datagram arrives: the test could fail.
+#[test]
+fn ipv6_from_an_ipv4_only_pod_is_dropped() {
+    for anti_spoof in [true, false] {
+        let router = Router::new();
+        let mut vm = Vm::new(&router, 1, "auto");
+        vm.conf["antiSpoof"] = json!(anti_spoof);
+        let pod = vm.add_pod();
+        let veth = vm.host_veth_of(pod.ip);
+        let host_mac = vm.ns.ip(&format!("-j link show {veth}"));
+        let host_mac: serde_json::Value = serde_json::from_str(&host_mac).unwrap();
+        let host_mac = host_mac[0]["address"].as_str().unwrap().to_string();
+        vm.ns.ip(&format!("-6 addr add fd00:10::1/64 dev {UPLINK} nodad"));
+        pod.ns.ip("-6 addr add fd00:20::99/64 dev eth0 nodad");
+        pod.ns.ip(&format!("-6 neigh add fe80::1 lladdr {host_mac} dev eth0 nud permanent"));
+        pod.ns.ip("-6 route add fd00:10::/64 via fe80::1 dev eth0");
+        let rx = vm.ns.run(|| UdpSocket::bind("[fd00:10::1]:0").expect("bind the VM's IPv6 address"));
+        let port = rx.local_addr().unwrap().port();
+        let drops = vm.counter("from_pod", "drop_ipv6");
+
+        let tx = pod.ns.run(|| UdpSocket::bind("[fd00:20::99]:0").expect("bind the pod's IPv6 address"));
+        tx.send_to(b"forged v6", format!("[fd00:10::1]:{port}")).unwrap();
+        let mut buf = [0u8; 64];
+        if anti_spoof {
+            wait_until("the IPv6 datagram is counted as dropped", || vm.counter("from_pod", "drop_ipv6") > drops);
+            rx.set_nonblocking(true).unwrap();
+            let err = rx.recv_from(&mut buf).expect_err("IPv6 from an IPv4-only pod must not arrive");
+            assert_eq!(err.kind(), ErrorKind::WouldBlock);
+        } else {
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let (n, from) = rx.recv_from(&mut buf).expect("with antiSpoof off the datagram arrives");
+            assert_eq!(&buf[..n], b"forged v6");
+            assert_eq!(from.ip().to_string(), "fd00:20::99");
+            assert_eq!(vm.counter("from_pod", "drop_ipv6"), drops);
+        }
+    }
 }
