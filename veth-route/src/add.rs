@@ -81,7 +81,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
         block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
     }
 
-    let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes);
+    let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes).with_gateway_mac(host_link.mac);
     let plan_ref = &plan;
     let pod_if = pod_ns.run(|h| async move { pod::configure(&h, plan_ref).await })?;
 

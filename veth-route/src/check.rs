@@ -58,6 +58,9 @@ pub fn check(req: &Request) -> Result<()> {
         with_netlink(|h| async move { host_diffs(&h, conf, host_name, addr, state).await })?
     };
     diffs.extend(host_diffs);
+    if let Some(link) = &host_link {
+        diffs.extend(pod::gateway_neigh_diffs(&plan.clone().with_gateway_mac(link.mac), &state));
+    }
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         match block_on(async move { Ok(proxy_neigh::check(pn, addr.addr()).await) })? {

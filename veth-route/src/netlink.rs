@@ -1,4 +1,4 @@
-//! Thin typed helpers over rtnetlink: links, IPv4 addresses and routes.
+//! Thin typed helpers over rtnetlink: links, IPv4 addresses, routes and neighbours.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
@@ -249,4 +250,57 @@ pub fn describe(r: &Route4) -> String {
         s.push_str(&format!(" metric {}", r.priority));
     }
     s
+}
+
+/// An IPv4 neighbour (ARP) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neigh4 {
+    /// The neighbour's address.
+    pub ip: Ipv4Addr,
+    /// Its link-layer address (none while incomplete or failed).
+    pub mac: Option<[u8; 6]>,
+    /// NUD state.
+    pub state: NeighbourState,
+}
+
+/// The IPv4 neighbour entries on link `index`.
+pub async fn ipv4_neighbours(h: &Handle, index: u32) -> Result<Vec<Neigh4>> {
+    let msgs: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(Error::netlink("list neighbours"))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.family == AddressFamily::Inet && m.header.ifindex == index)
+        .filter_map(|m| {
+            let mut ip = None;
+            let mut mac = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => ip = Some(*d),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]),
+                    _ => {}
+                }
+            }
+            Some(Neigh4 { ip: ip?, mac, state: m.header.state })
+        })
+        .collect())
+}
+
+/// Make `ip` resolve to `mac` on link `index` for good (`ip neigh replace ... nud
+/// permanent`): the kernel never sends ARP for it, and neither ARP traffic nor timers
+/// change it.
+pub async fn set_permanent_neighbour(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+    h.neighbours()
+        .add(index, IpAddr::V4(ip))
+        .state(NeighbourState::Permanent)
+        .link_layer_address(&mac)
+        .replace()
+        .execute()
+        .await
+        .map_err(Error::netlink(format!("add permanent neighbour {ip} lladdr {}", mac_string(&mac))))
 }

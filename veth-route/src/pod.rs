@@ -1,15 +1,25 @@
-//! The pod side: CNI_IFNAME up with the IPAM address (announced by gratuitous ARP), and
-//! only the gateway routes.
+//! The pod side: CNI_IFNAME up with the IPAM address (announced by gratuitous ARP), a
+//! permanent neighbour entry for the gateway, and only the gateway routes.
 //! Everything here runs inside the pod's namespace (see `netns`).
+//!
+//! Why the neighbour entry: the host may answer ARP only for addresses on the device the
+//! request arrives on (`net.ipv4.conf.all.arp_ignore=1`, as kube-proxy's IPVS strictARP and
+//! MetalLB set it), and the gateway lives on `dummy0`, not on the host veth. With the
+//! gateway's MAC (the host veth's) fixed in the pod, the pod never ARPs for its gateway,
+//! so the host's arp_ignore/arp_filter/arp_announce, now or changed later, cannot cut it
+//! off. Every pod route goes via the gateway, so the pod sends no ARP requests at all; it
+//! only answers the host's, which those settings do not affect. (Setting the pod's
+//! interface down flushes even permanent entries; CHECK reports the entry missing then.)
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::Handle;
 
 use crate::error::{Error, Result};
-use crate::netlink::{self, Link, Route4};
+use crate::netlink::{self, mac_string, Link, Neigh4, Route4};
 use crate::sysctl;
 
 /// What the pod side should look like.
@@ -23,6 +33,8 @@ pub struct PodPlan {
     pub gateway: Ipv4Addr,
     /// Extra destinations routed via the gateway (from IPAM; never the default route).
     pub extra: Vec<Ipv4Net>,
+    /// The host veth's MAC, which the gateway resolves to in the pod (see the module docs).
+    pub gateway_mac: Option<[u8; 6]>,
 }
 
 impl PodPlan {
@@ -36,7 +48,12 @@ impl PodPlan {
                 extra.push(dst);
             }
         }
-        PodPlan { ifname: ifname.to_string(), addr, gateway, extra }
+        PodPlan { ifname: ifname.to_string(), addr, gateway, extra, gateway_mac: None }
+    }
+
+    /// The plan with the gateway's neighbour entry pointing at `mac` (the host veth's).
+    pub fn with_gateway_mac(self, mac: Option<[u8; 6]>) -> PodPlan {
+        PodPlan { gateway_mac: mac, ..self }
     }
 
     /// The routes the pod must have, in the order they are added.
@@ -79,6 +96,9 @@ pub async fn configure(h: &Handle, plan: &PodPlan) -> Result<PodIface> {
     sysctl::ensure(&format!("net/ipv4/conf/{}/arp_notify", plan.ifname), "1")?;
     netlink::add_ipv4_addr(h, link.index, plan.addr).await?;
     netlink::set_up(h, link.index, &plan.ifname).await?;
+    // Before the routes, so no lookup through the gateway ever starts an ARP resolution.
+    let gw_mac = plan.gateway_mac.ok_or_else(|| Error::Command(format!("no MAC known for gateway {} of {}", plan.gateway, plan.ifname)))?;
+    netlink::set_permanent_neighbour(h, link.index, plan.gateway, gw_mac).await?;
     // The design note shows only the two gateway routes: drop the kernel's prefix route,
     // so on-subnet peers are also reached through the host (which routes per pod /32).
     if plan.addr.prefix_len() < 32 {
@@ -104,6 +124,8 @@ pub struct PodState {
     pub addrs: Vec<Ipv4Net>,
     /// The namespace's IPv4 main-table routes.
     pub routes: Vec<Route4>,
+    /// The interface's IPv4 neighbour entries.
+    pub neighbours: Vec<Neigh4>,
 }
 
 /// Read the pod side; `None` when `ifname` does not exist.
@@ -111,7 +133,25 @@ pub async fn inspect(h: &Handle, ifname: &str) -> Result<Option<PodState>> {
     let Some(link) = netlink::link_by_name(h, ifname).await? else { return Ok(None) };
     let addrs = netlink::ipv4_addrs(h, link.index).await?;
     let routes = netlink::ipv4_routes(h).await?;
-    Ok(Some(PodState { link, addrs, routes }))
+    let neighbours = netlink::ipv4_neighbours(h, link.index).await?;
+    Ok(Some(PodState { link, addrs, routes, neighbours }))
+}
+
+/// What CHECK finds wrong with the gateway's neighbour entry: it must be permanent and
+/// hold `plan.gateway_mac`. A learned (reachable, stale...) entry is wrong too: it means
+/// the pod resolves its gateway by ARP again, which `arp_ignore=1` on the host breaks.
+pub fn gateway_neigh_diffs(plan: &PodPlan, state: &PodState) -> Vec<String> {
+    let Some(want) = plan.gateway_mac else { return Vec::new() };
+    let (gw, ifname, want_s) = (plan.gateway, &plan.ifname, mac_string(&want));
+    match state.neighbours.iter().find(|n| n.ip == gw) {
+        None => vec![format!("pod {ifname} has no neighbour entry for gateway {gw} (want lladdr {want_s} permanent)")],
+        Some(n) if n.mac == Some(want) && n.state == NeighbourState::Permanent => Vec::new(),
+        Some(n) => vec![format!(
+            "pod {ifname} neighbour entry for gateway {gw} is {} {:?}, want lladdr {want_s} permanent (the host veth's MAC)",
+            n.mac.as_ref().map_or_else(|| "without lladdr".to_string(), |m| format!("lladdr {}", mac_string(m))),
+            n.state
+        )],
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +169,26 @@ mod tests {
         assert_eq!((r[0].dst, r[0].gw, r[0].scope), (net("169.254.1.1/32"), None, RouteScope::Link));
         assert_eq!((r[1].dst, r[1].gw, r[1].scope), (net("0.0.0.0/0"), Some(gw), RouteScope::Universe));
         assert!(r.iter().all(|x| x.oif == Some(7) && x.protocol == RouteProtocol::Boot));
+    }
+
+    #[test]
+    fn gateway_neighbour_must_be_permanent_with_the_host_veth_mac() {
+        let gw = Ipv4Addr::new(169, 254, 1, 1);
+        let host_mac = [2, 0, 0, 0, 0, 1];
+        let plan = PodPlan::new("eth0", "10.10.10.19/24".parse().unwrap(), gw, []).with_gateway_mac(Some(host_mac));
+        let link = Link { index: 2, name: "eth0".into(), mac: None, peer_index: None, alias: None, kind: None, up: true, mtu: None };
+        let state = |n: Vec<Neigh4>| PodState { link: link.clone(), addrs: vec![], routes: vec![], neighbours: n };
+        let entry = |mac, state| Neigh4 { ip: gw, mac, state };
+
+        assert!(gateway_neigh_diffs(&plan, &state(vec![entry(Some(host_mac), NeighbourState::Permanent)])).is_empty());
+        let missing = gateway_neigh_diffs(&plan, &state(vec![]));
+        assert_eq!(missing, ["pod eth0 has no neighbour entry for gateway 169.254.1.1 (want lladdr 02:00:00:00:00:01 permanent)"]);
+        let wrong = gateway_neigh_diffs(&plan, &state(vec![entry(Some([2, 0, 0, 0, 0, 9]), NeighbourState::Permanent)]));
+        assert!(wrong[0].contains("is lladdr 02:00:00:00:00:09 Permanent, want lladdr 02:00:00:00:00:01"), "{wrong:?}");
+        let learned = gateway_neigh_diffs(&plan, &state(vec![entry(Some(host_mac), NeighbourState::Reachable)]));
+        assert!(learned[0].contains("Reachable"), "{learned:?}");
+        // Entries for other addresses do not count.
+        let other = Neigh4 { ip: Ipv4Addr::new(10, 10, 10, 8), mac: Some(host_mac), state: NeighbourState::Permanent };
+        assert_eq!(gateway_neigh_diffs(&plan, &state(vec![other])).len(), 1);
     }
 }
