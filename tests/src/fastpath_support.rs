@@ -361,3 +361,33 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// A UDP socket created inside `ns`, bound to `bind` of either family (port chosen by the
+/// kernel).
+pub fn udp_socket_at(ns: &NetNs, bind: std::net::IpAddr) -> UdpSocket {
+    ns.run(|| UdpSocket::bind((bind, 0)).unwrap_or_else(|e| panic!("bind {bind}: {e}")))
+}
+
+/// Send each `(source, destination, payload)` from `ns`, in order, from one thread pinned
+/// to one CPU. The pod's veth hands the host what one CPU sends in order (that CPU's
+/// backlog, or the veth's single NAPI queue), and the host takes each packet to its
+/// socket or drops it before it looks at the next. So once a later datagram has arrived,
+/// every earlier one from the same pod has been delivered or dropped: a test learns that
+/// a datagram did not arrive without waiting for a timeout.
+pub fn udp_send_in_order(ns: &NetNs, datagrams: &[(std::net::IpAddr, SocketAddr, &[u8])]) {
+    ns.run(|| {
+        // SAFETY: sched_getcpu/sched_setaffinity on the calling thread with a cpu_set_t we own.
+        unsafe {
+            let cpu = libc::sched_getcpu();
+            assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+        for (from, to, payload) in datagrams {
+            let sock = UdpSocket::bind((*from, 0)).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+            sock.send_to(payload, to).unwrap_or_else(|e| panic!("send {from} -> {to}: {e}"));
+        }
+    });
+}

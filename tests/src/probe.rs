@@ -186,3 +186,25 @@ impl ArpWatch {
         }
     }
 }
+
+/// The kernel counter `name` of `ns` from `/proc/net/netstat` or `/proc/net/snmp` (e.g.
+/// `IPReversePathFilter`, which counts packets strict or loose rp_filter dropped).
+pub fn netstat(ns: &NetNs, name: &str) -> u64 {
+    for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+        // /proc/net shows the namespace of the reading process: `cat` runs inside `ns`.
+        let text = ns.sh("cat", &[file]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Pairs of lines: "Group: Name1 Name2 ..." then "Group: v1 v2 ...".
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            if let Some(i) = names.split_whitespace().position(|n| n == name) {
+                return values
+                    .split_whitespace()
+                    .nth(i)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{file}: bad value for {name}"));
+            }
+        }
+    }
+    panic!("no kernel counter {name} in {}", ns.name())
+}

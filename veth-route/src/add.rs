@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::netlink::{self, mac_string};
 use crate::netns::{block_on, with_netlink, NetNs};
 use crate::pod::{self, PodPlan};
-use crate::{host, masq, names, proxy_neigh, veth};
+use crate::{antispoof, host, masq, names, proxy_neigh, veth};
 
 /// Plugin-specific CNI code: the IPAM result cannot be used (e.g. no IPv4 address).
 pub const CODE_IPAM_RESULT: u32 = 103;
@@ -98,10 +98,14 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
         host_ifname: host_link.name.clone(),
         host_mac: host_link.mac.unwrap_or_default(),
     };
-    match datapath.finish(&ep)? {
+    let attached = datapath.finish(&ep)?;
+    match &attached {
         Attached::Fast => log::info!("fast path attached for {}", pod_addr.addr()),
         Attached::KernelOnly { reason } => log::info!("kernel path only for {}: {reason}", pod_addr.addr()),
     }
+    // Once attached, from_pod polices both IPv4 sources and IPv6 (docs/fastpath.md).
+    let fast = attached == Attached::Fast;
+    antispoof::settle(&conf.plugin.datapath, pod_addr.addr(), name, antispoof::EbpfGuard { ipv4: fast, ipv6: fast });
     undo.disarm();
 
     let ours = CniResult {

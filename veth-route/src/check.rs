@@ -5,13 +5,13 @@ use cni::{delegate, CniError, ErrorCode, Request, Verb};
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::config::{self, Conf};
-use crate::datapath::{self, DatapathError, PodEndpoint};
+use crate::datapath::{self, DatapathError, FastPath, PodEndpoint};
 use crate::error::{Error, Result};
 use crate::netlink::{self, describe, mac_string, Link, Route4};
 use crate::netns::{block_on, with_netlink, NetNs};
 use crate::pod::{self, PodPlan, PodState};
 use crate::proxy_neigh::{self, ProxyNeighError};
-use crate::{gateway, host, masq, names, sysctl};
+use crate::{antispoof, gateway, host, masq, names, sysctl};
 
 /// Run CHECK.
 pub fn check(req: &Request) -> Result<()> {
@@ -156,6 +156,12 @@ async fn host_diffs(
         ));
     }
     d.extend(gateway::check(h, &conf.plugin, &link).await?);
+    if conf.plugin.datapath.anti_spoof {
+        // With fastPath off from_pod is surely not there, so the kernel must block IPv6.
+        // Otherwise it may be (datapath::check verifies that): either state can be right.
+        let ipv6_block = conf.plugin.datapath.fast_path == FastPath::Off;
+        d.extend(antispoof::check(host_name, ipv6_block)?);
+    }
     if sysctl::read("net/ipv4/ip_forward")?.as_deref() != Some("1") {
         d.push("IPv4 forwarding is off on the host".to_string());
     }

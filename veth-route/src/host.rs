@@ -1,5 +1,6 @@
-//! The host (VM) side: the host veth up and tagged, no IPv6 RAs, forwarding on, the
-//! gateway, and the `<podIP>/32 dev <hostveth>` route. Runs in the plugin's own namespace.
+//! The host (VM) side: the host veth up and tagged, no IPv6 RAs, the kernel's
+//! anti-spoofing, forwarding on, the gateway, and the `<podIP>/32 dev <hostveth>` route.
+//! Runs in the plugin's own namespace.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +12,7 @@ use crate::config::VethRouteConf;
 use crate::error::{Error, Result};
 use crate::gateway::{self, Placement};
 use crate::netlink::{self, Link, Route4};
-use crate::{sysctl, veth};
+use crate::{antispoof, sysctl, veth};
 
 /// The host route to a pod.
 pub fn pod_route(pod_ip: Ipv4Addr, host_index: u32) -> Route4 {
@@ -25,6 +26,11 @@ pub async fn wire(h: &Handle, conf: &VethRouteConf, host_name: &str, tag: &str, 
         .ok_or_else(|| Error::Command(format!("host veth {host_name} vanished right after creation")))?;
     // Router-advertised IPv6 addresses would give the host veth a second identity.
     sysctl::ensure_if_present(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
+    // Before the veth is up, so the pod sends nothing unchecked. rp_filter stays under eBPF
+    // too; the IPv6 block goes once from_pod is attached (`antispoof::settle`).
+    if conf.datapath.anti_spoof {
+        antispoof::kernel_fallback(host_name, true)?;
+    }
     veth::tag_and_up(h, link.index, tag).await?;
     sysctl::ensure("net/ipv4/ip_forward", "1")?;
     let placement = gateway::ensure(h, conf, &link).await?;

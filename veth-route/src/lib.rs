@@ -2,11 +2,12 @@
 //! link-local gateway (169.254.1.1), with an optional eBPF fast path.
 //!
 //! Where things happen: `add`/`del`/`check`/`status`/`gc` orchestrate one verb each;
-//! `veth`, `host`, `pod`, `gateway`, `masq` and `sysctl` do one kernel concern each;
+//! `veth`, `host`, `pod`, `gateway`, `antispoof`, `masq` and `sysctl` do one kernel concern each;
 //! `netns` runs work inside a namespace; `netlink` wraps rtnetlink; `names` derives the
 //! stateless names; `config` parses the network config; `datapath` is the eBPF fast path.
 
 pub mod add;
+pub mod antispoof;
 pub mod check;
 pub mod config;
 pub mod datapath;
