@@ -47,6 +47,10 @@ pub fn add(req: &Request) -> Result<CniResult> {
         .into());
     }
 
+    // `required` must not create the gateway, the veth or an address only to find that the
+    // programs cannot load here.
+    datapath::status(&conf.plugin.datapath)?;
+
     let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, proxy_neigh: None, masq_chain: None, datapath: false };
     let outcome = setup(&conf, req, &pod_ns, &mut undo);
     if let Err(e) = &outcome {
