@@ -267,8 +267,9 @@ fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs
     Ok(())
 }
 
-/// STATUS: with `fastPath: required` the programs must be loadable (or already pinned) here,
-/// else no ADD can succeed. Other modes fall back to the kernel path and need nothing.
+/// STATUS, and ADD before its first side effect: with `fastPath: required` the programs must
+/// be loadable (or already pinned) here, else no ADD can succeed. Other modes fall back to
+/// the kernel path and need nothing.
 pub fn status(cfg: &DatapathConfig) -> Result<(), DatapathError> {
     if cfg.fast_path != FastPath::Required {
         return Ok(());
