@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testbed::fastpath_support::{udp_send_in_order, udp_socket_at, Pod, Router, Vm, UPLINK};
+use testbed::kernel::{self, Capabilities};
 use testbed::netns::TempDir;
 use testbed::probe::netstat;
 
@@ -208,12 +209,14 @@ fn anti_spoof_off_lets_the_same_forged_datagrams_through() {
     assert_eq!(got, [("forged v6 global".to_string(), IpAddr::V6(FORGED6[0])), ("forged v6 uplink".to_string(), IpAddr::V6(FORGED6[1]))]);
 }
 
-/// `all.rp_filter=2` (Ubuntu's setting) wins over the veth's 1: the kernel check is loose,
-/// another pod's address passes it, and ADD says so instead of claiming protection.
+/// `all.rp_filter=2` (Ubuntu's setting) wins over the veth's 1, and on a veth that holds the
+/// gateway (`hostVeth`) loose lets a routable forged source through: ADD says so instead of
+/// claiming protection, and the datagram indeed arrives.
 #[test]
-fn loose_rp_filter_on_the_vm_is_reported_not_hidden() {
+fn loose_rp_filter_is_reported_where_it_lets_forged_sources_through() {
     let router = Router::new();
-    let (vm, logs) = vm(&router, true, 2, "off");
+    let (mut vm, logs) = vm(&router, true, 2, "off");
+    vm.conf["gatewayMode"] = json!("hostVeth");
     let attacker = vm.add_pod();
     let victim = vm.add_pod();
     let bystander = vm.add_pod();
@@ -222,16 +225,49 @@ fn loose_rp_filter_on_the_vm_is_reported_not_hidden() {
     let text = log(&logs);
     let warning = format!(
         "anti-spoofing for {} ({veth}) is incomplete: IPv4 NOT enforced: eBPF from_pod not attached and kernel has rp_filter loose \
-         (net.ipv4.conf.all.rp_filter=2 overrides the veth's 1), IPv6 blocked (disable_ipv6=1); set net.ipv4.conf.all.rp_filter to 0 or 1",
+         (net.ipv4.conf.all.rp_filter=2 overrides the veth's 1) on a veth with an IPv4 address, IPv6 blocked (disable_ipv6=1); \
+         set net.ipv4.conf.all.rp_filter to 0 or 1",
         attacker.ip
     );
-    assert!(text.contains(&warning), "{text}");
     assert!(text.lines().any(|l| l.contains(&warning) && l.contains("WARN")), "{text}");
 
-    // The warning is true: a routable forged source gets through.
     forge(&attacker, bystander.ip.into());
     let (got, _) = forged_then_genuine(&vm, &attacker, bystander.ip, &victim.ns, victim.ip);
     assert_eq!(got[0], ("forged".to_string(), IpAddr::V4(bystander.ip)));
+}
+
+/// With the gateway on dummy0 the host veth has no IPv4 address, and the kernel's loose
+/// check rejects every source not routed back through such an interface: `all=2` does not
+/// open the door there, and ADD reports the guard as in force.
+#[test]
+fn loose_rp_filter_still_drops_forged_sources_on_a_veth_without_addresses() {
+    if !Capabilities::probe().dummy {
+        kernel::not_applicable(
+            "loose_rp_filter_still_drops_forged_sources_on_a_veth_without_addresses",
+            "no dummy device type, so every host veth holds the gateway (the loose case is tested with hostVeth)",
+        );
+        return;
+    }
+    let router = Router::new();
+    let (mut vm, logs) = vm(&router, true, 2, "off");
+    vm.conf["gatewayMode"] = json!("device");
+    let attacker = vm.add_pod();
+    let victim = vm.add_pod();
+    let bystander = vm.add_pod();
+    let veth = host_veth(&attacker);
+    let line = format!(
+        "anti-spoofing for {} ({veth}): IPv4 by the kernel's rp_filter (loose, as strict on a veth without IPv4 addresses) \
+         (eBPF from_pod not attached); IPv6 blocked by the kernel (disable_ipv6=1)",
+        attacker.ip
+    );
+    assert!(log(&logs).contains(&line), "{}", log(&logs));
+
+    for forged in [bystander.ip, UPLINK_FORGED] {
+        forge(&attacker, forged.into());
+        let (got, dropped) = forged_then_genuine(&vm, &attacker, forged, &victim.ns, victim.ip);
+        assert_eq!(got, [("genuine".to_string(), IpAddr::V4(attacker.ip))], "{forged}");
+        assert_eq!(dropped, 1, "rp_filter drops for {forged}");
+    }
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //!   pod's address routes through that pod's veth, an uplink-subnet address through the
 //!   uplink, anything else through the default route. The kernel applies the larger of
 //!   `net.ipv4.conf.all.rp_filter` and the device's value, so `all=2` (loose; Ubuntu sets
-//!   it) overrides the device's 1; then the check is loose and [`KernelGuard`] says so.
+//!   it) overrides the device's 1. Loose still drops them on a veth without IPv4
+//!   addresses (the `dummy0` gateway's case): the kernel's source validation
+//!   (`__fib_validate_source`) rejects, in loose mode too, every source that does not
+//!   route back through an address-less interface. A veth holding the gateway itself
+//!   (`gatewayMode: hostVeth`) gets no such help; [`KernelGuard`] says which applies.
 //! - IPv6: pods are IPv4-only. `from_pod`, once attached, lets them send only link-local
 //!   ND/MLD; where it is not attached the host veth takes no IPv6 at all
 //!   (`disable_ipv6=1`), so the kernel drops every IPv6 packet from the pod on arrival.
@@ -72,14 +76,22 @@ pub struct KernelGuard {
     pub rp_filter_dev: u32,
     /// `net.ipv4.conf.all.rp_filter`.
     pub rp_filter_all: u32,
+    /// The veth has an IPv4 address (the gateway, in `hostVeth` placement): only then does
+    /// loose mode let routable forged sources through.
+    pub veth_has_ipv4: bool,
     /// IPv6 from the pod.
     pub ipv6: Ipv6Intake,
 }
 
 impl KernelGuard {
-    /// Whether forged IPv4 sources are dropped (strict rp_filter in force).
+    /// Whether forged IPv4 sources are dropped: strict rp_filter, or loose on a veth
+    /// without IPv4 addresses (see the module docs).
     pub fn ipv4_enforced(&self) -> bool {
-        self.rp_filter == RpFilter::Strict
+        match self.rp_filter {
+            RpFilter::Strict => true,
+            RpFilter::Loose => !self.veth_has_ipv4,
+            RpFilter::Off => false,
+        }
     }
 
     /// Whether no IPv6 from the pod reaches the host's IPv6 stack.
@@ -99,6 +111,13 @@ impl fmt::Display for KernelGuard {
             )?,
             RpFilter::Loose => write!(f, "rp_filter loose ({})", self.rp_filter_dev)?,
             RpFilter::Off => write!(f, "rp_filter off")?,
+        }
+        if self.rp_filter == RpFilter::Loose {
+            write!(
+                f,
+                "{}",
+                if self.veth_has_ipv4 { " on a veth with an IPv4 address" } else { ", as strict on a veth without IPv4 addresses" }
+            )?;
         }
         match self.ipv6 {
             Ipv6Intake::Blocked => write!(f, ", IPv6 blocked (disable_ipv6=1)"),
@@ -173,7 +192,15 @@ pub fn in_force(host_ifname: &str) -> Result<Option<KernelGuard>> {
         Some("0") => Ipv6Intake::Open,
         Some(_) => Ipv6Intake::Blocked,
     };
-    Ok(Some(KernelGuard { rp_filter: RpFilter::from_value(dev.max(all)), rp_filter_dev: dev, rp_filter_all: all, ipv6 }))
+    let rp_filter = RpFilter::from_value(dev.max(all));
+    Ok(Some(KernelGuard { rp_filter, rp_filter_dev: dev, rp_filter_all: all, veth_has_ipv4: has_ipv4(host_ifname)?, ipv6 }))
+}
+
+/// Whether `ifname` holds an IPv4 address (in the calling thread's namespace).
+fn has_ipv4(ifname: &str) -> Result<bool> {
+    let addrs =
+        nix::ifaddrs::getifaddrs().map_err(|e| Error::io("list interface addresses")(std::io::Error::from_raw_os_error(e as i32)))?;
+    Ok(addrs.into_iter().any(|a| a.interface_name == ifname && a.address.is_some_and(|s| s.as_sockaddr_in().is_some())))
 }
 
 /// What CHECK finds missing of what ADD set on `host_ifname`: strict rp_filter, and with
@@ -216,12 +243,21 @@ fn report(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfG
 
 /// The mechanism in force per address family, and whether both are covered.
 fn summary(ebpf: EbpfGuard, kernel: &KernelGuard) -> (String, bool) {
+    let rp = if kernel.rp_filter == RpFilter::Strict {
+        "strict rp_filter"
+    } else {
+        "rp_filter (loose, as strict on a veth without IPv4 addresses)"
+    };
     let ipv4 = match (ebpf.ipv4, kernel.ipv4_enforced()) {
-        (true, true) => "IPv4 by eBPF from_pod, with the kernel's strict rp_filter beneath it".to_string(),
+        (true, true) => format!("IPv4 by eBPF from_pod, with the kernel's {rp} beneath it"),
         (true, false) => format!("IPv4 by eBPF from_pod (kernel: {kernel})"),
-        (false, true) => "IPv4 by the kernel's strict rp_filter (eBPF from_pod not attached)".to_string(),
+        (false, true) => format!("IPv4 by the kernel's {rp} (eBPF from_pod not attached)"),
         (false, false) => {
-            let fix = if kernel.rp_filter_all > 1 { "; set net.ipv4.conf.all.rp_filter to 0 or 1 so the veth's 1 counts" } else { "" };
+            let fix = if kernel.rp_filter_all > 1 && kernel.rp_filter_dev == 1 {
+                "; set net.ipv4.conf.all.rp_filter to 0 or 1 so the veth's 1 counts"
+            } else {
+                ""
+            };
             format!("IPv4 NOT enforced: eBPF from_pod not attached and kernel has {kernel}{fix}")
         }
     };
@@ -248,8 +284,14 @@ fn read_u32(key: &str) -> Result<Option<u32>> {
 mod tests {
     use super::*;
 
+    /// A host veth holding the gateway (hostVeth placement); see `no_addr`.
     fn guard(dev: u32, all: u32, ipv6: Ipv6Intake) -> KernelGuard {
-        KernelGuard { rp_filter: RpFilter::from_value(dev.max(all)), rp_filter_dev: dev, rp_filter_all: all, ipv6 }
+        KernelGuard { rp_filter: RpFilter::from_value(dev.max(all)), rp_filter_dev: dev, rp_filter_all: all, veth_has_ipv4: true, ipv6 }
+    }
+
+    /// The same veth without IPv4 addresses (dummy0 placement).
+    fn no_addr(g: KernelGuard) -> KernelGuard {
+        KernelGuard { veth_has_ipv4: false, ..g }
     }
 
     #[test]
@@ -260,10 +302,18 @@ mod tests {
         assert_eq!(loose.rp_filter, RpFilter::Loose);
         assert_eq!(
             loose.to_string(),
-            "rp_filter loose (net.ipv4.conf.all.rp_filter=2 overrides the veth's 1), IPv6 blocked (disable_ipv6=1)"
+            "rp_filter loose (net.ipv4.conf.all.rp_filter=2 overrides the veth's 1) on a veth with an IPv4 address, IPv6 blocked (disable_ipv6=1)"
+        );
+        assert!(!loose.ipv4_enforced());
+        // Without an address on the veth loose drops what strict drops.
+        assert!(no_addr(loose).ipv4_enforced());
+        assert!(no_addr(guard(0, 2, Ipv6Intake::Blocked)).ipv4_enforced());
+        assert!(!no_addr(guard(0, 0, Ipv6Intake::Blocked)).ipv4_enforced());
+        assert_eq!(
+            no_addr(guard(2, 0, Ipv6Intake::Absent)).to_string(),
+            "rp_filter loose (2), as strict on a veth without IPv4 addresses, no IPv6 on the veth"
         );
         assert_eq!(guard(0, 0, Ipv6Intake::Open).to_string(), "rp_filter off, IPv6 open");
-        assert_eq!(guard(2, 0, Ipv6Intake::Absent).to_string(), "rp_filter loose (2), no IPv6 on the veth");
         assert!(guard(0, 0, Ipv6Intake::Absent).ipv6_blocked());
         assert!(!guard(0, 0, Ipv6Intake::Open).ipv6_blocked());
     }
@@ -291,5 +341,9 @@ mod tests {
         assert!(!complete);
         assert!(text.contains("IPv6 NOT enforced"), "{text}");
         assert!(summary(EbpfGuard { ipv4: true, ipv6: true }, &guard(1, 0, Ipv6Intake::Open)).1);
+
+        let (text, complete) = summary(EbpfGuard::default(), &no_addr(guard(1, 2, Ipv6Intake::Blocked)));
+        assert!(complete);
+        assert!(text.starts_with("IPv4 by the kernel's rp_filter (loose, as strict on a veth without IPv4 addresses)"), "{text}");
     }
 }
