@@ -146,3 +146,26 @@ fn ipv6_from_an_ipv4_only_pod_is_dropped() {
         }
     }
 }
+
+/// `veth-route stats` says what guards each pod's sources: `from_pod` where it is attached,
+/// the kernel's strict rp_filter (and IPv6 block) where it is not; never nothing.
+#[test]
+fn stats_name_the_anti_spoofing_in_force_for_every_pod() {
+    let router = Router::new();
+    let fast = Vm::new(&router, 1, "auto");
+    let off = Vm::new(&router, 2, "off");
+    let a = fast.add_pod();
+    let b = off.add_pod();
+    for (vm, pod, ebpf) in [(&fast, &a, true), (&off, &b, false)] {
+        let stats = vm.stats();
+        assert_eq!(stats["pinned"], json!(ebpf), "{stats}");
+        let veth = vm.host_veth_of(pod.ip);
+        let guards = stats["anti_spoofing"].as_array().unwrap();
+        let g = guards.iter().find(|g| g["host_veth"] == json!(veth)).unwrap_or_else(|| panic!("{veth} not listed: {stats}"));
+        assert_eq!(g["from_pod"], json!(ebpf), "{g}");
+        assert_eq!(g["kernel"]["rp_filter"], json!("strict"), "{g}");
+        if !ebpf {
+            assert_eq!(g["kernel"]["ipv6"], json!("blocked"), "without from_pod the kernel takes no IPv6 from the pod: {g}");
+        }
+    }
+}

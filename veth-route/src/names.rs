@@ -39,6 +39,11 @@ pub fn tag(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{TAG_PREFIX}{network}/{container_id}/{ifname}")
 }
 
+/// Whether `alias` is a tag of any veth-route network (a host veth of ours).
+pub fn is_tag(alias: &str) -> bool {
+    alias.starts_with(TAG_PREFIX)
+}
+
 /// The (container ID, ifname) of a tag belonging to `network`.
 pub fn parse_tag<'a>(tag: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
     let rest = tag.strip_prefix(TAG_PREFIX)?.strip_prefix(network)?.strip_prefix('/')?;

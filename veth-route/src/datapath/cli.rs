@@ -14,7 +14,8 @@ use super::tc::{programs_on, AttachMode};
 use super::{ifname, DatapathError};
 
 const USAGE: &str = "usage: veth-route stats|endpoints|trace [--pin-dir DIR] [--json]
-  stats       packet counters of the eBPF fast path (redirected / passed to the kernel / dropped)
+  stats       packet counters of the eBPF fast path (redirected / passed to the kernel / dropped),
+              and what guards each pod's sources (from_pod, the kernel's rp_filter / IPv6 block)
   endpoints   pods in the fast path's endpoint map
   trace       follow the programs' log records (enable with VETH_ROUTE_BPF_LOG=debug at load)
   --pin-dir   the network config's bpfPinDir (default /sys/fs/bpf/veth-route)
@@ -117,8 +118,22 @@ fn open(layout: &PinLayout) -> Result<PinnedMaps, DatapathError> {
     PinnedMaps::open(layout)
 }
 
-/// Counters table, one column per program.
+/// Counters table, one column per program, then what guards each pod's sources.
 pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
+    let mut s = match layout.exists() {
+        true => counters_table(layout)?,
+        false => format!("fast path: nothing pinned at {} (kernel path only)\n", layout.root().display()),
+    };
+    s += "anti-spoofing per host veth:\n";
+    for g in guards(layout)? {
+        let ebpf = if g.from_pod { "from_pod (eBPF: IPv4 source, IPv6 link-local ND/MLD only)" } else { "no eBPF" };
+        let kernel = g.kernel.map(|k| k.to_string()).unwrap_or_else(|| "unreadable".into());
+        s += &format!("  {:<14} {ebpf}; kernel: {kernel}\n", g.host_veth);
+    }
+    Ok(s)
+}
+
+fn counters_table(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
     let c = counters_by_program(&maps)?;
     let flows = maps.flow_counts()?;
@@ -155,6 +170,34 @@ pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(s)
 }
 
+/// What stops one pod's forged packets: `from_pod`, the kernel's settings, or both.
+#[derive(serde::Serialize)]
+struct SourceGuard {
+    host_veth: String,
+    /// `from_pod` is attached to the veth (it polices IPv4 and IPv6).
+    from_pod: bool,
+    /// The kernel's anti-spoofing on the veth (strict rp_filter, IPv6 intake).
+    kernel: Option<crate::antispoof::KernelGuard>,
+}
+
+/// Every host veth of veth-route (any network: they carry its alias tag) in this namespace.
+fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
+    let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
+        .map_err(|e| DatapathError::Other(format!("listing interfaces: {e}")))?;
+    let mode = AttachMode::detect();
+    let mut out: Vec<SourceGuard> = links
+        .into_iter()
+        .filter(|l| l.alias.as_deref().is_some_and(crate::names::is_tag))
+        .map(|l| SourceGuard {
+            from_pod: layout.link(Prog::FromPod, &l.name).exists() && programs_on(&l.name, TcAttachType::Ingress, mode).iter().any(|p| p == Prog::FromPod.name()),
+            kernel: crate::antispoof::in_force(&l.name).ok().flatten(),
+            host_veth: l.name,
+        })
+        .collect();
+    out.sort_by(|a, b| a.host_veth.cmp(&b.host_veth));
+    Ok(out)
+}
+
 /// Counters of every program, summed over CPUs, in [`Prog::ALL`] order.
 fn counters_by_program(maps: &PinnedMaps) -> Result<Vec<(Prog, Counters)>, DatapathError> {
     let c = maps.counters()?;
@@ -182,12 +225,19 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(s)
 }
 
-/// `{"mode": "auto", "attach": "tcx", "flows": {..}, "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`.
+/// `{"pinned": true, "anti_spoofing": [..], "mode": "auto", "attach": "tcx", "flows": {..},
+/// "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`; without pins only the first two.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
+    let guards = serde_json::to_value(guards(layout)?).map_err(|e| DatapathError::Other(e.to_string()))?;
+    if !layout.exists() {
+        return Ok(format!("{}\n", serde_json::json!({ "pinned": false, "anti_spoofing": guards })));
+    }
     let maps = open(layout)?;
     let mode = AttachMode::detect();
     let flows = maps.flow_counts()?;
     let mut v = serde_json::json!({
+        "pinned": true,
+        "anti_spoofing": guards,
         "mode": redirect_mode(&maps)?,
         "attach": match mode { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
         "flows": { "verified": flows.verified, "pending": flows.pending },
