@@ -1,10 +1,17 @@
 //! Project tasks: `cargo xtask <task>`. Run `cargo xtask --help` for the list.
 
+mod capabilities;
 mod ebpf;
+mod guest_runner;
+mod kernels;
+mod matrix;
 mod openstack;
+mod plan;
 mod process;
+mod report;
 mod setup;
 mod suite;
+mod vng;
 
 use clap::{Parser, Subcommand};
 
@@ -17,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what builds and tests need (Debian packages, bpf-linker, OpenStack venv); idempotent.
+    /// Install what builds and tests need (Debian packages, bpf-linker, OpenStack and virtme-ng venvs, the matrix's kernels); idempotent.
     Setup,
     /// Build the eBPF programs (release, with BTF) that the plugin embeds.
     BuildEbpf,
@@ -31,11 +38,23 @@ enum Task {
     Demo,
     /// Benchmarks side by side (release build); prints ratios and writes docs/benchmarks.md (needs root).
     Bench,
-    /// Install, build, and run the whole test suite (needs root).
+    /// Install, build, run the whole suite, then the datapath tests on the kernel matrix (host, Debian 6.1 and 6.12 guests; needs root).
     Test {
-        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        /// Only the datapath tests, on this kernel: `host`, `6.1`, `6.12`, a Debian package name or a .deb file. Repeatable.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// The host suite only, no kernel matrix.
+        #[arg(long, conflicts_with = "kernels")]
+        no_guests: bool,
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter); filters and arguments after `--` also reach the datapath test executables.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Inside a guest of the kernel matrix: run the plan in DIR (started by `cargo xtask test`).
+    #[command(hide = true)]
+    GuestRun {
+        /// The shared results directory holding the plan.
+        dir: std::path::PathBuf,
     },
     /// A local Keystone + Neutron for trying veth-route (`up` prints `export` lines).
     Openstack {
@@ -57,12 +76,13 @@ enum OpenstackAction {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::setup(),
+        Task::Setup => setup::setup().and_then(|()| kernels::prepare_defaults()),
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
         Task::Demo => suite::demo(),
         Task::Bench => suite::bench(),
-        Task::Test { args } => suite::test(&args),
+        Task::Test { kernels, no_guests, args } => suite::test(&suite::TestOptions { kernels, no_guests, args }),
+        Task::GuestRun { dir } => guest_runner::run(&dir),
         Task::Openstack { action: OpenstackAction::Up } => openstack::up(),
         Task::Openstack { action: OpenstackAction::Down } => openstack::down(),
         Task::Openstack { action: OpenstackAction::Env } => openstack::env(),

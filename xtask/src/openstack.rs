@@ -37,7 +37,7 @@ fn pins(text: &str) -> Vec<String> {
 }
 
 /// Python 3.11+ to build the venv with: `$VETH_ROUTE_PYTHON`, else `python3.11`, else `python3`.
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(p) = std::env::var("VETH_ROUTE_PYTHON") {
         return p;
     }

@@ -8,8 +8,10 @@ use std::process::Command;
 use crate::process::{run, succeeds, Result};
 
 /// Debian packages: the eBPF toolchain (rustc-web + its library source, LLVM 22 for
-/// bpf-linker), inspection (bpftool), the reference CNI plugins, traffic tools, and
-/// librsvg to render the benchmark chart as PNG.
+/// bpf-linker), inspection (bpftool), the reference CNI plugins, traffic tools,
+/// librsvg to render the benchmark chart as PNG, and for the kernel matrix's guests qemu,
+/// kmod (depmod here, modprobe inside) and a static busybox (vng builds the initramfs
+/// that loads a distro kernel's 9p modules from it).
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -26,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "librsvg2-bin",
     "procps",
     "util-linux",
+    "qemu-system-x86",
+    "kmod",
+    "busybox-static",
 ];
 
 /// Install everything that is missing.
@@ -33,6 +38,7 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     bpf_linker()?;
     crate::openstack::install_venv()?;
+    crate::vng::install_venv()?;
     mount_bpffs()?;
     Ok(())
 }

@@ -1,0 +1,259 @@
+//! The kernel matrix: the datapath tests run on each kernel of the matrix, one guest at a
+//! time, with a verdict and a summary per kernel.
+//!
+//! The test executables are built here, on the host (`cargo test --no-run`), and run as they
+//! are in the guest, which sees this machine's file system: no cargo and no build inside a
+//! TCG guest, which would take longer than the tests.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::kernels::{self, KernelChoice};
+use crate::plan::{Job, Plan};
+use crate::process::{cargo, output, workspace_root, Result};
+use crate::report::KernelReport;
+use crate::vng::{Boot, Ended};
+
+/// The datapath tests (test targets under tests/tests/) that run on every kernel of the
+/// matrix: whatever depends on the kernel (veth, routes, TC attach, BPF programs, conntrack,
+/// iptables). Tests that need the local OpenStack (Keystone, Neutron) are not here: a guest
+/// has no network to reach it, and the IPAM does not depend on the kernel.
+pub const DATAPATH_TESTS: &[&str] =
+    &["plugin_seed", "fastpath_traffic", "fastpath_services", "fastpath_antispoof", "fastpath_lifecycle", "plugin_chain", "plugin_check"];
+
+/// Tests of [`DATAPATH_TESTS`] that guests skip, with the reason (printed in the summary, so
+/// the skip is never silent). Only stress repetitions belong here: what they add over a
+/// single round does not depend on the kernel, and under TCG they cost minutes.
+pub const SKIPPED_IN_GUESTS: &[(&str, &str, &str)] = &[(
+    "fastpath_lifecycle",
+    "del_removes_entry_and_pins_and_fifty_cycles_leave_nothing_stale",
+    "50 ADD/DEL rounds take 3.5 min under TCG; single rounds run in the other lifecycle tests, all 50 on the host",
+)];
+
+/// libtest threads in a guest (`VETH_ROUTE_GUEST_THREADS` overrides). The guest has 2 vCPUs
+/// on the 2 host cores and the tests are CPU-bound under TCG (~30x slower than native),
+/// so more threads than vCPUs only interleave the same work (measured: README's "Kernel
+/// matrix").
+const GUEST_TEST_THREADS: usize = 2;
+
+fn guest_test_threads() -> usize {
+    std::env::var("VETH_ROUTE_GUEST_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(GUEST_TEST_THREADS)
+}
+
+/// The plugin the tests drive in a guest: the release build. Under TCG the debug build's
+/// start-up (77 MB read over 9p, unoptimised BTF parsing) made the list take twice as long.
+pub fn guest_plugin() -> PathBuf {
+    workspace_root().join("target/release/veth-route")
+}
+
+/// `target/kernel-matrix/<kernel>/`: plan, logs, status files and console of each run.
+fn results_root() -> PathBuf {
+    workspace_root().join("target/kernel-matrix")
+}
+
+/// Build the test executables of `tests` (a no-op after the host suite built them) and
+/// return (target name, executable) pairs in list order.
+pub fn build_tests(tests: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--no-run", "--message-format=json", "-p", "testbed"]);
+    for t in tests {
+        cmd.args(["--test", t]);
+    }
+    let json = output(&mut cmd)?;
+    tests
+        .iter()
+        .map(|t| {
+            executable_of(&json, t)
+                .map(|exe| (t.to_string(), exe))
+                .ok_or_else(|| format!("cargo test --no-run reported no executable for test target {t}").into())
+        })
+        .collect()
+}
+
+/// The `"executable"` of the compiler-artifact message whose target is the test `name`.
+/// Read without a JSON parser: cargo prints one object per line, and the fields needed are
+/// plain strings.
+fn executable_of(json: &str, name: &str) -> Option<PathBuf> {
+    let target = format!("\"kind\":[\"test\"],\"crate_types\":[\"bin\"],\"name\":\"{name}\"");
+    json.lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains(&target))
+        .find_map(|l| l.split_once("\"executable\":\"").and_then(|(_, rest)| rest.split_once('"')).map(|(exe, _)| PathBuf::from(exe)))
+}
+
+/// The plan of the datapath tests: `filter` (test-name filters and libtest flags) goes to
+/// every executable after the runner's own flags. `--show-output` because libtest swallows
+/// the output of passing tests, and with it their not-applicable lines.
+pub fn test_plan(executables: &[(String, PathBuf)], filter: &[String], guest: bool) -> Plan {
+    let plugin = if guest { guest_plugin() } else { workspace_root().join("target/debug/veth-route") };
+    let jobs = executables
+        .iter()
+        .map(|(name, exe)| {
+            let mut args = vec!["--show-output".to_string()];
+            if guest {
+                args.push(format!("--test-threads={}", guest_test_threads()));
+                for (_, test, _) in SKIPPED_IN_GUESTS.iter().filter(|(target, _, _)| target == name) {
+                    args.extend(["--skip".to_string(), test.to_string()]);
+                }
+            }
+            args.extend(filter.iter().cloned());
+            Job { name: name.clone(), program: exe.clone(), args }
+        })
+        .collect();
+    Plan { prepare: guest, cwd: workspace_root().join("tests"), env: vec![("VETH_ROUTE_BIN".into(), plugin.display().to_string())], jobs }
+}
+
+/// Run `plan` on one kernel and read the verdict. Never an Err: a kernel that cannot even
+/// boot is a failed row of the matrix, and the other kernels still run.
+pub fn run_on(choice: &KernelChoice, plan_for: impl Fn(bool) -> Plan) -> KernelReport {
+    let started = Instant::now();
+    let result = match choice {
+        KernelChoice::Host => run_on_host(&plan_for(false)),
+        _ => run_in_guest(choice, &plan_for(true)),
+    };
+    match result {
+        Ok((label, plan, dir, ended)) => {
+            let mut report = KernelReport::read(label, &plan, &dir, started.elapsed().as_secs());
+            if ended == Ended::TimedOut {
+                report.problem =
+                    Some(format!("the guest was killed after {} min (hung?); see console.log", crate::vng::TIMEOUT.as_secs() / 60));
+            }
+            report
+        }
+        Err((label, e)) => KernelReport::broken(label, e.to_string(), results_root()),
+    }
+}
+
+type RunResult = std::result::Result<(String, Plan, PathBuf, Ended), (String, Box<dyn std::error::Error>)>;
+
+fn fresh_dir(name: &str) -> Result<PathBuf> {
+    let dir = results_root().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn run_on_host(plan: &Plan) -> RunResult {
+    let label = format!("host {}", crate::capabilities::release());
+    let go = || -> Result<PathBuf> {
+        let dir = fresh_dir("host")?;
+        plan.write(&dir)?;
+        eprintln!("\n== datapath tests on the host kernel ({label}) ==");
+        crate::guest_runner::run(&dir)?;
+        Ok(dir)
+    };
+    go().map(|dir| (label.clone(), plan.clone(), dir, Ended::Returned)).map_err(|e| (label.clone(), e))
+}
+
+fn run_in_guest(choice: &KernelChoice, plan: &Plan) -> RunResult {
+    let label = choice.label();
+    let kernel = kernels::prepare(choice).map_err(|e| (label.clone(), e))?;
+    let label = kernel.release.clone();
+    let go = || -> Result<(PathBuf, Ended)> {
+        let dir = fresh_dir(&kernel.release)?;
+        plan.write(&dir)?;
+        eprintln!("\n== datapath tests in a guest on {} ({}) ==", kernel.release, kernel.image.display());
+        // The guest runs this very binary. A copy, because the workspace build that
+        // preceded may have relinked target/debug/xtask under the running process.
+        let runner = dir.join("xtask-guest-run");
+        std::fs::copy("/proc/self/exe", &runner)?;
+        let command: Vec<OsString> = vec![runner.into(), "guest-run".into(), dir.clone().into()];
+        let ended = Boot { kernel: &kernel, shared: &dir, command, label: &short_label(&kernel.release) }.run()?;
+        Ok((dir, ended))
+    };
+    go().map(|(dir, ended)| (label.clone(), plan.clone(), dir, ended)).map_err(|e| (label.clone(), e))
+}
+
+/// `6.1.0-57-amd64` -> `6.1`, for the console prefix.
+fn short_label(release: &str) -> String {
+    release.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// Print the failure details of each report and the summary; Err if any kernel failed.
+pub fn conclude(reports: &[KernelReport], host_suite: Option<&Result<()>>) -> Result<()> {
+    println!("\n== kernel matrix: datapath tests ({}) ==", DATAPATH_TESTS.join(", "));
+    if let Some(r) = host_suite {
+        println!("{:<28} {}", "host suite (cargo test)", if r.is_ok() { "ok" } else { "FAILED" });
+    }
+    for r in reports {
+        print!("{}", r.summary());
+    }
+    if reports.iter().any(|r| !r.label.starts_with("host")) {
+        for (target, test, why) in SKIPPED_IN_GUESTS {
+            println!("skipped in guests: {target}::{test} ({why})");
+        }
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.ok()).map(|r| r.label.as_str()).collect();
+    match (host_suite, failed.is_empty()) {
+        (Some(Err(e)), _) if failed.is_empty() => Err(format!("host suite failed: {e}").into()),
+        (Some(Err(e)), _) => Err(format!("host suite failed ({e}), and the datapath tests failed on: {}", failed.join(", ")).into()),
+        (_, true) => Ok(()),
+        (_, false) => Err(format!("datapath tests failed on: {}", failed.join(", ")).into()),
+    }
+}
+
+/// Split `cargo xtask test` arguments for the test executables: cargo's own options (before
+/// an inner `--`) are for the host suite only; test-name filters and everything after the
+/// inner `--` (libtest flags) go to the executables too.
+pub fn executable_args(args: &[String]) -> Vec<String> {
+    // cargo test options that take a value: the value is not a test-name filter.
+    const VALUED: &[&str] = &[
+        "-p",
+        "--package",
+        "--test",
+        "--bin",
+        "--exclude",
+        "-F",
+        "--features",
+        "-j",
+        "--jobs",
+        "--profile",
+        "--target",
+        "--target-dir",
+        "--manifest-path",
+    ];
+    let mut out = Vec::new();
+    let mut iter = args.iter();
+    let mut skip_value = false;
+    for a in iter.by_ref() {
+        if a == "--" {
+            break;
+        }
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if VALUED.contains(&a.as_str()) {
+            skip_value = true;
+        } else if !a.starts_with('-') {
+            out.push(a.clone());
+        }
+    }
+    out.extend(iter.cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_libtest_flags_reach_the_executables() {
+        let a = |v: &[&str]| executable_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&["seed"]), vec!["seed"]);
+        assert_eq!(a(&["-p", "testbed", "seed", "--", "--exact"]), vec!["seed", "--exact"]);
+        assert_eq!(a(&["--release"]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn executable_is_found_by_target_name() {
+        let json = r#"{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"plugin_seed","src_path":"/w/tests/tests/plugin_seed.rs"},"executable":"/w/target/debug/deps/plugin_seed-1234"}"#;
+        assert_eq!(executable_of(json, "plugin_seed"), Some(PathBuf::from("/w/target/debug/deps/plugin_seed-1234")));
+        assert_eq!(executable_of(json, "plugin"), None);
+    }
+
+    #[test]
+    fn short_labels() {
+        assert_eq!(short_label("6.1.0-57-amd64"), "6.1");
+        assert_eq!(short_label("6.12.117+deb12-amd64"), "6.12");
+    }
+}
