@@ -20,7 +20,18 @@ use crate::vng::{Boot, Ended};
 /// iptables). Tests that need the local OpenStack (Keystone, Neutron) are not here: a guest
 /// has no network to reach it, and the IPAM does not depend on the kernel.
 pub const DATAPATH_TESTS: &[&str] =
-    &["plugin_seed", "fastpath_traffic", "fastpath_services", "fastpath_antispoof", "fastpath_lifecycle", "plugin_chain", "plugin_check"];
+    &[
+        "plugin_seed",
+        "plugin_gateway",
+        "plugin_antispoof_kernel",
+        "fastpath_traffic",
+        "fastpath_services",
+        "fastpath_antispoof",
+        "fastpath_bandwidth",
+        "fastpath_lifecycle",
+        "plugin_chain",
+        "plugin_check",
+    ];
 
 /// Tests of [`DATAPATH_TESTS`] that guests skip, with the reason (printed in the summary, so
 /// the skip is never silent). Only stress repetitions belong here: what they add over a
