@@ -171,22 +171,36 @@ fn download(package: &str) -> Result<PathBuf> {
     if !file.is_file() {
         eprintln!("kernels: downloading {package} {version}");
         // The cache is root's; apt's sandbox user could not write there.
-        run(Command::new("apt-get")
+        let fetched = run(Command::new("apt-get")
             .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
             .arg(format!("{package}={version}"))
-            .current_dir(&dir))?;
-        if !file.is_file() {
+            .current_dir(&dir));
+        if fetched.is_err() || !file.is_file() {
+            // Offline, or the archive moved on: an older build of the same package still
+            // tests the same kernel line, and is better than no guest.
+            if let Some(older) = cached_debs(&dir, package)?.pop() {
+                eprintln!("kernels: cannot download {package} {version}; using the cached {}", older.display());
+                return Ok(older);
+            }
+            fetched?;
             return Err(format!("apt-get download {package} did not produce {}", file.display()).into());
         }
     }
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with(&format!("{package}_")) && name.ends_with(".deb") && path != file {
-            std::fs::remove_file(&path)?;
-        }
+    for older in cached_debs(&dir, package)?.into_iter().filter(|p| *p != file) {
+        std::fs::remove_file(&older)?;
     }
     Ok(file)
+}
+
+/// The cached .debs of `package`, sorted by name.
+fn cached_debs(dir: &Path, package: &str) -> Result<Vec<PathBuf>> {
+    let prefix = format!("{package}_");
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb")))
+        .collect();
+    debs.sort();
+    Ok(debs)
 }
 
 /// Unpack `deb` unless done before: the image into `kernels/boot/<deb name>/`, the modules
