@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`. Run `cargo xtask --help` for the list.
 
+mod bench_table;
 mod capabilities;
 mod ebpf;
 mod guest_runner;
@@ -37,7 +38,11 @@ enum Task {
     /// The main job: a local OpenStack, namespaces as VM, vrouter and pods, wired by the plugins (needs root).
     Demo,
     /// Benchmarks side by side (release build); prints ratios and writes docs/benchmarks.md (needs root).
-    Bench,
+    Bench {
+        /// Only the datapath section, on this kernel (`host`, `6.1`, `6.12`, a package or a .deb), in a guest.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: Option<String>,
+    },
     /// Install, build, run the whole suite, then the datapath tests on the kernel matrix (host, Debian 6.1 and 6.12 guests; needs root).
     Test {
         /// Only the datapath tests, on this kernel: `host`, `6.1`, `6.12`, a Debian package name or a .deb file. Repeatable.
@@ -50,7 +55,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Inside a guest of the kernel matrix: run the plan in DIR (started by `cargo xtask test`).
+    /// Inside a guest of the kernel matrix: run the plan in DIR (started by `cargo xtask test` and `bench --kernel`).
     #[command(hide = true)]
     GuestRun {
         /// The shared results directory holding the plan.
@@ -80,7 +85,7 @@ fn main() {
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
         Task::Demo => suite::demo(),
-        Task::Bench => suite::bench(),
+        Task::Bench { kernel } => suite::bench(kernel.as_deref()),
         Task::Test { kernels, no_guests, args } => suite::test(&suite::TestOptions { kernels, no_guests, args }),
         Task::GuestRun { dir } => guest_runner::run(&dir),
         Task::Openstack { action: OpenstackAction::Up } => openstack::up(),

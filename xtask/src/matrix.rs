@@ -19,19 +19,18 @@ use crate::vng::{Boot, Ended};
 /// matrix: whatever depends on the kernel (veth, routes, TC attach, BPF programs, conntrack,
 /// iptables). Tests that need the local OpenStack (Keystone, Neutron) are not here: a guest
 /// has no network to reach it, and the IPAM does not depend on the kernel.
-pub const DATAPATH_TESTS: &[&str] =
-    &[
-        "plugin_seed",
-        "plugin_gateway",
-        "plugin_antispoof_kernel",
-        "fastpath_traffic",
-        "fastpath_services",
-        "fastpath_antispoof",
-        "fastpath_bandwidth",
-        "fastpath_lifecycle",
-        "plugin_chain",
-        "plugin_check",
-    ];
+pub const DATAPATH_TESTS: &[&str] = &[
+    "plugin_seed",
+    "plugin_gateway",
+    "plugin_antispoof_kernel",
+    "fastpath_traffic",
+    "fastpath_services",
+    "fastpath_antispoof",
+    "fastpath_bandwidth",
+    "fastpath_lifecycle",
+    "plugin_chain",
+    "plugin_check",
+];
 
 /// Tests of [`DATAPATH_TESTS`] that guests skip, with the reason (printed in the summary, so
 /// the skip is never silent). Only stress repetitions belong here: what they add over a
@@ -116,11 +115,12 @@ pub fn test_plan(executables: &[(String, PathBuf)], filter: &[String], guest: bo
 
 /// Run `plan` on one kernel and read the verdict. Never an Err: a kernel that cannot even
 /// boot is a failed row of the matrix, and the other kernels still run.
-pub fn run_on(choice: &KernelChoice, plan_for: impl Fn(bool) -> Plan) -> KernelReport {
+/// `what` names the plan in the headings ("datapath tests").
+pub fn run_on(choice: &KernelChoice, what: &str, plan_for: impl Fn(bool) -> Plan) -> KernelReport {
     let started = Instant::now();
     let result = match choice {
-        KernelChoice::Host => run_on_host(&plan_for(false)),
-        _ => run_in_guest(choice, &plan_for(true)),
+        KernelChoice::Host => run_on_host(what, &plan_for(false)),
+        _ => run_in_guest(choice, what, &plan_for(true)),
     };
     match result {
         Ok((label, plan, dir, ended)) => {
@@ -144,26 +144,26 @@ fn fresh_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn run_on_host(plan: &Plan) -> RunResult {
+fn run_on_host(what: &str, plan: &Plan) -> RunResult {
     let label = format!("host {}", crate::capabilities::release());
     let go = || -> Result<PathBuf> {
         let dir = fresh_dir("host")?;
         plan.write(&dir)?;
-        eprintln!("\n== datapath tests on the host kernel ({label}) ==");
+        eprintln!("\n== {what} on the host kernel ({label}) ==");
         crate::guest_runner::run(&dir)?;
         Ok(dir)
     };
     go().map(|dir| (label.clone(), plan.clone(), dir, Ended::Returned)).map_err(|e| (label.clone(), e))
 }
 
-fn run_in_guest(choice: &KernelChoice, plan: &Plan) -> RunResult {
+fn run_in_guest(choice: &KernelChoice, what: &str, plan: &Plan) -> RunResult {
     let label = choice.label();
     let kernel = kernels::prepare(choice).map_err(|e| (label.clone(), e))?;
     let label = kernel.release.clone();
     let go = || -> Result<(PathBuf, Ended)> {
         let dir = fresh_dir(&kernel.release)?;
         plan.write(&dir)?;
-        eprintln!("\n== datapath tests in a guest on {} ({}) ==", kernel.release, kernel.image.display());
+        eprintln!("\n== {what} in a guest on {} ({}) ==", kernel.release, kernel.image.display());
         // The guest runs this very binary. A copy, because the workspace build that
         // preceded may have relinked target/debug/xtask under the running process.
         let runner = dir.join("xtask-guest-run");

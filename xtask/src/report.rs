@@ -29,6 +29,8 @@ pub struct JobReport {
     pub failed: Vec<String>,
     /// Not-applicable lines (the text after the marker).
     pub not_applicable: Vec<String>,
+    /// The log has libtest's `test result:` line (a benchmark has none).
+    pub libtest: bool,
 }
 
 impl JobReport {
@@ -102,12 +104,12 @@ impl KernelReport {
         let passed: usize = self.jobs.iter().map(|j| j.passed).sum();
         let failed: usize = self.jobs.iter().map(|j| j.failed.len()).sum();
         let na: usize = self.jobs.iter().map(|j| j.not_applicable.len()).sum();
-        let mut s = format!(
-            "{:<28} {:<6}  {passed} passed, {failed} failed, {na} not applicable  ({} s)\n",
-            self.label,
-            if self.ok() { "ok" } else { "FAILED" },
-            self.seconds
-        );
+        let counts = if self.jobs.iter().any(|j| j.libtest) {
+            format!("{passed} passed, {failed} failed, {na} not applicable  ")
+        } else {
+            String::new()
+        };
+        let mut s = format!("{:<28} {:<6}  {counts}({} s)\n", self.label, if self.ok() { "ok" } else { "FAILED" }, self.seconds);
         if let Some(c) = &self.capabilities {
             s += &format!("    {c}\n");
         }
@@ -155,6 +157,7 @@ fn parse_log(log: &str, report: &mut JobReport) {
     let lines: Vec<&str> = log.lines().collect();
     for line in &lines {
         if let Some(counts) = line.strip_prefix("test result: ") {
+            report.libtest = true;
             for part in counts.split(['.', ';']) {
                 if let Some(n) = part.trim().strip_suffix(" passed") {
                     report.passed += n.trim().parse::<usize>().unwrap_or(0);

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::bench_table;
 use crate::kernels::{self, KernelChoice};
 use crate::matrix;
+use crate::plan::{Job, Plan};
 use crate::process::{cargo, run, workspace_root, Result};
 
 /// Build the kernel programs the plugin embeds.
@@ -71,7 +73,7 @@ pub fn test(opts: &TestOptions) -> Result<()> {
     let reports: Vec<_> = choices
         .iter()
         .map(|c| {
-            let report = matrix::run_on(c, |guest| matrix::test_plan(&executables, &filter, guest));
+            let report = matrix::run_on(c, "datapath tests", |guest| matrix::test_plan(&executables, &filter, guest));
             eprint!("{}", report.failure_details());
             report
         })
@@ -122,11 +124,71 @@ pub fn demo() -> Result<()> {
     run_tool("debug", "veth-route-demo")
 }
 
-/// Release build, then the test bed's benchmark runner.
-pub fn bench() -> Result<()> {
+/// Release build, then the test bed's benchmark runner; with `kernel`, only the datapath
+/// section, on that kernel (in a guest unless it is `host`).
+pub fn bench(kernel: Option<&str>) -> Result<()> {
+    let choice = kernel.map(KernelChoice::parse).transpose()?;
     crate::setup::setup()?;
     build(true)?;
-    run_tool("release", "veth-route-bench")
+    match choice {
+        None => run_tool("release", "veth-route-bench"),
+        Some(choice) => bench_on(&choice),
+    }
+}
+
+/// The datapath benchmark through the matrix runner. Under TCG the absolute numbers mean
+/// nothing; the fast path / kernel path ratios still show whether the fast path engages.
+fn bench_on(choice: &KernelChoice) -> Result<()> {
+    let bin_dir = workspace_root().join("target/release");
+    let mut env = vec![
+        ("VETH_ROUTE_BIN".to_string(), bin_dir.join("veth-route").display().to_string()),
+        ("VETH_ROUTE_BENCH_ONLY".to_string(), "datapath".to_string()),
+    ];
+    if let Ok(seconds) = std::env::var("VETH_ROUTE_BENCH_SECONDS") {
+        env.push(("VETH_ROUTE_BENCH_SECONDS".to_string(), seconds));
+    }
+    let plan = |guest: bool| Plan {
+        prepare: guest,
+        cwd: workspace_root().join("tests"),
+        env: env.clone(),
+        jobs: vec![Job { name: "bench-datapath".into(), program: bin_dir.join("veth-route-bench"), args: Vec::new() }],
+    };
+    // The datapath section renders its chart into docs/ even in a partial run; on the host
+    // (a guest cannot write there) that would replace the full run's chart with this one's.
+    let charts: Vec<(PathBuf, Option<Vec<u8>>)> = ["docs/benchmarks-datapath.svg", "docs/benchmarks-datapath.png"]
+        .iter()
+        .map(|f| workspace_root().join(f))
+        .map(|p| {
+            let kept = std::fs::read(&p).ok();
+            (p, kept)
+        })
+        .collect();
+    let report = matrix::run_on(choice, "datapath benchmark", plan);
+    for (path, kept) in charts {
+        if let Some(bytes) = kept {
+            std::fs::write(&path, bytes)?;
+        }
+    }
+    let log = std::fs::read_to_string(report.dir.join("bench-datapath.log")).unwrap_or_default();
+    println!("\n== datapath benchmark on {} ==\n{}", report.label, log.trim_end());
+    print!("{}", report.summary());
+    if !report.ok() {
+        return Err(format!("the datapath benchmark failed on {}", report.label).into());
+    }
+    let rows = bench_table::ratio_rows(&log);
+    if rows.is_empty() {
+        return Err(format!("the datapath benchmark on {} printed no ratio table", report.label).into());
+    }
+    let kernel = match choice {
+        KernelChoice::Host => format!("{} (host)", crate::capabilities::release()),
+        _ => report.label.clone(),
+    };
+    // "attach TCX, dummy yes, ..." -> "TCX"; "attach clsact/cls_bpf (no TCX ...), ..." -> "clsact/cls_bpf".
+    let attach =
+        report.capabilities.as_deref().and_then(|c| c.strip_prefix("attach ")).and_then(|c| c.split([',', '(']).next()).unwrap_or("?");
+    let file = bench_table::record(&kernel, attach.trim(), &rows)?;
+    println!("ratios recorded in {}", file.display());
+    Ok(())
 }
 
 /// Run a test-bed binary of `profile` against the plugin built alongside it.
