@@ -8,7 +8,7 @@
 
 use crate::netns::unique;
 
-/// The marker the matrix runner greps for; keep in step with `xtask/src/kernels.rs`.
+/// The marker the matrix runner greps for; keep in step with `xtask/src/report.rs`.
 pub const NOT_APPLICABLE_MARKER: &str = "veth-route-test: not applicable:";
 
 /// Kernel features the datapath depends on.
