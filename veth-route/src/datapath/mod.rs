@@ -63,6 +63,17 @@ pub struct DatapathConfig {
     pub kernel_path_reason: Option<&'static str>,
 }
 
+impl DatapathConfig {
+    /// The `sources` map flags this config asks for.
+    fn source_flags(&self) -> u32 {
+        if self.anti_spoof {
+            SOURCE_F_ANTI_SPOOF
+        } else {
+            0
+        }
+    }
+}
+
 impl Default for DatapathConfig {
     fn default() -> Self {
         Self { fast_path: FastPath::Auto, bpf_pin_dir: default_pin_dir(), uplinks: Vec::new(), anti_spoof: true, kernel_path_reason: None }
@@ -100,7 +111,7 @@ impl PodEndpoint {
 
     /// Its entry in the `sources` map under `cfg`'s anti-spoof setting.
     fn source(&self, cfg: &DatapathConfig) -> PodSource {
-        PodSource { ip: self.pod_ip.octets(), flags: if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 } }
+        PodSource { ip: self.pod_ip.octets(), flags: cfg.source_flags() }
     }
 }
 
@@ -211,7 +222,7 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
 
     let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
-    let flags = if cfg.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
+    let flags = cfg.source_flags();
     let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
         Prog::POD.iter().try_for_each(|&p| tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode))
     });
