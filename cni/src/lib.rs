@@ -13,6 +13,7 @@ pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+mod fields;
 pub mod logging;
 pub mod plugin;
 pub mod result;

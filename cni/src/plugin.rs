@@ -24,9 +24,13 @@ pub struct Request {
 }
 
 impl Request {
-    /// Parse the config into the plugin's type.
+    /// Parse the config into the plugin's type (DEL tolerates a malformed `prevResult`,
+    /// see [`NetConf::parse_for_del`]).
     pub fn parse_config<T: DeserializeOwned>(&self) -> Result<NetConf<T>, CniError> {
-        NetConf::parse(&self.config)
+        match self.inv.verb {
+            Verb::Del => NetConf::parse_for_del(&self.config),
+            _ => NetConf::parse(&self.config),
+        }
     }
 }
 

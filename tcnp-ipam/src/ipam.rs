@@ -344,9 +344,9 @@ impl Plugin for Ipam {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let (conf, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
-        // A malformed prevResult must not block a DEL: it only helps when our state is gone.
-        let prev: Vec<IpAddr> =
-            conf.prev_result().ok().flatten().map(|r| r.ips.iter().map(|c| c.address.addr()).collect()).unwrap_or_default();
+        // A malformed prevResult does not block a DEL (parse_config drops it): it only
+        // helps when our state is gone.
+        let prev: Vec<IpAddr> = conf.prev_result.as_ref().map(|r| r.ips.iter().map(|c| c.address.addr()).collect()).unwrap_or_default();
         block_on(async {
             let mut op = Op::open("DEL", settings)?;
             op.del(&key, &prev).await

@@ -20,7 +20,7 @@ pub const CODE_IPAM_RESULT: u32 = 103;
 
 /// Run ADD.
 pub fn add(req: &Request) -> Result<CniResult> {
-    let conf = config::parse(&req.config)?;
+    let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
     let netns_path = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for ADD"))?;
@@ -45,6 +45,12 @@ pub fn add(req: &Request) -> Result<CniResult> {
         )
         .with_details("DEL it first")
         .into());
+    }
+
+    // Without IPAM the addresses come from prevResult: refuse an unusable one now.
+    if conf.ipam_type().is_none() {
+        let prev = conf.prev_result.as_ref().ok_or_else(no_addresses)?;
+        pick_ipv4(&conf, prev)?;
     }
 
     // `required` must not create the gateway, the veth or an address only to find that the
@@ -110,7 +116,6 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     // Once attached, from_pod polices both IPv4 sources and IPv6 (docs/fastpath.md).
     let fast = attached == Attached::Fast;
     antispoof::settle(&conf.plugin.datapath, pod_addr.addr(), name, antispoof::EbpfGuard { ipv4: fast, ipv6: fast });
-    undo.disarm();
 
     let ours = CniResult {
         interfaces: vec![
@@ -129,10 +134,13 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
             .collect(),
         dns: if ipam.dns == cni::Dns::default() { conf.dns.clone().unwrap_or_default() } else { ipam.dns.clone() },
     };
-    Ok(match conf.prev_result()? {
-        Some(prev) => merge(prev, ours),
+    let result = match &conf.prev_result {
+        Some(prev) => merge(prev.clone(), ours),
         None => ours,
-    })
+    };
+    // Nothing after this point can fail: from here on the attachment is the runtime's.
+    undo.disarm();
+    Ok(result)
 }
 
 /// In a chain, pass the previous result through with our interfaces, address and routes
@@ -165,10 +173,12 @@ fn addresses(conf: &Conf, req: &Request, undo: &mut Undo) -> Result<CniResult> {
             undo.ipam = true;
             Ok(delegate::add(ipam, &req.inv, &req.config)?)
         }
-        None => conf.prev_result()?.ok_or_else(|| {
-            CniError::new(ErrorCode::InvalidNetworkConfig, "no \"ipam\" section and no prevResult to take addresses from").into()
-        }),
+        None => Ok(conf.prev_result.clone().ok_or_else(no_addresses)?),
     }
+}
+
+fn no_addresses() -> CniError {
+    CniError::new(ErrorCode::InvalidNetworkConfig, "no \"ipam\" section and no prevResult to take addresses from")
 }
 
 /// The pod's IPv4 address and the IPAM routes to install via the gateway.

@@ -15,10 +15,10 @@ use crate::{antispoof, gateway, host, masq, names, sysctl};
 
 /// Run CHECK.
 pub fn check(req: &Request) -> Result<()> {
-    let conf = config::parse(&req.config)?;
+    let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
-    let prev = conf.prev_result()?.ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK requires prevResult"))?;
+    let prev = conf.prev_result.clone().ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK requires prevResult"))?;
     if let Some(ipam) = conf.ipam_type() {
         delegate::run(ipam, inv, Verb::Check, &req.config)?;
     }

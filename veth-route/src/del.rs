@@ -14,7 +14,7 @@ use crate::{masq, names, proxy_neigh};
 
 /// Run DEL: every step runs even if an earlier one failed; the first error is returned.
 pub fn del(req: &Request) -> Result<()> {
-    let conf = config::parse(&req.config)?;
+    let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
     let host_name = names::host_veth(&inv.container_id, &inv.ifname);
@@ -29,7 +29,7 @@ pub fn del(req: &Request) -> Result<()> {
 
     // The pod IP for the datapath: the host route through the veth (the kernel's truth),
     // else prevResult.
-    let prev_ip = conf.prev_result().ok().flatten().and_then(|r| {
+    let prev_ip = conf.prev_result.as_ref().and_then(|r| {
         r.first_ipv4().and_then(|ip| match ip.address.addr() {
             std::net::IpAddr::V4(a) => Some(a),
             _ => None,

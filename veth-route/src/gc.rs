@@ -15,7 +15,7 @@ use crate::{masq, names, proxy_neigh};
 
 /// Run GC.
 pub fn gc(req: &Request) -> Result<()> {
-    let conf = config::parse(&req.config)?;
+    let conf = config::parse(req)?;
     config::init_logging(&conf);
     let valid = conf
         .valid_attachments

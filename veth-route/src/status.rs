@@ -8,8 +8,8 @@ use cni::{delegate, CniError, ErrorCode, Request, Verb, Version};
 
 use crate::config::{self, GatewayMode};
 use crate::error::Result;
-use crate::{datapath, gateway};
 use crate::netns::with_netlink;
+use crate::{datapath, gateway};
 
 fn unavailable(msg: String, details: String) -> crate::error::Error {
     CniError::new(ErrorCode::PluginNotAvailable, msg).with_details(details).into()
@@ -17,7 +17,7 @@ fn unavailable(msg: String, details: String) -> crate::error::Error {
 
 /// Run STATUS.
 pub fn status(req: &Request) -> Result<()> {
-    let conf = config::parse(&req.config)?;
+    let conf = config::parse(req)?;
     config::init_logging(&conf);
     if let Err(e) = OpenOptions::new().write(true).open("/proc/sys/net/ipv4/ip_forward") {
         return Err(unavailable("cannot enable IPv4 forwarding".into(), e.to_string()));
