@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,7 +47,7 @@ impl Log for Logger {
 pub fn init(prefix: &str, file: Option<&Path>, level: LevelFilter) {
     let mut fallback = None;
     let sink = match file {
-        Some(p) => match OpenOptions::new().create(true).append(true).mode(0o600).open(p) {
+        Some(p) => match open_private(p) {
             Ok(f) => Sink::File(f),
             Err(e) => {
                 fallback = Some(format!("cannot open log file {}: {e}; logging to stderr", p.display()));
@@ -63,6 +63,22 @@ pub fn init(prefix: &str, file: Option<&Path>, level: LevelFilter) {
     if let Some(msg) = fallback {
         log::warn!("{msg}");
     }
+}
+
+/// Open `path` for appending as a private regular file. A symlink at the path is refused
+/// (O_NOFOLLOW), so nobody can point the root-run plugin's log at another file, and a file
+/// that already exists with looser permissions is brought back to 0600: logs name pods,
+/// addresses and networks.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.permissions().mode() & 0o777 != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
 }
 
 /// Parse a `logLevel` value (`off`, `error`, `warn`, `info`, `debug`, `trace`).
@@ -90,6 +106,29 @@ fn timestamp() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_log_file_is_private_and_never_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("cni-logging-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let loose = dir.join("loose.log");
+        std::fs::write(&loose, "old\n").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::open_private(&loose).unwrap();
+        assert_eq!(std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777, 0o600);
+        let fresh = dir.join("fresh.log");
+        super::open_private(&fresh).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+        let target = dir.join("target");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(super::open_private(&link).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert!(super::open_private(&dir).is_err(), "a directory is not a log file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn levels() {
         assert_eq!(super::parse_level("debug"), Some(log::LevelFilter::Debug));
