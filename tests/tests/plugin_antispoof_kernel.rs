@@ -279,7 +279,7 @@ fn check_reports_the_kernel_anti_spoofing_undone() {
     pod.check().assert_ok();
     vm.ns.sh("sysctl", &["-qw", &format!("net.ipv4.conf.{veth}.rp_filter=0"), &format!("net.ipv6.conf.{veth}.disable_ipv6=0")]);
     let (code, msg, _) = pod.check().error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains(&format!("anti-spoofing: net.ipv4.conf.{veth}.rp_filter is 0, expected 1 (strict)")), "{msg}");
     assert!(
         msg.contains(&format!("anti-spoofing: host veth {veth} accepts IPv6 from the pod (net.ipv6.conf.{veth}.disable_ipv6=0)")),

@@ -13,7 +13,7 @@ fn check_catches_deleted_host_route() {
 
     vm.ns.ip("route del 10.10.10.19/32");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains(&format!("host route `10.10.10.19 dev {host_veth}` is missing")), "{msg}");
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }
@@ -28,7 +28,7 @@ fn check_catches_changed_pod_route() {
     pod.ns.ip("route replace default via 169.254.1.1 dev eth0 metric 10");
     pod.ns.ip("route del default via 169.254.1.1 dev eth0 metric 0");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains("pod route `default via 169.254.1.1 dev eth0` is missing"), "{msg}");
     assert!(msg.contains("pod has unexpected route `default via 169.254.1.1 dev eth0 metric 10`"), "{msg}");
     pod.ns.ip("route replace default via 169.254.1.1 dev eth0");
@@ -38,7 +38,7 @@ fn check_catches_changed_pod_route() {
     pod.ns.ip("route add 10.99.0.0/16 via 169.254.1.1 dev eth0");
     pod.ns.ip("route del 169.254.1.1 dev eth0 scope link");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains("pod route `169.254.1.1 dev eth0 scope link` is missing"), "{msg}");
     assert!(msg.contains("pod has unexpected route `10.99.0.0/16 via 169.254.1.1 dev eth0`"), "{msg}");
     vm.del(&conf, &pod, Some(&res)).assert_ok();
@@ -61,7 +61,7 @@ fn check_catches_pod_address_mac_and_gateway() {
         vm.ns.ip("addr del 169.254.1.1/32 dev dummy0");
     }
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains("pod eth0 lacks address 10.10.10.19/24 (has: none)"), "{msg}");
     assert!(msg.contains("pod eth0 MAC is 02:00:00:00:00:99 but the result says"), "{msg}");
     assert!(msg.contains("gateway 169.254.1.1/32 is on neither"), "{msg}");
@@ -81,7 +81,7 @@ fn check_without_prev_result_or_interface() {
 
     pod.ns.ip("link del eth0");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains("interface eth0 does not exist in netns"), "{msg}");
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }

@@ -163,7 +163,7 @@ fn ipam_returns_no_ipv4() {
     for ipam in [json!({"type": "static", "addresses": []}), json!({"type": "static", "addresses": [{"address": "fd00::5/64"}]})] {
         let mut conf = vm.network("1.0.0");
         conf["ipam"] = ipam;
-        assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 103, "returned no IPv4 address");
+        assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 123, "returned no IPv4 address");
     }
 }
 

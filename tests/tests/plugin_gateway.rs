@@ -136,7 +136,7 @@ fn gateway_under_strict_arp(placement: Placement, when: When) {
     // CHECK notices a wrong and a missing entry.
     p1.ns.ip("neigh replace 169.254.1.1 lladdr 02:00:00:00:00:99 nud permanent dev eth0");
     let (code, msg, _) = vm.check(&conf, &p1, &r1).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(
         msg.contains(&format!(
             "pod eth0 neighbour entry for gateway 169.254.1.1 is lladdr 02:00:00:00:00:99 Permanent, want lladdr {host_mac} permanent"
@@ -145,7 +145,7 @@ fn gateway_under_strict_arp(placement: Placement, when: When) {
     );
     p1.ns.ip("neigh del 169.254.1.1 dev eth0");
     let (code, msg, _) = vm.check(&conf, &p1, &r1).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains(&format!("pod eth0 has no neighbour entry for gateway 169.254.1.1 (want lladdr {host_mac} permanent)")), "{msg}");
 
     // Without the entry the pod has to ARP for its gateway, and the VM's arp_ignore=1 decides.
@@ -158,7 +158,7 @@ fn gateway_under_strict_arp(placement: Placement, when: When) {
         Placement::HostVeth => {
             ping(&p1.ns, GATEWAY).unwrap();
             let (code, msg, _) = vm.check(&conf, &p1, &r1).error();
-            assert_eq!(code, 101, "{msg}");
+            assert_eq!(code, 121, "{msg}");
             assert!(msg.contains(&format!("gateway 169.254.1.1 is lladdr {host_mac}")), "{msg}");
         }
     }

@@ -41,7 +41,7 @@ fn custom_gateway_on_existing_device() {
 
     vm.ns.ip("addr del 169.254.100.1/32 dev gw0");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101);
+    assert_eq!(code, 121);
     assert!(msg.contains("gateway 169.254.100.1/32 is on neither an up device gw0 nor host veth"), "{msg}");
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }

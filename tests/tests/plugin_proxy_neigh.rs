@@ -25,7 +25,7 @@ fn vrouter_reaches_pod_without_a_route() {
 
     vm.ns.ip("neigh del proxy 10.10.10.19 dev eth0");
     let (code, msg, _) = vm.check(&conf, &pod, &res).error();
-    assert_eq!(code, 101, "{msg}");
+    assert_eq!(code, 121, "{msg}");
     assert!(msg.contains("no proxy neighbour entry for 10.10.10.19 on eth0"), "{msg}");
     vm.ns.ip("neigh add proxy 10.10.10.19 dev eth0 proto 86");
 

@@ -9,14 +9,11 @@ use ipnet::{IpNet, Ipv4Net};
 
 use crate::config::{self, Conf};
 use crate::datapath::{self, Attached, PodEndpoint};
-use crate::error::Result;
+use crate::error::{Result, CODE_IPAM_RESULT};
 use crate::netlink::{self, mac_string};
 use crate::netns::{block_on, with_netlink, NetNs};
 use crate::pod::{self, PodPlan};
 use crate::{antispoof, host, masq, names, proxy_neigh, veth};
-
-/// Plugin-specific CNI code: the IPAM result cannot be used (e.g. no IPv4 address).
-pub const CODE_IPAM_RESULT: u32 = 103;
 
 /// Run ADD.
 pub fn add(req: &Request) -> Result<CniResult> {

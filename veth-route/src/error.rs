@@ -7,12 +7,19 @@ use cni::{CniError, ErrorCode};
 use crate::datapath::DatapathError;
 use crate::proxy_neigh::ProxyNeighError;
 
+// veth-route's own CNI codes are 120-139. tcnp-ipam, whose errors veth-route passes
+// through unchanged from the IPAM step, has 100-119; README "Error codes" is the one table.
+
 /// Plugin-specific CNI code: a kernel operation (netlink, sysctl, iptables) failed.
-pub const CODE_KERNEL: u32 = 100;
+pub const CODE_KERNEL: u32 = 120;
 /// Plugin-specific CNI code: CHECK found the attachment differs from what ADD set up.
-pub const CODE_CHECK_MISMATCH: u32 = 101;
+pub const CODE_CHECK_MISMATCH: u32 = 121;
 /// Plugin-specific CNI code: the eBPF datapath failed.
-pub const CODE_DATAPATH: u32 = 102;
+pub const CODE_DATAPATH: u32 = 122;
+/// Plugin-specific CNI code: the IPAM result cannot be used (e.g. no IPv4 address).
+pub const CODE_IPAM_RESULT: u32 = 123;
+/// veth-route's range of plugin-specific codes.
+pub const CODES: std::ops::RangeInclusive<u32> = 120..=139;
 
 /// Everything that can go wrong in the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -88,5 +95,17 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_stay_in_the_plugins_range() {
+        for c in [CODE_KERNEL, CODE_CHECK_MISMATCH, CODE_DATAPATH, CODE_IPAM_RESULT] {
+            assert!(CODES.contains(&c), "{c}");
+        }
     }
 }
