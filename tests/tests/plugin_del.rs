@@ -2,6 +2,8 @@
 //! GC removes a leftover attachment and keeps the valid ones; ipMasq rules go with DEL.
 
 use serde_json::json;
+use testbed::cni_runner;
+use testbed::netns::TempDir;
 use testbed::probe::ping;
 use testbed::vm::{with_prev, Vm};
 
@@ -104,6 +106,38 @@ fn gc_removes_leftover_attachment() {
 
     vm.del(&conf, &keep, Some(&keep_res)).assert_ok();
     vm.snapshot().assert_same_as(&before, "after GC and DEL");
+}
+
+#[test]
+fn gc_is_best_effort_and_always_reaches_ipam() {
+    // A runtime that runs plugins with a PATH lacking iptables (a real misconfiguration):
+    // the masquerade step fails, and GC must still remove the veth and have IPAM release
+    // the address, then say exactly what it could not do.
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let mut conf = vm.network("1.1.0");
+    conf["ipMasq"] = json!(true);
+    let leak = vm.pod();
+    vm.add(&conf, &leak).result();
+    let mut gc = with_prev(&conf, None);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let no_iptables = TempDir::new("noipt");
+    // nsenter puts the plugin into the VM namespace; it is the only command on this PATH.
+    std::os::unix::fs::symlink("/usr/bin/nsenter", no_iptables.path().join("nsenter")).unwrap();
+    let path = no_iptables.path().display().to_string();
+    let out = cni_runner::exec(cni_runner::plugin_binary(), &vm.ns, "GC", None, &[("PATH", path.as_str())], gc.to_string().as_bytes());
+    let (code, msg, err) = out.error();
+    assert_eq!(code, 5, "{err}");
+    assert!(msg.contains("GC finished with 1 failure"), "{err}");
+    assert!(err["details"].as_str().is_some_and(|d| d.contains("list masquerade chains") && d.contains("run iptables")), "{err}");
+    let snap = vm.snapshot();
+    assert!(snap.ipam.is_empty(), "IPAM was not reached: host-local still holds {:?}", snap.ipam);
+    assert!(!vm.ns.ip("-o link show").contains("veth-route/"), "the leaked host veth survived GC");
+    assert!(snap.rules.iter().any(|r| r.contains(&leak.id)), "the masquerade rules cannot have gone without iptables");
+
+    // With iptables back, the next GC finishes the job.
+    vm.plugin("GC", &gc, None).assert_ok();
+    vm.snapshot().assert_same_as(&before, "after the second GC");
 }
 
 #[test]
