@@ -108,9 +108,12 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
     }
 }
 
-/// Interface names: at most 15 bytes, not "." or "..", no '/', ':' or whitespace (kernel rules).
-pub fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let why = if name.len() > MAX_IFNAME_LEN {
+/// What is wrong with an interface name, if anything: 1 to 15 bytes, not "." or "..", no
+/// '/', ':' or whitespace (kernel rules).
+pub fn ifname_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("empty".to_string())
+    } else if name.len() > MAX_IFNAME_LEN {
         Some(format!("longer than {MAX_IFNAME_LEN} characters"))
     } else if name == "." || name == ".." {
         Some("reserved name".to_string())
@@ -118,8 +121,12 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("contains '/', ':' or whitespace".to_string())
     } else {
         None
-    };
-    match why {
+    }
+}
+
+/// Check `CNI_IFNAME` (see [`ifname_problem`]).
+pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+    match ifname_problem(name) {
         None => Ok(()),
         Some(why) => Err(CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_IFNAME {name:?}: {why}"))),
     }

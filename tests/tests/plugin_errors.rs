@@ -184,3 +184,72 @@ fn route_the_kernel_rejects() {
     vm.del(&conf, &pod, Some(&res)).assert_ok();
     vm.snapshot().assert_same_as(&before, "after the corrected ADD and its DEL");
 }
+
+#[test]
+fn malformed_prev_result() {
+    // The 44 residue cases of the bad-input probe were all malformed prevResults: each
+    // used to fail after the pod was wired and leave everything behind.
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let pod = vm.pod();
+    for prev in [
+        json!(0),
+        json!(true),
+        json!("x"),
+        json!([]),
+        json!({"ips": [{"address": "nonsense"}]}),
+        json!({"cniVersion": "1.0.0", "interfaces": 7}),
+        json!({"cniVersion": "1.0.0", "routes": [{"dst": "10.0.0.0/33"}]}),
+    ] {
+        let mut conf = vm.network("1.0.0");
+        conf["prevResult"] = prev.clone();
+        let err = assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 7, "prevResult");
+        assert!(err.to_string().len() < 2000, "{prev}: {err}");
+    }
+    // Without IPAM the addresses come from prevResult: one without IPv4 is refused before
+    // anything is created.
+    let mut conf = vm.network("1.0.0");
+    conf.as_object_mut().unwrap().remove("ipam");
+    conf["prevResult"] = json!({"cniVersion": "1.0.0", "ips": [{"address": "fd00::5/64"}]});
+    assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 123, "returned no IPv4 address");
+}
+
+#[test]
+fn unknown_and_misspelt_keys() {
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let pod = vm.pod();
+    for (key, value, needle) in [
+        ("fastpath", json!("off"), "unknown configuration key `fastpath`; did you mean `fastPath`?"),
+        ("ipmasq", json!(true), "did you mean `ipMasq`?"),
+        ("gatewayDev", json!("dummy0"), "unknown configuration key `gatewayDev`"),
+        ("proxyNeighbor", json!({"uplnk": "eth0"}), "unknown field `uplnk`"),
+    ] {
+        let mut conf = vm.network("1.0.0");
+        conf[key] = value;
+        let err = assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 7, needle);
+        if key != "proxyNeighbor" {
+            assert!(err["details"].as_str().is_some_and(|d| d.contains("known keys:") && d.contains("bpfPinDir")), "{err}");
+        }
+    }
+}
+
+#[test]
+fn paths_and_names_that_cannot_be_meant() {
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let pod = vm.pod();
+    for (key, value, needle) in [
+        ("logFile", json!(""), "logFile \"\" is not an absolute path"),
+        ("logFile", json!("veth-route.log"), "is not an absolute path"),
+        ("logFile", json!("/var/log/../../etc/passwd"), "is not an absolute path"),
+        ("bpfPinDir", json!("sys/fs/bpf"), "bpfPinDir \"sys/fs/bpf\" is not an absolute path"),
+        ("gatewayDevice", json!("dummy 0"), "gatewayDevice"),
+        ("gatewayDevice", json!(""), "gatewayDevice"),
+        ("uplinks", json!(["eth0", "eth0"]), "listed twice"),
+    ] {
+        let mut conf = vm.network("1.0.0");
+        conf[key] = value;
+        assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 7, needle);
+    }
+}

@@ -123,8 +123,8 @@ impl VethRouteConf {
                 return invalid(format!("mtu {mtu} out of range 68..65535"));
             }
         }
-        if let Err(e) = cni::env::validate_ifname(&self.gateway_device) {
-            return invalid(format!("gatewayDevice: {}", e.msg));
+        if let Some(why) = cni::env::ifname_problem(&self.gateway_device) {
+            return invalid(format!("gatewayDevice {:?}: {why}", self.gateway_device));
         }
         if self.gateway.is_unspecified() || self.gateway.is_multicast() || self.gateway.is_broadcast() {
             return invalid(format!("gateway {} is not a unicast address", self.gateway));
@@ -137,8 +137,8 @@ impl VethRouteConf {
         }
         absolute_path("bpfPinDir", &self.datapath.bpf_pin_dir)?;
         for (i, up) in self.datapath.uplinks.iter().enumerate() {
-            if let Err(e) = cni::env::validate_ifname(up) {
-                return invalid(format!("uplinks[{i}]: {}", e.msg));
+            if let Some(why) = cni::env::ifname_problem(up) {
+                return invalid(format!("uplinks[{i}] {up:?}: {why}"));
             }
             if self.datapath.uplinks[..i].contains(up) {
                 return invalid(format!("uplinks: {up} is listed twice"));
