@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cni_runner;
 pub mod fastpath_support;
 pub mod kernel;
+pub mod mutate;
 pub mod netns;
 pub mod openstack;
 pub mod probe;
