@@ -10,10 +10,11 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::config::{self, Conf};
 use crate::datapath::{self, Attached, PodEndpoint};
 use crate::error::{Result, CODE_IPAM_RESULT};
+use crate::names::AttachmentNames;
 use crate::netlink::{self, mac_string};
-use crate::netns::{block_on, with_netlink, NetNs};
+use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan};
-use crate::{antispoof, host, masq, names, proxy_neigh, veth};
+use crate::{antispoof, host, masq, proxy_neigh, veth};
 
 /// Run ADD.
 pub fn add(req: &Request) -> Result<CniResult> {
@@ -22,23 +23,24 @@ pub fn add(req: &Request) -> Result<CniResult> {
     let inv = &req.inv;
     let netns_path = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for ADD"))?;
     let pod_ns = NetNs::open(netns_path)?;
-    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
-    log::info!("ADD {} {} netns {} host veth {host_name}", inv.container_id, inv.ifname, netns_path.display());
+    let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
+    log::info!("ADD {} {} netns {} host veth {}", inv.container_id, inv.ifname, netns_path.display(), names.host_veth);
+    let nl = Netlink::open(Some(&pod_ns))?;
 
     // Refuse early, before IPAM allocates anything.
-    let ifname = inv.ifname.clone();
-    if pod_ns.run(|h| async move { pod::exists(&h, &ifname).await })? {
+    let ifname = inv.ifname.as_str();
+    if nl.pod(|h| async move { pod::exists(&h, ifname).await })? {
         return Err(CniError::new(
             ErrorCode::InvalidEnvironment,
             format!("CNI_IFNAME {}: interface already exists in netns {}", inv.ifname, netns_path.display()),
         )
         .into());
     }
-    let name = host_name.as_str();
-    if with_netlink(|h| async move { netlink::link_by_name(&h, name).await })?.is_some() {
+    let host_veth = names.host_veth.as_str();
+    if nl.host(|h| async move { netlink::link_by_name(&h, host_veth).await })?.is_some() {
         return Err(CniError::new(
             ErrorCode::Other(crate::error::CODE_KERNEL),
-            format!("host veth {host_name} already exists: attachment {}/{} is already set up", inv.container_id, inv.ifname),
+            format!("host veth {host_veth} already exists: attachment {}/{} is already set up", inv.container_id, inv.ifname),
         )
         .with_details("DEL it first")
         .into());
@@ -54,8 +56,18 @@ pub fn add(req: &Request) -> Result<CniResult> {
     // programs cannot load here.
     datapath::status(&conf.plugin.datapath)?;
 
-    let mut undo = Undo { conf: &conf, req, ipam: false, host_veth: None, proxy_neigh: None, masq_chain: None, datapath: false };
-    let outcome = setup(&conf, req, &pod_ns, &mut undo);
+    let mut undo = Undo {
+        conf: &conf,
+        req,
+        nl: &nl,
+        names: &names,
+        ipam: false,
+        host_veth: false,
+        proxy_neigh: None,
+        masq_chain: false,
+        datapath: false,
+    };
+    let outcome = setup(&conf, req, &pod_ns, &nl, &names, &mut undo);
     if let Err(e) = &outcome {
         log::warn!("ADD {} failed, rolling back: {e}", inv.container_id);
         undo.run();
@@ -63,16 +75,14 @@ pub fn add(req: &Request) -> Result<CniResult> {
     outcome
 }
 
-fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<CniResult> {
+fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &AttachmentNames, undo: &mut Undo) -> Result<CniResult> {
     let inv = &req.inv;
-    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
-    let tag = names::tag(&conf.name, &inv.container_id, &inv.ifname);
-    let (name, tag_ref) = (host_name.as_str(), tag.as_str());
+    let (name, tag) = (names.host_veth.as_str(), names.tag.as_str());
 
     // The veth needs no address, so it comes first: the TCX attach waits for an RCU grace
     // period and runs on a thread while IPAM allocates and the pod is wired.
-    with_netlink(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
-    undo.host_veth = Some(host_name.clone());
+    nl.host(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
+    undo.host_veth = true;
     undo.datapath = true;
     let datapath = datapath::attach_early(&conf.plugin.datapath, name);
 
@@ -80,24 +90,22 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, undo: &mut Undo) -> Result<
     let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
     let gw = conf.plugin.gateway;
 
-    let (host_link, placement) = with_netlink(|h| async move { host::wire(&h, &conf.plugin, name, tag_ref, pod_addr.addr()).await })?;
+    let (host_link, placement) = nl.host(|h| async move { host::wire(&h, &conf.plugin, name, tag, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         undo.proxy_neigh = Some(pod_addr.addr());
-        block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
+        nl.block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
     }
 
     let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes).with_gateway_mac(host_link.mac);
     let plan_ref = &plan;
-    let pod_if = pod_ns.run(|h| async move { pod::configure(&h, plan_ref).await })?;
+    let pod_if = nl.pod(|h| async move { pod::configure(&h, pod_ns, plan_ref).await })?;
 
     if conf.plugin.ip_masq {
-        let chain = names::masq_chain(&conf.name, &inv.container_id, &inv.ifname);
-        undo.masq_chain = Some(chain.clone());
-        masq::setup(&chain, &tag, pod_addr)?;
+        undo.masq_chain = true;
+        masq::setup(&names.masq_chain, tag, pod_addr)?;
     }
-
     let ep = PodEndpoint {
         pod_ip: pod_addr.addr(),
         pod_mac: pod_if.mac,
@@ -213,43 +221,45 @@ fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
 struct Undo<'a> {
     conf: &'a Conf,
     req: &'a Request,
+    nl: &'a Netlink,
+    names: &'a AttachmentNames,
     ipam: bool,
-    host_veth: Option<String>,
+    host_veth: bool,
     proxy_neigh: Option<Ipv4Addr>,
-    masq_chain: Option<String>,
+    masq_chain: bool,
     datapath: bool,
 }
 
 impl Undo<'_> {
     fn disarm(&mut self) {
         self.ipam = false;
-        self.host_veth = None;
+        self.host_veth = false;
         self.proxy_neigh = None;
-        self.masq_chain = None;
+        self.masq_chain = false;
         self.datapath = false;
     }
 
     fn run(&mut self) {
-        let host = names::host_veth(&self.req.inv.container_id, &self.req.inv.ifname);
+        let host = self.names.host_veth.as_str();
         if std::mem::take(&mut self.datapath) {
             // The endpoint, if inserted, is keyed to the host veth, which still exists here.
-            if let Err(e) = datapath::detach(&self.conf.plugin.datapath, None, &host) {
+            if let Err(e) = datapath::detach(&self.conf.plugin.datapath, None, host) {
                 log::error!("rollback: datapath detach: {e}");
             }
         }
-        if let Some(chain) = self.masq_chain.take() {
-            if let Err(e) = masq::teardown(&chain) {
-                log::error!("rollback: remove masquerade chain {chain}: {e}");
+        if std::mem::take(&mut self.masq_chain) {
+            if let Err(e) = masq::teardown(&self.names.masq_chain) {
+                log::error!("rollback: remove masquerade chain {}: {e}", self.names.masq_chain);
             }
         }
         if let (Some(ip), Some(pn)) = (self.proxy_neigh.take(), &self.conf.plugin.proxy_neighbor) {
-            if let Err(e) = block_on(async move { proxy_neigh::remove(pn, ip).await.map_err(Into::into) }) {
+            if let Err(e) = self.nl.block_on(async move { proxy_neigh::remove(pn, ip).await.map_err(Into::into) }) {
                 log::error!("rollback: remove proxy neighbour {ip}: {e}");
             }
         }
-        if let Some(name) = self.host_veth.take() {
+        if std::mem::take(&mut self.host_veth) {
             // Deleting one end removes the pod end, its addresses and routes, and the host route.
-            if let Err(e) = with_netlink(|h| async move { netlink::delete_link(&h, &name).await }) {
+            if let Err(e) = self.nl.host(|h| async move { netlink::delete_link(&h, host).await }) {
                 log::error!("rollback: delete host veth: {e}");
             }
         }

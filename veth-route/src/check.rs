@@ -7,11 +7,12 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::config::{self, Conf};
 use crate::datapath::{self, DatapathError, FastPath, PodEndpoint};
 use crate::error::{Error, Result};
+use crate::names::AttachmentNames;
 use crate::netlink::{self, describe, mac_string, Link, Route4};
-use crate::netns::{block_on, with_netlink, NetNs};
+use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan, PodState};
 use crate::proxy_neigh::{self, ProxyNeighError};
-use crate::{antispoof, gateway, host, masq, names, sysctl};
+use crate::{antispoof, gateway, host, masq, sysctl};
 
 /// Run CHECK.
 pub fn check(req: &Request) -> Result<()> {
@@ -44,18 +45,19 @@ pub fn check(req: &Request) -> Result<()> {
 
     let netns = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for CHECK"))?;
     let pod_ns = NetNs::open(netns)?;
-    let ifname = inv.ifname.clone();
-    let state = pod_ns.run(|h| async move { pod::inspect(&h, &ifname).await })?;
+    let nl = Netlink::open(Some(&pod_ns))?;
+    let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
+    let ifname = inv.ifname.as_str();
+    let state = nl.pod(|h| async move { pod::inspect(&h, ifname).await })?;
     let mut diffs = Vec::new();
     let Some(state) = state else {
         return Err(Error::Mismatch(vec![format!("interface {} does not exist in netns {}", inv.ifname, netns.display())]));
     };
     diffs.extend(pod_diffs(&plan, &state, prev.interfaces[pod_idx].mac.as_deref()));
 
-    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
     let (host_diffs, host_link) = {
-        let (conf, state, host_name) = (&conf, &state, &host_name);
-        with_netlink(|h| async move { host_diffs(&h, conf, host_name, addr, state).await })?
+        let (conf, state, host_name) = (&conf, &state, names.host_veth.as_str());
+        nl.host(|h| async move { host_diffs(&h, conf, host_name, addr, state).await })?
     };
     diffs.extend(host_diffs);
     if let Some(link) = &host_link {
@@ -63,14 +65,14 @@ pub fn check(req: &Request) -> Result<()> {
     }
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
-        match block_on(async move { Ok(proxy_neigh::check(pn, addr.addr()).await) })? {
+        match nl.block_on(async move { Ok(proxy_neigh::check(pn, addr.addr()).await) })? {
             Ok(()) => {}
             Err(e @ ProxyNeighError::Missing { .. }) => diffs.push(e.to_string()),
             Err(e) => return Err(e.into()),
         }
     }
     if conf.plugin.ip_masq {
-        diffs.extend(masq::check(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname), addr.addr())?);
+        diffs.extend(masq::check(&names.masq_chain, addr.addr())?);
     }
     if let (Some(host_link), Some(pod_mac)) = (host_link, state.link.mac) {
         let ep = PodEndpoint {

@@ -8,17 +8,20 @@ use cni::{delegate, Request, Verb};
 use crate::config;
 use crate::datapath;
 use crate::error::{Error, Result};
+use crate::names::AttachmentNames;
 use crate::netlink;
-use crate::netns::{block_on, with_netlink};
-use crate::{masq, names, proxy_neigh};
+use crate::netns::Netlink;
+use crate::{masq, proxy_neigh};
 
 /// Run DEL: every step runs even if an earlier one failed; the first error is returned.
 pub fn del(req: &Request) -> Result<()> {
     let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
-    let host_name = names::host_veth(&inv.container_id, &inv.ifname);
+    let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
+    let host_name = names.host_veth.as_str();
     log::info!("DEL {} {} host veth {host_name}", inv.container_id, inv.ifname);
+    let nl = Netlink::open(None)?;
     let mut first: Option<Error> = None;
     let mut note = |r: Result<()>| {
         if let Err(e) = r {
@@ -35,18 +38,16 @@ pub fn del(req: &Request) -> Result<()> {
             _ => None,
         })
     });
-    let name = host_name.clone();
-    let routed_ip = with_netlink(|h| async move { routed_pod_ip(&h, &name).await }).unwrap_or(None);
+    let routed_ip = nl.host(|h| async move { routed_pod_ip(&h, host_name).await }).unwrap_or(None);
     let pod_ip = routed_ip.or(prev_ip);
-    note(datapath::detach(&conf.plugin.datapath, pod_ip, &host_name).map_err(Error::from));
+    note(datapath::detach(&conf.plugin.datapath, pod_ip, host_name).map_err(Error::from));
 
     // Deleting the host end also removes the pod end (netns or not) and the host route.
-    let name = host_name.clone();
-    note(with_netlink(|h| async move { netlink::delete_link(&h, &name).await.map(drop) }));
+    note(nl.host(|h| async move { netlink::delete_link(&h, host_name).await.map(drop) }));
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         // Without a known address, drop every entry of ours whose pod route is gone.
-        note(block_on(async move {
+        note(nl.block_on(async move {
             match pod_ip {
                 Some(ip) => proxy_neigh::remove(pn, ip).await.map_err(Into::into),
                 None => proxy_neigh::gc(pn).await.map(drop).map_err(Into::into),
@@ -54,7 +55,7 @@ pub fn del(req: &Request) -> Result<()> {
         }));
     }
     if conf.plugin.ip_masq {
-        note(masq::teardown(&names::masq_chain(&conf.name, &inv.container_id, &inv.ifname)));
+        note(masq::teardown(&names.masq_chain));
     }
     if let Some(ipam) = conf.ipam_type() {
         note(delegate::run(ipam, inv, Verb::Del, &req.config).map_err(Error::from));

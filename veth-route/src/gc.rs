@@ -10,7 +10,7 @@ use crate::config;
 use crate::datapath;
 use crate::error::{Error, Result};
 use crate::netlink;
-use crate::netns::{block_on, with_netlink};
+use crate::netns::Netlink;
 use crate::{masq, names, proxy_neigh};
 
 /// Run GC: every step runs even when an earlier one failed, so the IPAM plugin is always
@@ -27,27 +27,38 @@ pub fn gc(req: &Request) -> Result<()> {
     let mut failures = Failures::default();
     let mut stale: Vec<(String, String)> = Vec::new();
 
+    let nl = match Netlink::open(None) {
+        Ok(nl) => Some(nl),
+        Err(e) => {
+            failures.note("open netlink", e);
+            None
+        }
+    };
+
     // Host veths carry the attachment in their alias.
     let (keep_ref, failures_ref) = (&keep, &mut failures);
-    let removed = with_netlink(|h| async move {
-        let mut removed = Vec::new();
-        for link in netlink::links(&h).await? {
-            let Some((id, ifname)) = link.alias.as_deref().and_then(|a| names::parse_tag(a, network)) else { continue };
-            let key = (id.to_string(), ifname.to_string());
-            if keep_ref.contains(&key) {
-                continue;
+    let removed = nl.as_ref().map(|nl| {
+        nl.host(|h| async move {
+            let mut removed = Vec::new();
+            for link in netlink::links(&h).await? {
+                let Some((id, ifname)) = link.alias.as_deref().and_then(|a| names::parse_tag(a, network)) else { continue };
+                let key = (id.to_string(), ifname.to_string());
+                if keep_ref.contains(&key) {
+                    continue;
+                }
+                log::info!("GC: removing host veth {} of stale attachment {id}/{ifname}", link.name);
+                match netlink::delete_link(&h, &link.name).await {
+                    Ok(_) => removed.push(key),
+                    Err(e) => failures_ref.note(format!("host veth {}", link.name), e),
+                }
             }
-            log::info!("GC: removing host veth {} of stale attachment {id}/{ifname}", link.name);
-            match netlink::delete_link(&h, &link.name).await {
-                Ok(_) => removed.push(key),
-                Err(e) => failures_ref.note(format!("host veth {}", link.name), e),
-            }
-        }
-        Ok::<_, Error>(removed)
+            Ok::<_, Error>(removed)
+        })
     });
     match removed {
-        Ok(r) => stale.extend(r),
-        Err(e) => failures.note("list host veths", e),
+        Some(Ok(r)) => stale.extend(r),
+        Some(Err(e)) => failures.note("list host veths", e),
+        None => {}
     }
 
     if conf.plugin.ip_masq {
@@ -68,9 +79,9 @@ pub fn gc(req: &Request) -> Result<()> {
         }
     }
 
-    if let Some(pn) = &conf.plugin.proxy_neighbor {
+    if let (Some(pn), Some(nl)) = (&conf.plugin.proxy_neighbor, &nl) {
         // After the stale veths are gone: entries whose pod route vanished with them.
-        match block_on(async move { proxy_neigh::gc(pn).await.map_err(Error::from) }) {
+        match nl.block_on(async move { proxy_neigh::gc(pn).await.map_err(Error::from) }) {
             Ok(released) if !released.is_empty() => log::info!("GC: released proxy neighbour entries {released:?}"),
             Ok(_) => {}
             Err(e) => failures.note("proxy neighbour entries", e),

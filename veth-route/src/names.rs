@@ -23,8 +23,30 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
+/// The names of one attachment's objects, derived once from its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentNames {
+    /// The host end of the veth pair.
+    pub host_veth: String,
+    /// The ownership tag (host veth alias, masquerade rule comment).
+    pub tag: String,
+    /// The masquerade chain.
+    pub masq_chain: String,
+}
+
+impl AttachmentNames {
+    /// The names of attachment `container_id`/`ifname` of `network`.
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Self {
+        AttachmentNames {
+            host_veth: host_veth(container_id, ifname),
+            tag: tag(network, container_id, ifname),
+            masq_chain: masq_chain(network, container_id, ifname),
+        }
+    }
+}
+
 /// Host-side veth name: `veth` + 8 hex digits of the container ID and ifname (12 chars).
-pub fn host_veth(container_id: &str, ifname: &str) -> String {
+fn host_veth(container_id: &str, ifname: &str) -> String {
     format!("{HOST_VETH_PREFIX}{:08x}", fnv1a(&[container_id, ifname]) as u32)
 }
 

@@ -20,6 +20,7 @@ use rtnetlink::Handle;
 
 use crate::error::{Error, Result};
 use crate::netlink::{self, mac_string, Link, Neigh4, Route4};
+use crate::netns::NetNs;
 use crate::sysctl;
 
 /// What the pod side should look like.
@@ -86,14 +87,15 @@ pub async fn exists(h: &Handle, ifname: &str) -> Result<bool> {
 }
 
 /// Configure the pod interface as planned.
-pub async fn configure(h: &Handle, plan: &PodPlan) -> Result<PodIface> {
+pub async fn configure(h: &Handle, ns: &NetNs, plan: &PodPlan) -> Result<PodIface> {
     let link = netlink::link_by_name(h, &plan.ifname)
         .await?
         .ok_or_else(|| Error::Command(format!("{} vanished from the pod right after creation", plan.ifname)))?;
     // Gratuitous ARP: with arp_notify the kernel announces the address itself when the
     // link comes up. (A packet socket of our own would cost an RCU grace period, ~10 ms,
     // when it is closed.)
-    sysctl::ensure(&format!("net/ipv4/conf/{}/arp_notify", plan.ifname), "1")?;
+    let key = format!("net/ipv4/conf/{}/arp_notify", plan.ifname);
+    ns.enter(|| sysctl::ensure(&key, "1"))?;
     netlink::add_ipv4_addr(h, link.index, plan.addr).await?;
     netlink::set_up(h, link.index, &plan.ifname).await?;
     // Before the routes, so no lookup through the gateway ever starts an ARP resolution.
