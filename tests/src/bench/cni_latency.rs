@@ -13,8 +13,10 @@ use super::{ms, percentile, Section};
 use crate::cni_runner::{self, REFERENCE_PLUGINS};
 use crate::vm::Vm;
 
+const PTP: &str = "ptp (Debian reference)";
+
 struct Candidate {
-    label: &'static str,
+    label: String,
     bin: PathBuf,
     conf: Value,
     add: Vec<Duration>,
@@ -25,26 +27,46 @@ struct Candidate {
 pub fn run(runs: usize) -> Section {
     let vm = Vm::new();
     let veth_route = cni_runner::plugin_binary().to_path_buf();
-    let with = |fast_path: &str| {
+    let with = |build: &str, fast_path: &str| {
         let mut c = vm.network("1.0.0");
         c["fastPath"] = json!(fast_path);
         c["logLevel"] = json!("warn");
-        // A pin directory per mode, as on two nodes: a node running with the fast path off
-        // has no maps for its DELs to clean.
-        c["bpfPinDir"] = json!(vm.pin_dir.join(fast_path));
+        // A pin directory per build and mode, as on separate nodes: a node running with the
+        // fast path off has no maps for its DELs to clean.
+        c["bpfPinDir"] = json!(vm.pin_dir.join(format!("{build}-{fast_path}")));
         c
     };
     let mut candidates = vec![
-        Candidate { label: "veth-route (fastPath off)", bin: veth_route.clone(), conf: with("off"), add: vec![], del: vec![] },
-        Candidate { label: "veth-route (fastPath auto, eBPF)", bin: veth_route, conf: with("auto"), add: vec![], del: vec![] },
         Candidate {
-            label: "ptp (Debian reference)",
+            label: "veth-route (fastPath off)".into(),
+            bin: veth_route.clone(),
+            conf: with("this", "off"),
+            add: vec![],
+            del: vec![],
+        },
+        Candidate {
+            label: "veth-route (fastPath auto, eBPF)".into(),
+            bin: veth_route,
+            conf: with("this", "auto"),
+            add: vec![],
+            del: vec![],
+        },
+        Candidate {
+            label: PTP.into(),
             bin: Path::new(REFERENCE_PLUGINS).join("ptp"),
             conf: json!({"cniVersion": "1.0.0", "name": "cni0", "type": "ptp", "ipam": vm.host_local()}),
             add: vec![],
             del: vec![],
         },
     ];
+    // VETH_ROUTE_BENCH_BASELINE=<an older veth-route binary>: its rows beside this build's,
+    // interleaved in the same run, so a change's effect is measured side by side.
+    if let Some(base) = std::env::var_os("VETH_ROUTE_BENCH_BASELINE") {
+        for mode in ["off", "auto"] {
+            let label = format!("baseline {} (fastPath {mode})", Path::new(&base).display());
+            candidates.push(Candidate { label, bin: PathBuf::from(&base), conf: with("baseline", mode), add: vec![], del: vec![] });
+        }
+    }
     // One warm-up cycle each: first-use costs (program load and pinning, gateway device)
     // are real but belong to the node, not to every pod.
     for round in 0..=runs {
@@ -63,8 +85,8 @@ pub fn run(runs: usize) -> Section {
             }
         }
     }
-    let ptp_add = percentile(&candidates[2].add, 50);
-    let ptp_del = percentile(&candidates[2].del, 50);
+    let ptp = candidates.iter().find(|c| c.label == PTP).expect("ptp row");
+    let (ptp_add, ptp_del) = (percentile(&ptp.add, 50), percentile(&ptp.del, 50));
     let mut body = format!(
         "{runs} ADD+DEL cycles per plugin, interleaved, host-local IPAM, plugin binaries exec'd in the VM namespace \
          as a runtime would (process start included).\n\n\
