@@ -155,3 +155,24 @@ fn gc_of_leftover_with_live_netns() {
     assert!(!leak.ns.ip("link").contains("eth0"), "pod end survived GC");
     vm.snapshot().assert_same_as(&before, "after GC of everything");
 }
+
+#[test]
+fn gc_removes_masquerade_chains_an_older_build_left_empty() {
+    // An older build created the chain and its rules in separate iptables calls; a crash in
+    // between left a chain whose name (a hash) names no attachment. GC removes such
+    // chains of ours, and nobody else's.
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let mut conf = vm.network("1.1.0");
+    conf["ipMasq"] = json!(true);
+    vm.ns.sh("iptables", &["-w", "-t", "nat", "-N", "CNI-VR-00000000deadbeef"]);
+    vm.ns.sh("iptables", &["-w", "-t", "nat", "-N", "KUBE-NOT-OURS"]);
+    let mut gc = with_prev(&conf, None);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    vm.plugin("GC", &gc, None).assert_ok();
+    let nat = vm.ns.sh("iptables", &["-w", "-t", "nat", "-S"]);
+    assert!(!nat.contains("CNI-VR-00000000deadbeef"), "{nat}");
+    assert!(nat.contains("-N KUBE-NOT-OURS"), "GC removed a chain that is not ours: {nat}");
+    vm.ns.sh("iptables", &["-w", "-t", "nat", "-X", "KUBE-NOT-OURS"]);
+    vm.snapshot().assert_same_as(&before, "after GC");
+}

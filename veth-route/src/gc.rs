@@ -74,6 +74,11 @@ pub fn gc(req: &Request) -> Result<()> {
                         stale.push(key);
                     }
                 }
+                match masq::remove_orphan_chains() {
+                    Ok(gone) if !gone.is_empty() => log::info!("GC: removed masquerade chains without rules {gone:?}"),
+                    Ok(_) => {}
+                    Err(e) => failures.note("orphan masquerade chains", e),
+                }
             }
             Err(e) => failures.note("list masquerade chains", e),
         }

@@ -2,91 +2,151 @@
 //! `CNI-VR-<hash>` in the nat table, jumped to from POSTROUTING for the pod's source
 //! address, every rule tagged with the attachment so DEL and GC need no state.
 
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
 
 use crate::error::{Error, Result};
 use crate::names::{self, MASQ_CHAIN_PREFIX};
 
-fn iptables(args: &[&str]) -> Result<String> {
-    // -w: wait for the xtables lock instead of failing under concurrent ADDs.
-    let out = Command::new("iptables").args(["-w", "-t", "nat"]).args(args).output().map_err(Error::io("run iptables"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command(format!("iptables -t nat {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
+/// The nat table as `iptables -S` lists it, read once per operation. Every change is then
+/// decided from it and applied as one `iptables-restore --noflush` transaction, so no
+/// decision depends on the text of an iptables error, and a crash never leaves half a
+/// setup (a chain without its rules).
+struct NatTable {
+    /// User-defined chains.
+    chains: Vec<String>,
+    /// Rules as words: `-A`, the chain, then the rule.
+    rules: Vec<Vec<String>>,
+}
+
+impl NatTable {
+    fn read() -> Result<NatTable> {
+        // -w: wait for the xtables lock instead of failing under concurrent ADDs.
+        let out = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().map_err(Error::io("run iptables"))?;
+        if !out.status.success() {
+            return Err(Error::Command(format!("iptables -t nat -S: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let chains = text.lines().filter_map(|l| l.strip_prefix("-N ")).map(str::to_string).collect();
+        let rules = text.lines().filter(|l| l.starts_with("-A ")).map(split_rule).collect();
+        Ok(NatTable { chains, rules })
+    }
+
+    fn has_chain(&self, chain: &str) -> bool {
+        self.chains.iter().any(|c| c == chain)
+    }
+
+    /// Rules of `chain`.
+    fn rules_of<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a Vec<String>> {
+        self.rules.iter().filter(move |r| r.get(1).map(String::as_str) == Some(chain))
+    }
+
+    /// POSTROUTING rules that jump to `chain`.
+    fn jumps_to<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a Vec<String>> {
+        self.rules_of("POSTROUTING").filter(move |r| r.windows(2).any(|w| w[0] == "-j" && w[1] == chain))
     }
 }
 
-fn is_missing(e: &Error) -> bool {
-    matches!(e, Error::Command(m) if m.contains("No chain/target/match") || m.contains("does not exist") || m.contains("Bad rule"))
+/// Apply `lines` to the nat table as one transaction (all or nothing).
+fn apply(lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let input = format!("*nat\n{}\nCOMMIT\n", lines.join("\n"));
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io("run iptables-restore"))?;
+    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).map_err(Error::io("write to iptables-restore"))?;
+    let out = child.wait_with_output().map_err(Error::io("wait for iptables-restore"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Command(format!("iptables-restore -t nat ({}): {}", lines.join("; "), String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+/// One rule for iptables-restore, words quoted where `iptables -S` quoted them.
+fn rule(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '"') {
+                format!("\"{}\"", w.replace('"', "\\\""))
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Masquerade traffic from `pod` (address with subnet) leaving its subnet, except multicast.
+/// Declaring the chain creates it, or flushes what a crashed ADD left in it.
 pub fn setup(chain: &str, tag: &str, pod: Ipv4Net) -> Result<()> {
-    match iptables(&["-N", chain]) {
-        Ok(_) => {}
-        Err(Error::Command(m)) if m.contains("exists") => {
-            iptables(&["-F", chain])?;
-        }
-        Err(e) => return Err(e),
-    }
+    let nat = NatTable::read()?;
     let subnet = pod.trunc().to_string();
     let src = Ipv4Net::new(pod.addr(), 32).expect("/32").to_string();
-    iptables(&["-A", chain, "-d", &subnet, "-m", "comment", "--comment", tag, "-j", "ACCEPT"])?;
-    iptables(&["-A", chain, "!", "-d", "224.0.0.0/4", "-m", "comment", "--comment", tag, "-j", "MASQUERADE"])?;
-    iptables(&["-A", "POSTROUTING", "-s", &src, "-m", "comment", "--comment", tag, "-j", chain])?;
-    Ok(())
+    let mut tx = vec![
+        format!(":{chain} - [0:0]"),
+        rule(&["-A", chain, "-d", &subnet, "-m", "comment", "--comment", tag, "-j", "ACCEPT"]),
+        rule(&["-A", chain, "!", "-d", "224.0.0.0/4", "-m", "comment", "--comment", tag, "-j", "MASQUERADE"]),
+    ];
+    if !nat.jumps_to(chain).any(|r| r.contains(&src)) {
+        tx.push(rule(&["-A", "POSTROUTING", "-s", &src, "-m", "comment", "--comment", tag, "-j", chain]));
+    }
+    apply(&tx)
 }
 
 /// Remove the chain and the POSTROUTING jumps to it; fine when already gone.
 pub fn teardown(chain: &str) -> Result<()> {
-    let rules = iptables(&["-S", "POSTROUTING"])?;
-    for line in rules.lines() {
-        let words = split_rule(line);
-        if words.first().map(String::as_str) == Some("-A") && words.windows(2).any(|w| w[0] == "-j" && w[1] == chain) {
-            let mut del: Vec<&str> = words.iter().map(String::as_str).collect();
-            del[0] = "-D";
-            match iptables(&del) {
-                Ok(_) => {}
-                Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
+    teardown_in(&NatTable::read()?, chain)
+}
+
+fn teardown_in(nat: &NatTable, chain: &str) -> Result<()> {
+    let mut tx: Vec<String> = nat
+        .jumps_to(chain)
+        .map(|r| {
+            let mut words: Vec<&str> = r.iter().map(String::as_str).collect();
+            words[0] = "-D";
+            rule(&words)
+        })
+        .collect();
+    if nat.has_chain(chain) {
+        // Declared (which flushes it), then deleted.
+        tx.push(format!(":{chain} - [0:0]"));
+        tx.push(format!("-X {chain}"));
     }
-    for op in ["-F", "-X"] {
-        match iptables(&[op, chain]) {
-            Ok(_) => {}
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    apply(&tx)
 }
 
 /// Whether `chain` and its POSTROUTING jump from `pod_ip` exist (for CHECK).
 pub fn check(chain: &str, pod_ip: Ipv4Addr) -> Result<Vec<String>> {
+    let nat = NatTable::read()?;
     let mut diffs = Vec::new();
-    if iptables(&["-S", chain]).is_err() {
+    if !nat.has_chain(chain) {
         diffs.push(format!("masquerade chain {chain} is missing"));
+    } else if !nat.rules_of(chain).any(|r| r.iter().any(|w| w == "MASQUERADE")) {
+        diffs.push(format!("masquerade chain {chain} has no MASQUERADE rule"));
     }
-    let post = iptables(&["-S", "POSTROUTING"])?;
     let src = format!("{pod_ip}/32");
-    let jump = post.lines().map(split_rule).any(|w| w.windows(2).any(|p| p[0] == "-j" && p[1] == chain) && w.contains(&src));
-    if !jump {
+    if !nat.jumps_to(chain).any(|r| r.contains(&src)) {
         diffs.push(format!("POSTROUTING has no jump from {src} to {chain}"));
     }
     Ok(diffs)
 }
 
-/// Attachments (container ID, ifname) of `network` that have masquerade rules or chains.
+/// Attachments (container ID, ifname) of `network` that have masquerade rules.
 pub fn attachments(network: &str) -> Result<Vec<(String, String)>> {
-    let all = iptables(&["-S"])?;
+    let nat = NatTable::read()?;
     let mut out: Vec<(String, String)> = Vec::new();
-    for line in all.lines() {
-        let words = split_rule(line);
+    for words in &nat.rules {
         let tag = words.windows(2).find(|w| w[0] == "--comment").map(|w| w[1].clone());
         if let Some((id, ifname)) = tag.as_deref().and_then(|t| names::parse_tag(t, network)) {
             let key = (id.to_string(), ifname.to_string());
@@ -98,11 +158,21 @@ pub fn attachments(network: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Chains of ours whose every rule is gone (e.g. a crash between -N and -A).
-pub fn empty_chains() -> Result<Vec<String>> {
-    let all = iptables(&["-S"])?;
-    let defined = all.lines().filter_map(|l| l.strip_prefix("-N ")).filter(|c| c.starts_with(MASQ_CHAIN_PREFIX));
-    Ok(defined.filter(|c| !all.lines().any(|l| l.starts_with(&format!("-A {c} ")))).map(str::to_string).collect())
+/// Remove chains of ours that have no rules and nothing jumping to them: what a crash
+/// between `-N` and `-A` of an older, non-transactional build left. Their attachment is
+/// unknown (the name is a hash), so no network's GC would otherwise ever find them.
+pub fn remove_orphan_chains() -> Result<Vec<String>> {
+    let nat = NatTable::read()?;
+    let orphans: Vec<String> = nat
+        .chains
+        .iter()
+        .filter(|c| c.starts_with(MASQ_CHAIN_PREFIX) && nat.rules_of(c).next().is_none() && nat.jumps_to(c).next().is_none())
+        .cloned()
+        .collect();
+    for c in &orphans {
+        teardown_in(&nat, c)?;
+    }
+    Ok(orphans)
 }
 
 /// Split one `iptables -S` line into words, honouring double quotes and backslashes.
@@ -136,11 +206,14 @@ fn split_rule(line: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_rule;
+    use super::{rule, split_rule};
 
     #[test]
     fn splits_iptables_save_lines() {
         let w = split_rule(r#"-A POSTROUTING -s 10.0.0.2/32 -m comment --comment "name: \"x\" id" -j CNI-VR-1"#);
         assert_eq!(w, ["-A", "POSTROUTING", "-s", "10.0.0.2/32", "-m", "comment", "--comment", "name: \"x\" id", "-j", "CNI-VR-1"]);
+        let words: Vec<&str> = w.iter().map(String::as_str).collect();
+        assert_eq!(rule(&words), r#"-A POSTROUTING -s 10.0.0.2/32 -m comment --comment "name: \"x\" id" -j CNI-VR-1"#);
+        assert_eq!(split_rule(&rule(&words)), w, "quoting round-trips");
     }
 }
