@@ -404,9 +404,26 @@ impl Neutron {
         self.extraroutes(router_id, "remove_extraroutes", routes).await
     }
 
+    /// [`Neutron::add_extraroutes`], only if the router is still at revision `if_revision`
+    /// (`If-Match`; 412 [`Error::is_revision_conflict`] when it changed, unless the call
+    /// changes nothing: Neutron checks the revision only when it writes).
+    pub async fn add_extraroutes_if(&self, router_id: &str, routes: &[Route], if_revision: u64) -> Result<Router> {
+        self.extraroutes_if(router_id, "add_extraroutes", routes, Some(if_revision)).await
+    }
+
+    /// [`Neutron::remove_extraroutes`], only if the router is still at revision `if_revision`.
+    pub async fn remove_extraroutes_if(&self, router_id: &str, routes: &[Route], if_revision: u64) -> Result<Router> {
+        self.extraroutes_if(router_id, "remove_extraroutes", routes, Some(if_revision)).await
+    }
+
     async fn extraroutes(&self, router_id: &str, action: &str, routes: &[Route]) -> Result<Router> {
+        self.extraroutes_if(router_id, action, routes, None).await
+    }
+
+    async fn extraroutes_if(&self, router_id: &str, action: &str, routes: &[Route], if_revision: Option<u64>) -> Result<Router> {
         let path = format!("/routers/{}/{action}", enc(router_id));
-        take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), None).await?, "router", &path)
+        let if_match = if_revision.map(|r| format!("revision_number={r}"));
+        take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), if_match).await?, "router", &path)
     }
 
     // ---- tags (any taggable resource collection: `ports`, `routers`, ...)
