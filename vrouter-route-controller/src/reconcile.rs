@@ -1,20 +1,30 @@
 //! One reconcile pass: read Neutron, plan each router, apply the plan with atomic calls.
 //!
 //! Safety rules: nothing is removed unless a complete, successful read says it is not
-//! wanted (a failed read aborts the pass before any write); only ledger-owned routes are
-//! removed; removals go first so they free room under the limit.
+//! wanted (a failed read aborts the pass before any write); only routes in this cluster's
+//! ledger are removed; removals go first when they must free room under the limit; every
+//! write is conditional on the router being as last seen (see `writer`), and a pass that
+//! meets a concurrent writer starts over from a fresh read.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 use crate::cloud::{Cloud, CloudError, RouterView};
 use crate::desired::{desired_routes, Shape};
-use crate::ledger;
+use crate::ledger::Cluster;
 use crate::model::Route;
 use crate::plan::plan;
+use crate::writer::Writer;
+
+/// How often one pass starts over after a concurrent write before giving up until the
+/// next one (the daemon's backoff then spaces the attempts).
+const CONFLICT_ATTEMPTS: usize = 4;
 
 /// Settings of the reconciler.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// Whose routes these are: the scope of the ownership ledger.
+    pub cluster: Cluster,
     /// Route shape (aggregation).
     pub shape: Shape,
     /// Operator-set cap on routes per router (overrides what Neutron says).
@@ -24,6 +34,13 @@ pub struct Settings {
     /// Remove every route this controller owns (uninstall, or before detaching a router:
     /// Neutron refuses to remove an interface that routes still use as next hop).
     pub release: bool,
+}
+
+impl Settings {
+    /// Defaults for `cluster`: aggregation on, no cap, writing, not releasing.
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster, shape: Shape::default(), max_routes: None, dry_run: false, release: false }
+    }
 }
 
 /// The outcome for one router.
@@ -44,7 +61,7 @@ pub struct RouterReport {
     /// Routes removed in this pass.
     pub removed: usize,
     /// Limit refusals Neutron answered in this pass (409 OverQuota, 400 RoutesExhausted,
-    /// tag limit); zero when the known limit predicted them.
+    /// full ledger); zero when the known limit predicted them.
     pub limit_errors: usize,
 }
 
@@ -55,10 +72,12 @@ pub struct Report {
     pub routers: Vec<RouterReport>,
     /// Router ids seen (for the change check).
     pub router_ids: Vec<String>,
+    /// Times the pass started over because another writer changed a router meanwhile.
+    pub conflicts: usize,
 }
 
 /// Keeps limits learned from refusals between passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reconciler {
     settings: Settings,
     learned: HashMap<String, usize>,
@@ -76,14 +95,30 @@ impl Reconciler {
         self.learned.clear();
     }
 
-    /// One full pass over every router. Errors abort the pass; what was written stays valid.
+    /// One full pass over every router, started over from a fresh read when another
+    /// writer changed a router under it. Errors abort the pass; what was written stays valid.
     pub async fn run<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
+        let mut conflicts = 0;
+        loop {
+            match self.pass(cloud).await {
+                Err(CloudError::Conflict(why)) if conflicts + 1 < CONFLICT_ATTEMPTS => {
+                    conflicts += 1;
+                    log::info!("{why}; reading again (attempt {})", conflicts + 1);
+                }
+                Ok(report) => return Ok(Report { conflicts, ..report }),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn pass<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
         let snapshot = cloud.snapshot().await?;
         let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
+        let our_vms: BTreeSet<Ipv4Addr> = snapshot.ports.iter().map(|p| p.primary).collect();
         for router in &snapshot.routers {
             let desired =
                 if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
-            report.routers.push(self.router(cloud, router, &desired).await?);
+            report.routers.push(self.router(cloud, router, &desired, &our_vms).await?);
         }
         Ok(report)
     }
@@ -93,11 +128,21 @@ impl Reconciler {
         [self.settings.max_routes, router.quota, learned].into_iter().flatten().min()
     }
 
-    async fn router<C: Cloud>(&mut self, cloud: &C, view: &RouterView, desired: &[Route]) -> Result<RouterReport, CloudError> {
+    async fn router<C: Cloud>(
+        &mut self,
+        cloud: &C,
+        view: &RouterView,
+        desired: &[Route],
+        our_vms: &BTreeSet<Ipv4Addr>,
+    ) -> Result<RouterReport, CloudError> {
+        let cluster = self.settings.cluster.clone();
+        let mut w = Writer::new(cloud, &cluster, view.state.clone());
+        if !self.settings.dry_run {
+            w.adopt_legacy(our_vms).await?;
+        }
         let id = view.state.id.as_str();
-        let owned = ledger::owned(&view.state.tags);
         let limit = self.limit(view);
-        let p = plan(desired, &view.state.routes, &owned, limit);
+        let p = plan(desired, &w.state.routes, &w.owned(), limit);
         let mut report = RouterReport {
             router: id.to_string(),
             desired: desired.len(),
@@ -117,34 +162,32 @@ impl Reconciler {
         // Make before break when there is room: a block replacing its smaller routes (or a
         // /32 overriding a block) goes in first, so no pod is unrouted in between. At the
         // limit, removals must free the room first.
-        let mut routes = view.state.routes.clone();
-        let mut tags = view.state.tags.clone();
-        let room = limit.is_none_or(|l| routes.len() + p.add.len() <= l);
+        let room = limit.is_none_or(|l| w.state.routes.len() + p.add.len() <= l);
         self.limit_errors = 0;
         let mut outcome = None;
         if room {
-            outcome = Some(self.add(cloud, id, &p.add, &mut routes, &mut tags).await?);
+            outcome = Some(self.add(&mut w, &p.add).await?);
         }
         if !p.remove.is_empty() {
             log::info!("router {id}: removing {} route(s): {}", p.remove.len(), list(&p.remove));
-            routes = cloud.remove_routes(id, &p.remove).await?;
+            w.remove_routes(&p.remove).await?;
             report.removed = p.remove.len();
         }
         let gone: BTreeSet<Route> = p.remove.iter().chain(&p.forget).copied().collect();
-        unrecord(cloud, id, &gone, &mut tags).await?;
+        w.unrecord(&gone).await?;
         let (added, refused) = match outcome {
             // The limit was unknown and refused some adds: the removals may have made room.
             Some((mut added, refused)) if !refused.is_empty() && !p.remove.is_empty() => {
-                let (more, still) = self.add(cloud, id, &refused, &mut routes, &mut tags).await?;
+                let (more, still) = self.add(&mut w, &refused).await?;
                 added.extend(more);
                 (added, still)
             }
             Some(o) => o,
-            None => self.add(cloud, id, &p.add, &mut routes, &mut tags).await?,
+            None => self.add(&mut w, &p.add).await?,
         };
         report.added = added.len();
         report.limit_errors = self.limit_errors;
-        let present: BTreeSet<Route> = routes.iter().copied().collect();
+        let present: BTreeSet<Route> = w.state.routes.iter().copied().collect();
         report.applied = desired.iter().filter(|r| present.contains(r)).count();
         if !refused.is_empty() {
             report.refused = refused.into_iter().chain(p.refused.iter().copied()).collect();
@@ -154,45 +197,27 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Adds routes (ledger tag first); on a limit refusal, falls back to one route at a time
-    /// in priority order and learns the limit. Returns (added, refused).
-    async fn add<C: Cloud>(
-        &mut self,
-        cloud: &C,
-        id: &str,
-        add: &[Route],
-        routes: &mut Vec<Route>,
-        tags: &mut Vec<String>,
-    ) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
+    /// Adds routes (ledger record first); on a limit refusal, falls back to one route at a
+    /// time in priority order and learns the limit. Returns (added, refused).
+    async fn add<C: Cloud>(&mut self, w: &mut Writer<'_, C>, add: &[Route]) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
         if add.is_empty() {
             return Ok((vec![], vec![]));
         }
-        let mut recorded = 0;
-        for (tag, n) in ledger::pack(add) {
-            match cloud.add_tag(id, &tag).await {
-                Ok(()) => {
-                    tags.push(tag);
-                    recorded += n;
-                }
-                Err(CloudError::RouteLimit(why)) => {
-                    self.limit_errors += 1;
-                    log::warn!("router {id}: ownership ledger full ({why}); not adding further routes");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+        let id = w.state.id.clone();
+        let recorded = w.record(add).await?;
+        if recorded < add.len() {
+            self.limit_errors += 1;
         }
         let tagged = add[..recorded].to_vec();
         let mut refused = add[recorded..].to_vec();
         if tagged.is_empty() {
-            self.note_refusals(id, &refused, routes.len());
+            self.note_refusals(&id, &refused, w.state.routes.len());
             return Ok((vec![], refused));
         }
         log::info!("router {id}: adding {} route(s): {}", tagged.len(), list(&tagged));
-        match cloud.add_routes(id, &tagged).await {
-            Ok(after) => {
-                *routes = after;
-                self.note_refusals(id, &refused, routes.len());
+        match w.add_routes(&tagged).await {
+            Ok(()) => {
+                self.note_refusals(&id, &refused, w.state.routes.len());
                 return Ok((tagged, refused));
             }
             Err(CloudError::RouteLimit(why)) => {
@@ -203,22 +228,19 @@ impl Reconciler {
         }
         let mut added = Vec::new();
         for (i, r) in tagged.iter().enumerate() {
-            match cloud.add_routes(id, std::slice::from_ref(r)).await {
-                Ok(after) => {
-                    *routes = after;
-                    added.push(*r);
-                }
+            match w.add_routes(std::slice::from_ref(r)).await {
+                Ok(()) => added.push(*r),
                 Err(CloudError::RouteLimit(_)) => {
                     self.limit_errors += 1;
                     let rest: Vec<Route> = tagged[i..].to_vec();
-                    unrecord(cloud, id, &rest.iter().copied().collect(), tags).await?;
+                    w.unrecord(&rest.iter().copied().collect()).await?;
                     refused.splice(0..0, rest);
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.note_refusals(id, &refused, routes.len());
+        self.note_refusals(&id, &refused, w.state.routes.len());
         Ok((added, refused))
     }
 
@@ -229,35 +251,6 @@ impl Reconciler {
         log::info!("router {id}: Neutron refused more routes at {count}; remembering that limit until the next resync");
         self.learned.insert(id.to_string(), count);
     }
-}
-
-/// Drops `gone` from the ledger: the affected tags' remaining routes are written as new
-/// tags first, then the old tags are deleted, so a crash never loses a live record.
-async fn unrecord<C: Cloud>(cloud: &C, id: &str, gone: &BTreeSet<Route>, tags: &mut Vec<String>) -> Result<(), CloudError> {
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let rw = ledger::without(tags, gone);
-    let mut deferred = Vec::new();
-    for t in rw.write {
-        match cloud.add_tag(id, &t).await {
-            Ok(()) if !tags.contains(&t) => tags.push(t),
-            Ok(()) => {}
-            // At Neutron's tag limit the new record must wait for the old tag to go. A crash
-            // in that window forgets these routes' ownership: they then stay, like hand-made ones.
-            Err(CloudError::RouteLimit(_)) => deferred.push(t),
-            Err(e) => return Err(e),
-        }
-    }
-    for t in &rw.delete {
-        cloud.remove_tag(id, t).await?;
-        tags.retain(|x| x != t);
-    }
-    for t in deferred {
-        cloud.add_tag(id, &t).await?;
-        tags.push(t);
-    }
-    Ok(())
 }
 
 /// The one clear statement an operator needs when routes do not fit.
@@ -287,6 +280,7 @@ mod tests {
     //! logic only; the integration tests run against a real Neutron).
     use super::*;
     use crate::cloud::Snapshot;
+    use crate::ledger;
     use crate::model::{RouterState, VmPort};
     use std::cell::RefCell;
     use std::net::Ipv4Addr;
@@ -299,12 +293,14 @@ mod tests {
         ops: RefCell<Vec<String>>,
         fail_reads: bool,
         known_quota: bool,
-        tag_limit: usize,
+        /// Another writer's change, made once right after our next write's revision check
+        /// passes (as if it slipped in between two of our calls).
+        interloper: RefCell<Option<Box<dyn FnOnce(&mut RouterState)>>>,
     }
 
     impl FakeNeutron {
         fn new(ports: Vec<VmPort>, quota: usize) -> Self {
-            let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
+            let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![], revision: 1 };
             Self {
                 router: RefCell::new(router),
                 ports,
@@ -313,8 +309,43 @@ mod tests {
                 ops: RefCell::new(vec![]),
                 fail_reads: false,
                 known_quota: false,
-                tag_limit: 50,
+                interloper: RefCell::new(None),
             }
+        }
+
+        /// Neutron's If-Match: checked only when the write changes something.
+        fn write(&self, op: &str, revision: u64, change: impl FnOnce(&mut RouterState) -> Result<bool, CloudError>) -> Result<RouterState, CloudError> {
+            *self.writes.borrow_mut() += 1;
+            self.ops.borrow_mut().push(op.into());
+            let mut r = self.router.borrow_mut();
+            let mut next = r.clone();
+            if change(&mut next)? {
+                if r.revision != revision {
+                    return Err(CloudError::Conflict(format!("412: expected {revision}, current {}", r.revision)));
+                }
+                next.revision += 2;
+                *r = next;
+            }
+            let answer = r.clone();
+            if let Some(f) = self.interloper.borrow_mut().take() {
+                f(&mut r);
+                r.revision += 1;
+            }
+            Ok(answer)
+        }
+    }
+
+    impl FakeNeutron {
+        /// Tag calls: never conditional (Neutron 29 fails `If-Match` on them), but they
+        /// move the revision when they change something.
+        fn tag_write(&self, change: impl FnOnce(&mut Vec<String>)) -> Result<(), CloudError> {
+            let current = self.router.borrow().revision;
+            self.write("tags", current, |r| {
+                let before = r.tags.clone();
+                change(&mut r.tags);
+                Ok(r.tags != before)
+            })
+            .map(drop)
         }
     }
 
@@ -330,40 +361,37 @@ mod tests {
         async fn fingerprint(&self, _: &[String]) -> Result<u64, CloudError> {
             Ok(0)
         }
-        async fn add_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-            *self.writes.borrow_mut() += 1;
-            self.ops.borrow_mut().push("add".into());
-            let mut r = self.router.borrow_mut();
-            let new: Vec<Route> = routes.iter().filter(|x| !r.routes.contains(x)).copied().collect();
-            if r.routes.len() + new.len() > self.quota {
-                return Err(CloudError::RouteLimit("Quota exceeded for resources: ['router_route']".into()));
-            }
-            r.routes.extend(new);
-            Ok(r.routes.clone())
+        async fn add_routes(&self, _: &str, routes: &[Route], revision: u64) -> Result<RouterState, CloudError> {
+            let quota = self.quota;
+            self.write("add", revision, |r| {
+                let new: Vec<Route> = routes.iter().filter(|x| !r.routes.contains(x)).copied().collect();
+                if r.routes.len() + new.len() > quota {
+                    return Err(CloudError::RouteLimit("Quota exceeded for resources: ['router_route']".into()));
+                }
+                r.routes.extend(&new);
+                Ok(!new.is_empty())
+            })
         }
-        async fn remove_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-            *self.writes.borrow_mut() += 1;
-            self.ops.borrow_mut().push("remove".into());
-            let mut r = self.router.borrow_mut();
-            r.routes.retain(|x| !routes.contains(x));
-            Ok(r.routes.clone())
+        async fn remove_routes(&self, _: &str, routes: &[Route], revision: u64) -> Result<RouterState, CloudError> {
+            self.write("remove", revision, |r| {
+                let before = r.routes.len();
+                r.routes.retain(|x| !routes.contains(x));
+                Ok(r.routes.len() != before)
+            })
         }
         async fn add_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
-            let mut r = self.router.borrow_mut();
-            if r.tags.iter().any(|t| t == tag) {
-                return Ok(());
-            }
-            if r.tags.len() >= self.tag_limit {
-                return Err(CloudError::RouteLimit("The number of tags exceed the per-resource limit of 50".into()));
-            }
-            if !r.tags.iter().any(|t| t == tag) {
-                r.tags.push(tag.to_string());
-            }
-            Ok(())
+            self.tag_write(|tags| {
+                if !tags.iter().any(|t| t == tag) {
+                    assert!(tags.len() < ledger::MAX_TAGS, "Neutron refuses more than 50 tags");
+                    tags.push(tag.to_string());
+                }
+            })
         }
         async fn remove_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
-            self.router.borrow_mut().tags.retain(|t| t != tag);
-            Ok(())
+            self.tag_write(|tags| tags.retain(|t| t != tag))
+        }
+        async fn router(&self, _: &str) -> Result<RouterState, CloudError> {
+            Ok(self.router.borrow().clone())
         }
     }
 
@@ -379,8 +407,21 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
+    fn cluster() -> Cluster {
+        Cluster::new("c1").unwrap()
+    }
+
+    fn owned(c: &FakeNeutron) -> BTreeSet<Route> {
+        ledger::owned(&c.router.borrow().tags, &cluster())
+    }
+
+    /// The route calls made (tag writes left out).
+    fn route_ops(c: &FakeNeutron) -> Vec<String> {
+        c.ops.borrow().iter().filter(|o| *o != "tags").cloned().collect()
+    }
+
     fn host_routes() -> Settings {
-        Settings { shape: Shape { aggregate: false, min_prefix: 24 }, ..Settings::default() }
+        Settings { shape: Shape { aggregate: false, min_prefix: 24 }, ..Settings::new(cluster()) }
     }
 
     #[test]
@@ -392,7 +433,7 @@ mod tests {
         let writes = *cloud.writes.borrow();
         block_on(rec.run(&cloud)).unwrap();
         assert_eq!(*cloud.writes.borrow(), writes, "a converged router gets no writes");
-        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 20);
+        assert_eq!(owned(&cloud).len(), 20);
     }
 
     #[test]
@@ -407,7 +448,7 @@ mod tests {
         assert_eq!(r.limit_errors, 2, "the batch and the 12th single add were refused");
         assert!(cloud.router.borrow().routes.contains(&foreign));
         // Tags of refused routes are cleaned up: the ledger matches the router.
-        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 11);
+        assert_eq!(owned(&cloud).len(), 11);
         // The learned limit makes the next pass a no-op instead of another refusal storm.
         let writes = *cloud.writes.borrow();
         let rep = block_on(rec.run(&cloud)).unwrap();
@@ -418,15 +459,77 @@ mod tests {
 
     #[test]
     fn a_full_ledger_refuses_like_the_quota() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..40)], 100);
-        cloud.tag_limit = 1;
+        let cloud = FakeNeutron::new(vec![vm(2, 20..40)], 100);
+        // Another tool uses all but one of Neutron's 50 tags.
+        cloud.router.borrow_mut().tags = (0..ledger::MAX_TAGS - 1).map(|i| format!("other-{i}")).collect();
         let mut rec = Reconciler::new(host_routes());
         let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
-        let first_tag =
-            ledger::pack(&(20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect::<Vec<_>>())[0].1;
+        let routes: Vec<Route> = (20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect();
+        let first_tag = ledger::pack(&routes, &cluster())[0].1;
         assert!(first_tag < 20);
         assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (first_tag, 20 - first_tag, 1, Some(first_tag)));
         assert_eq!(cloud.router.borrow().routes.len(), first_tag, "no route without its ledger tag");
+        assert_eq!(cloud.router.borrow().tags.len(), ledger::MAX_TAGS);
+    }
+
+    #[test]
+    fn another_clusters_routes_and_records_are_never_touched() {
+        let cloud = FakeNeutron::new(vec![vm(2, 20..23)], 100);
+        let c2 = Cluster::new("c2").unwrap();
+        // Cluster c2's controller routes its pods (next hops on its own network) via this router.
+        let theirs: Vec<Route> = (50..53).map(|i| Route::host(Ipv4Addr::new(10, 1, 0, i), Ipv4Addr::new(10, 1, 0, 2))).collect();
+        {
+            let mut r = cloud.router.borrow_mut();
+            r.routes = theirs.clone();
+            r.tags = ledger::pack(&theirs, &c2).into_iter().map(|(t, _)| t).collect();
+        }
+        let their_tags = cloud.router.borrow().tags.clone();
+        block_on(Reconciler::new(host_routes()).run(&cloud)).unwrap();
+        block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
+        let r = cloud.router.borrow();
+        assert_eq!(r.routes, theirs);
+        assert_eq!(r.tags, their_tags);
+    }
+
+    #[test]
+    fn legacy_records_of_our_vms_are_adopted_and_others_left_alone() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..22)], 100);
+        let ours: Vec<Route> = (20..22).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect();
+        let gone_vm = Route::host(Ipv4Addr::new(10, 0, 0, 30), Ipv4Addr::new(10, 0, 0, 9));
+        {
+            let mut r = cloud.router.borrow_mut();
+            r.routes = [ours.clone(), vec![gone_vm]].concat();
+            // What a controller without a cluster id wrote.
+            r.tags = vec![format!("{}10.0.0.20_32@10.0.0.2+10.0.0.21_32@10.0.0.2+10.0.0.30_32@10.0.0.9", ledger::TAG_PREFIX)];
+        }
+        let mut rec = Reconciler::new(host_routes());
+        block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(owned(&cloud), ours.iter().copied().collect());
+        // The pods go: our adopted routes go with them; the legacy route of a VM that is not ours stays.
+        cloud.ports = vec![vm(2, [])];
+        block_on(rec.run(&cloud)).unwrap();
+        let r = cloud.router.borrow();
+        assert_eq!(r.routes, vec![gone_vm]);
+        assert_eq!(r.tags, vec![format!("{}10.0.0.30_32@10.0.0.9", ledger::TAG_PREFIX)]);
+    }
+
+    #[test]
+    fn a_write_by_another_replica_in_between_restarts_the_pass_and_loses_nothing() {
+        let mut cloud = FakeNeutron::new(vec![vm(2, 20..22)], 100);
+        let mut rec = Reconciler::new(host_routes());
+        block_on(rec.run(&cloud)).unwrap();
+        // Pod .21 goes. Right after our route removal, the other replica (which saw .21
+        // come back) adds it again: our record drop must not go through on that basis.
+        cloud.ports = vec![vm(2, 20..21)];
+        let again = Route::host(Ipv4Addr::new(10, 0, 0, 21), Ipv4Addr::new(10, 0, 0, 2));
+        *cloud.interloper.borrow_mut() = Some(Box::new(move |r: &mut RouterState| r.routes.push(again)));
+        let rep = block_on(rec.run(&cloud)).unwrap();
+        assert_eq!(rep.conflicts, 1, "{:?}", cloud.ops.borrow());
+        // The pass started over from what is there now and finished the job: the router
+        // is as the ports say, and every route on it is recorded.
+        let r = cloud.router.borrow().clone();
+        assert_eq!(r.routes, vec![Route::host(Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 2))]);
+        assert_eq!(owned(&cloud), r.routes.iter().copied().collect());
     }
 
     #[test]
@@ -436,7 +539,7 @@ mod tests {
         block_on(rec.run(&cloud)).unwrap();
         let exact = |c: &FakeNeutron| {
             let r = c.router.borrow();
-            assert_eq!(ledger::owned(&r.tags), r.routes.iter().copied().collect::<BTreeSet<_>>());
+            assert_eq!(ledger::owned(&r.tags, &cluster()), r.routes.iter().copied().collect::<BTreeSet<_>>());
         };
         exact(&cloud);
         cloud.ports = vec![vm(2, 25..33)];
@@ -448,7 +551,7 @@ mod tests {
     #[test]
     fn aggregation_fits_under_the_quota() {
         let cloud = FakeNeutron::new(vec![vm(2, 16..32), vm(3, 32..48), vm(4, 48..64)], 30);
-        let mut rec = Reconciler::new(Settings::default());
+        let mut rec = Reconciler::new(Settings::new(cluster()));
         let rep = block_on(rec.run(&cloud)).unwrap();
         assert_eq!((rep.routers[0].applied, rep.routers[0].refused.len()), (3, 0));
     }
@@ -487,19 +590,19 @@ mod tests {
         assert_eq!(cloud.router.borrow().routes.len(), 6);
         block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
         assert_eq!(cloud.router.borrow().routes, vec![hand]);
-        assert!(ledger::owned(&cloud.router.borrow().tags).is_empty());
+        assert!(owned(&cloud).is_empty());
     }
 
     #[test]
     fn reaggregation_adds_the_block_before_removing_what_it_replaces() {
         let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 30);
-        let mut rec = Reconciler::new(Settings::default());
+        let mut rec = Reconciler::new(Settings::new(cluster()));
         block_on(rec.run(&cloud)).unwrap();
         assert_eq!(cloud.router.borrow().routes.len(), 4, "15 addresses: /29 /30 /31 /32");
         cloud.ops.borrow_mut().clear();
         cloud.ports = vec![vm(2, 16..32)];
         block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["add", "remove"]);
+        assert_eq!(route_ops(&cloud), ["add", "remove"]);
         assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
     }
 
@@ -507,24 +610,24 @@ mod tests {
     fn at_a_known_limit_removals_make_room_first() {
         let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
         cloud.known_quota = true;
-        let mut rec = Reconciler::new(Settings::default());
+        let mut rec = Reconciler::new(Settings::new(cluster()));
         block_on(rec.run(&cloud)).unwrap();
         cloud.ops.borrow_mut().clear();
         cloud.ports = vec![vm(2, 16..32)];
         block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["remove", "add"]);
+        assert_eq!(route_ops(&cloud), ["remove", "add"]);
         assert_eq!(cloud.router.borrow().routes.len(), 1);
     }
 
     #[test]
     fn at_an_unknown_limit_a_refused_add_is_retried_after_the_removals() {
         let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
-        let mut rec = Reconciler::new(Settings::default());
+        let mut rec = Reconciler::new(Settings::new(cluster()));
         block_on(rec.run(&cloud)).unwrap();
         cloud.ops.borrow_mut().clear();
         cloud.ports = vec![vm(2, 16..32)];
         let rep = block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["add", "add", "remove", "add"], "batch refused, single refused, room made, added");
+        assert_eq!(route_ops(&cloud), ["add", "add", "remove", "add"], "batch refused, single refused, room made, added");
         assert!(rep.routers[0].refused.is_empty());
         assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
     }
