@@ -213,9 +213,24 @@ impl Neutron {
         &self.session
     }
 
+    /// One request. Every PUT and DELETE here is idempotent (tags, routes, quotas, ports
+    /// updated with an explicit list) except a fixed-IP update that asks for any address
+    /// of a subnet without `If-Match`: all but that and POST may be sent twice.
     async fn call(&self, method: Method, path: &str, body: Option<Value>, if_match: Option<String>) -> Result<Value> {
+        let replayable = method != Method::POST;
+        self.call_with(method, path, body, if_match, replayable).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<String>,
+        replayable: bool,
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        self.session.request(Service::Neutron, method, &url, body.as_ref(), if_match.as_deref()).await
+        self.session.request_with(Service::Neutron, method, &url, body.as_ref(), if_match.as_deref(), replayable).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, key: &str) -> Result<T> {
@@ -292,14 +307,21 @@ impl Neutron {
     ) -> Result<Port> {
         let mut port = json!({ "fixed_ips": fixed_ips.iter().map(FixedIpRequest::to_json).collect::<Vec<_>>() });
         merge(&mut port, extra);
-        self.update_port(id, port, if_revision).await
+        // Sent twice without If-Match, "any address of S" would allocate twice.
+        let explicit = fixed_ips.iter().all(|f| matches!(f, FixedIpRequest::Address(_)));
+        self.put_port(id, port, if_revision, explicit || if_revision.is_some()).await
     }
 
     /// Updates arbitrary port fields (`{"description": ..}`), optionally with `If-Match`.
+    /// Use [`Neutron::update_port_fixed_ips`] for fixed IPs.
     pub async fn update_port(&self, id: &str, fields: Value, if_revision: Option<u64>) -> Result<Port> {
+        self.put_port(id, fields, if_revision, true).await
+    }
+
+    async fn put_port(&self, id: &str, fields: Value, if_revision: Option<u64>, replayable: bool) -> Result<Port> {
         let path = format!("/ports/{}", enc(id));
         let if_match = if_revision.map(|r| format!("revision_number={r}"));
-        take(self.call(Method::PUT, &path, Some(json!({ "port": fields })), if_match).await?, "port", &path)
+        take(self.call_with(Method::PUT, &path, Some(json!({ "port": fields })), if_match, replayable).await?, "port", &path)
     }
 
     /// Adds one tag to a port (idempotent).
