@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::{parse_error_body, transport_reason, Error, Result, Service};
+use crate::error::{is_stale_connection, parse_error_body, transport_error, Error, Result, Service};
 use crate::secret::Secret;
 use crate::time::{now_unix, parse_timestamp};
 
@@ -155,6 +155,24 @@ struct IdOnly {
     id: String,
 }
 
+/// POSTs the token request: status, `X-Subject-Token` and body, or the transport error and
+/// whether it was that of a stale pooled connection.
+async fn post_tokens(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, Option<Secret>, String), (reqwest::Error, bool)> {
+    let failed = |e: reqwest::Error| {
+        let stale = is_stale_connection(&e);
+        (e, stale)
+    };
+    let resp = http.post(url).json(body).send().await.map_err(failed)?;
+    let status = resp.status().as_u16();
+    let header = resp.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(Secret::new);
+    let text = resp.text().await.map_err(failed)?;
+    Ok((status, header, text))
+}
+
 /// Obtains a project-scoped token with the password method (`POST /v3/auth/tokens`).
 pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result<Token> {
     let url = creds.tokens_url();
@@ -172,18 +190,15 @@ pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result
             "scope": { "project": { "name": creds.project, "domain": creds.project_domain.to_json() } },
         }
     });
-    let resp = http.post(&url).json(&body).send().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
-    let status = resp.status().as_u16();
-    let header = resp.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(Secret::new);
-    let text = resp.text().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
+    // Issuing a token twice does no harm: a stale pooled connection gets one more try.
+    let (status, header, text) = match post_tokens(http, &url, &body).await {
+        Err((e, true)) => {
+            log::debug!("{}; the pooled connection was stale, sending once more", transport_error(Service::Keystone, &endpoint, &e));
+            post_tokens(http, &url, &body).await
+        }
+        other => other,
+    }
+    .map_err(|(e, _)| transport_error(Service::Keystone, &endpoint, &e))?;
     if !(200..300).contains(&status) {
         let (kind, message) = parse_error_body(&text);
         return Err(match status {
@@ -213,11 +228,7 @@ pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result
 /// Checks that Keystone answers at `auth_url` (unauthenticated `GET` of the version document).
 pub async fn check_reachable(http: &reqwest::Client, auth_url: &str) -> Result<()> {
     let endpoint = format!("GET {auth_url}");
-    let resp = http.get(auth_url).send().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
+    let resp = http.get(auth_url).send().await.map_err(|e| transport_error(Service::Keystone, &endpoint, &e))?;
     let status = resp.status().as_u16();
     if status >= 500 {
         let (_, message) = parse_error_body(&resp.text().await.unwrap_or_default());

@@ -19,6 +19,7 @@ mod process;
 mod start;
 mod vm;
 
+pub use config::PAGINATION_MAX_LIMIT;
 pub use forward::Forwarder;
 pub use vm::{random_mac, StackVm};
 
