@@ -13,9 +13,9 @@ use openstack::{FixedIp, FixedIpRequest, Neutron};
 use serde_json::{json, Value};
 use testbed::openstack::{block_on, Stack};
 
-mod hold;
+pub mod proxy;
 #[allow(unused_imports)]
-pub use hold::HoldProxy;
+pub use proxy::HoldProxy;
 
 /// Tags tcnp-ipam puts on a VM port it manages (see vrouter-route-controller `managed`).
 pub const MANAGED_TAG: &str = "veth-route:managed";

@@ -1,3 +1,6 @@
+//! HTTP relays in front of the REAL Neutron, for faults and interleavings it cannot produce
+//! on demand: the relaying itself, shared by the fakes, and [`HoldProxy`].
+//!
 //! `HoldProxy`, a fake named as such: an HTTP relay in front of the REAL Neutron that
 //! holds back one chosen request until the test releases it. The real Neutron answers
 //! everything; the proxy only decides when one request reaches it, which is how a test
@@ -69,7 +72,8 @@ impl HoldProxy {
     }
 }
 
-fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+/// Reads one HTTP message (head and `Content-Length` body).
+pub fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -111,9 +115,15 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, state: &(Mutex<State>, Con
             }
         }
     }
+    forward(client, &head, &body, upstream);
+}
+
+/// Sends a request read from `client` on to `upstream` and its answer back, one request
+/// per connection both ways.
+pub fn forward(mut client: TcpStream, head: &str, body: &[u8], upstream: SocketAddr) {
     let Ok(mut up) = TcpStream::connect(upstream) else { return };
-    let _ = up.write_all(closing(&head).as_bytes());
-    let _ = up.write_all(&body);
+    let _ = up.write_all(closing(head).as_bytes());
+    let _ = up.write_all(body);
     let Some((rhead, rbody)) = read_message(&mut up) else { return };
     let mut rest = Vec::new();
     let _ = up.read_to_end(&mut rest);
