@@ -18,11 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use controller_support::{bin, Lab};
-use testbed::cni_runner::{Chain, ListRun};
-use testbed::openstack::StackVm;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use testbed::cni_runner::{Chain, ListRun};
 use testbed::openstack::shared;
+use testbed::openstack::StackVm;
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -136,9 +136,7 @@ fn cni_installer_and_config_match_the_plugins() {
     let chain = Chain { vm: &vm.ns, list, runtime: json!({}) };
     let version = conflist["cniVersion"].as_str().unwrap();
     for (op, run) in [("STATUS", chain.status()), ("GC", chain.gc(&[]))] {
-        let ListRun::Ran(ran) = run else {
-            panic!("libcni runs no {op} for a list of cniVersion {version}: runtimes would never call it")
-        };
+        let ListRun::Ran(ran) = run else { panic!("libcni runs no {op} for a list of cniVersion {version}: runtimes would never call it") };
         assert_eq!(ran[0].0, "veth-route", "{op}: {ran:?}");
         for (ty, out) in &ran {
             if binaries.contains(&ty.as_str()) || reference_supports(ty, version) {

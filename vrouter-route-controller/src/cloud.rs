@@ -54,8 +54,7 @@ pub trait Cloud {
     /// `add_extraroutes` if the router is still at `revision`; returns the router afterwards.
     fn add_routes(&self, router: &str, routes: &[Route], revision: u64) -> impl Future<Output = Result<RouterState, CloudError>>;
     /// `remove_extraroutes` if the router is still at `revision`; returns the router afterwards.
-    fn remove_routes(&self, router: &str, routes: &[Route], revision: u64)
-        -> impl Future<Output = Result<RouterState, CloudError>>;
+    fn remove_routes(&self, router: &str, routes: &[Route], revision: u64) -> impl Future<Output = Result<RouterState, CloudError>>;
     /// Adds one tag to the router. Not conditional: Neutron 29 answers 500 to `If-Match`
     /// on its tag calls, so the writer reads the router back instead.
     fn add_tag(&self, router: &str, tag: &str) -> impl Future<Output = Result<(), CloudError>>;

@@ -47,9 +47,7 @@ pub struct Cluster(String);
 impl Cluster {
     /// Checks `id` against what a tag can carry unambiguously.
     pub fn new(id: &str) -> Result<Cluster, BadClusterId> {
-        let ok = !id.is_empty()
-            && id.len() <= MAX_CLUSTER_LEN
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let ok = !id.is_empty() && id.len() <= MAX_CLUSTER_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if ok {
             Ok(Cluster(id.to_string()))
         } else {
@@ -206,8 +204,7 @@ pub fn adopt(tags: &[String], cluster: &Cluster, our_vms: &BTreeSet<Ipv4Addr>) -
     let mine = |r: &Route| our_vms.contains(&r.nexthop);
     let mut rw = rewrite(tags, TAG_PREFIX, legacy, mine);
     let have = owned(tags, cluster);
-    let mut adopted: Vec<Route> =
-        tags.iter().filter_map(|t| legacy(t)).flatten().filter(|r| mine(r) && !have.contains(r)).collect();
+    let mut adopted: Vec<Route> = tags.iter().filter_map(|t| legacy(t)).flatten().filter(|r| mine(r) && !have.contains(r)).collect();
     adopted.sort();
     adopted.dedup();
     rw.write.extend(pack(&adopted, cluster).into_iter().map(|(t, _)| t));

@@ -141,7 +141,12 @@ impl Cloud for NeutronCloud {
 }
 
 fn state(r: &Router) -> RouterState {
-    RouterState { id: r.id.clone(), routes: r.routes.iter().filter_map(v4_route).collect(), tags: r.tags.clone(), revision: r.revision_number }
+    RouterState {
+        id: r.id.clone(),
+        routes: r.routes.iter().filter_map(v4_route).collect(),
+        tags: r.tags.clone(),
+        revision: r.revision_number,
+    }
 }
 
 fn to_wire(routes: &[Route]) -> Vec<openstack::Route> {

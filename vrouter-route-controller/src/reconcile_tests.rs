@@ -36,7 +36,12 @@ impl FakeNeutron {
     }
 
     /// Neutron's If-Match: checked only when the write changes something.
-    fn write(&self, op: &str, revision: u64, change: impl FnOnce(&mut RouterState) -> Result<bool, CloudError>) -> Result<RouterState, CloudError> {
+    fn write(
+        &self,
+        op: &str,
+        revision: u64,
+        change: impl FnOnce(&mut RouterState) -> Result<bool, CloudError>,
+    ) -> Result<RouterState, CloudError> {
         *self.writes.borrow_mut() += 1;
         self.ops.borrow_mut().push(op.into());
         let mut r = self.router.borrow_mut();

@@ -157,7 +157,12 @@ impl<'a, C: Cloud> Writer<'a, C> {
     pub async fn adopt_legacy(&mut self, our_vms: &BTreeSet<Ipv4Addr>) -> Result<(), CloudError> {
         let rw = ledger::adopt(&self.state.tags, self.cluster, our_vms);
         if !rw.is_empty() {
-            log::info!("router {}: adopting {} legacy ledger tag(s) of our VMs as cluster {}", self.id(), rw.delete.len(), self.cluster.as_str());
+            log::info!(
+                "router {}: adopting {} legacy ledger tag(s) of our VMs as cluster {}",
+                self.id(),
+                rw.delete.len(),
+                self.cluster.as_str()
+            );
         }
         self.rewrite(&rw).await
     }
