@@ -7,6 +7,9 @@ use crate::model::{RouterState, VmPort};
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 
+/// A change another writer makes to the router.
+type Interloper = Box<dyn FnOnce(&mut RouterState)>;
+
 struct FakeNeutron {
     router: RefCell<RouterState>,
     ports: Vec<VmPort>,
@@ -17,7 +20,7 @@ struct FakeNeutron {
     known_quota: bool,
     /// Another writer's change, made once right after our next write's revision check
     /// passes (as if it slipped in between two of our calls).
-    interloper: RefCell<Option<Box<dyn FnOnce(&mut RouterState)>>>,
+    interloper: RefCell<Option<Interloper>>,
 }
 
 impl FakeNeutron {
