@@ -14,12 +14,14 @@
 //! Passwords are generated per run, written only to 0600 files, and never printed.
 
 mod config;
+mod fault_proxy;
 mod forward;
 mod process;
 mod start;
 mod vm;
 
 pub use config::PAGINATION_MAX_LIMIT;
+pub use fault_proxy::{Fault, FaultProxy, ProxyCounts};
 pub use forward::Forwarder;
 pub use vm::{random_mac, StackVm};
 
@@ -203,10 +205,14 @@ impl Stack {
         }
     }
 
-    /// An admin Neutron client (one session per stack, so tokens are reused).
+    /// An admin Neutron client (one session per stack, so tokens are reused). The test bed's
+    /// own requests (creating ports, networks...) are POSTs, which no client may repeat
+    /// after a closed connection, so this client opens a connection per request; the
+    /// programs under test pool theirs.
     pub fn neutron(&self) -> Neutron {
         let session = self.session.get_or_init(|| {
-            let http = HttpOptions::default().build().expect("HTTP client");
+            let opts = HttpOptions::default();
+            let http = reqwest::Client::builder().timeout(opts.timeout).pool_max_idle_per_host(0).build().expect("HTTP client");
             Arc::new(Session::new(http, self.credentials()))
         });
         Neutron::new(session.clone(), &self.env.neutron_url)
