@@ -51,11 +51,17 @@ pub struct PortInfo {
     pub marked: bool,
 }
 
-/// An allocation PUT whose outcome is not yet recorded: the port's addresses before it.
+/// A port update whose outcome is not yet recorded: the port's addresses before it and the
+/// nonce it writes into the port description. Kept until the outcome is settled (the
+/// answer arrived, Neutron refused it, or a later read of the port showed what happened),
+/// across runs if need be: an address added by it is never left on the port unrecorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// Addresses on the port before the PUT.
     pub before: Vec<IpAddr>,
+    /// The PUT's description nonce (absent in journals of older versions).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// Everything this node remembers for one CNI network.
