@@ -238,8 +238,16 @@ impl Stack {
 
     /// Creates a port on `network_id` with this MAC: the Neutron side of a test "VM".
     pub fn create_vm_port(&self, network_id: &str, name: &str, mac: &str) -> Result<Port, HarnessError> {
+        self.create_vm_port_in(network_id, name, mac, None)
+    }
+
+    /// As [`Stack::create_vm_port`], owned by `project_id` when given.
+    pub fn create_vm_port_in(&self, network_id: &str, name: &str, mac: &str, project_id: Option<&str>) -> Result<Port, HarnessError> {
         let neutron = self.neutron();
-        let fields = json!({ "name": name, "mac_address": mac, "device_owner": "compute:nova" });
+        let mut fields = json!({ "name": name, "mac_address": mac, "device_owner": "compute:nova" });
+        if let Some(p) = project_id {
+            fields["project_id"] = json!(p);
+        }
         Ok(block_on(neutron.create_port(network_id, fields))?)
     }
 
