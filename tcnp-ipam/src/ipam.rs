@@ -300,6 +300,17 @@ impl Op {
         self.result(&lease)
     }
 
+    /// veth-route sets the pod MTU from its own `mtu` before IPAM runs: say when that is
+    /// missing or larger than what the Neutron network carries (packets would be dropped).
+    fn warn_mtu(&self, configured: Option<u64>) {
+        let Some(net) = self.state.port.as_ref().and_then(|p| p.network_mtu) else { return };
+        match configured {
+            None if net < 1500 => log::warn!("the network's MTU is {net} but the config sets no \"mtu\": set \"mtu\": {net}"),
+            Some(m) if m > u64::from(net) => log::warn!("\"mtu\": {m} is larger than the network's MTU {net}: set \"mtu\": {net}"),
+            _ => {}
+        }
+    }
+
     async fn del(&mut self, key: &str, prev: &[IpAddr]) -> Result<(), IpamError> {
         self.recover().await?;
         let Some(lease) = self.state.attachments.get(key).cloned() else {
@@ -371,11 +382,14 @@ impl Op {
 
 impl Plugin for Ipam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let (_, settings) = settings_of(req)?;
+        let (conf, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        let mtu = conf.plugin.get("mtu").and_then(serde_json::Value::as_u64);
         block_on(async {
             let mut op = Op::open("ADD", settings)?;
-            op.add(&key).await
+            let result = op.add(&key).await?;
+            op.warn_mtu(mtu);
+            Ok(result)
         })
     }
 

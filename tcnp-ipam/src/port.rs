@@ -57,6 +57,7 @@ pub async fn find(neutron: &Neutron, settings: &Settings) -> Result<PortInfo, Ip
     let uplink = uplink.or_else(|| uplink_for(None).ok());
     let primary = primary_of(&port, uplink.as_ref())?;
     let subnet = neutron.get_subnet(&primary.subnet_id).await?;
+    let network_mtu = neutron.get_network(&port.network_id).await?.mtu;
     Ok(PortInfo {
         id: port.id.clone(),
         mac: port.mac_address.clone(),
@@ -64,6 +65,7 @@ pub async fn find(neutron: &Neutron, settings: &Settings) -> Result<PortInfo, Ip
         primary: primary.ip_address,
         subnet: SubnetInfo { id: subnet.id, cidr: subnet.cidr, gateway: subnet.gateway_ip },
         marked: false,
+        network_mtu,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct PortInfo {
     pub subnet: SubnetInfo,
     /// Whether the managed/primary tags are on the port.
     pub marked: bool,
+    /// The Neutron network's MTU (what pod interfaces should use).
+    #[serde(default)]
+    pub network_mtu: Option<u32>,
 }
 
 /// A port update whose outcome is not yet recorded: the port's addresses before it and the

@@ -2,7 +2,8 @@
 //! of the port the ADD makes anyway, and repairs it: tags stripped by Terraform or Heat
 //! come back, a recorded VM address that is not the uplink's is corrected, spares taken
 //! off the port by someone else are never handed out. The VM's own address is the
-//! uplink's, never "the first fixed IP" (Neutron sorts them as strings).
+//! uplink's, never "the first fixed IP" (Neutron sorts them as strings). A config without
+//! the network's MTU is pointed out.
 
 mod ipam_support;
 
@@ -47,6 +48,9 @@ fn stripped_tags_come_back_and_a_wrong_primary_is_corrected() {
         node.run("DEL", c, &conf).assert_ok();
     }
     assert_eq!(node.port_ips(), vec![node.primary]);
+    // The test network is VXLAN (MTU 1450) and this config sets no "mtu": ADD says so.
+    let mtu = block_on(stack.neutron().get_network(&node.network_id)).unwrap().mtu.expect("Neutron reports the MTU");
+    assert!(node.log().contains(&format!("set \"mtu\": {mtu}")), "{}", node.log());
 }
 
 #[test]
