@@ -33,6 +33,8 @@ struct RawIpam {
     #[serde(default)]
     node_blocks: Option<NodeBlocks>,
     #[serde(default)]
+    quarantine_seconds: Option<u64>,
+    #[serde(default)]
     data_dir: Option<PathBuf>,
     /// Also accepted here (beside `neutronConf.hostInterface`).
     #[serde(default)]
@@ -118,6 +120,8 @@ pub struct Settings {
     pub pool: Option<Pool>,
     /// Node-affine blocks (exclusive with `pool`).
     pub node_blocks: Option<NodeBlocks>,
+    /// How long a released address stays on the port, tagged released (0: released at once).
+    pub quarantine_seconds: u64,
     /// State directory of this network.
     pub data_dir: PathBuf,
     /// Log file (stderr when unset).
@@ -192,6 +196,7 @@ impl Settings {
             routes: raw.routes.iter().map(|r| cni::Route::new(r.dst, r.gw)).collect(),
             pool: raw.pool,
             node_blocks: raw.node_blocks,
+            quarantine_seconds: raw.quarantine_seconds.unwrap_or(0),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)).join(network_name),
             log_file: raw.log_file,
             log_level,

@@ -13,6 +13,7 @@ use crate::blocks;
 use crate::config::Settings;
 use crate::error::{state_err, IpamError};
 use crate::port;
+use crate::quarantine;
 use crate::store::{attachment_key, Lease, PortInfo, State, Store};
 use crate::token_cache::FileTokenStore;
 
@@ -218,6 +219,33 @@ impl Op {
         (idle, ips)
     }
 
+    /// Addresses no pod uses any more: into quarantine when it is configured, else (and
+    /// beyond what the quarantine holds) off the port at once.
+    async fn retire(&mut self, leases: Vec<Lease>) -> Result<(), IpamError> {
+        if self.settings.quarantine_seconds == 0 || leases.is_empty() {
+            let ips: Vec<IpAddr> = leases.iter().map(|l| l.ip).collect();
+            return self.release(&ips).await;
+        }
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        let overflow = quarantine::enter(&neutron, &info.id, &mut self.state, leases, openstack::time::now_unix()).await?;
+        self.save()?;
+        self.release(&overflow).await
+    }
+
+    /// Releases the addresses whose quarantine is over (one PUT for all of them).
+    async fn expire_quarantine(&mut self) -> Result<(), IpamError> {
+        let done = quarantine::expired(&self.state, self.settings.quarantine_seconds, openstack::time::now_unix());
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.release(&done).await?;
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        quarantine::leave(&neutron, &info.id, &mut self.state, &done).await?;
+        self.save()
+    }
+
     /// Removes addresses from the port (those already gone are fine).
     async fn release(&mut self, ips: &[IpAddr]) -> Result<(), IpamError> {
         if ips.is_empty() {
@@ -248,6 +276,7 @@ impl Op {
             return self.result(&lease);
         }
         self.recover().await?;
+        self.expire_quarantine().await?;
         // One read of the port per ADD re-verifies the node's facts (and serves the PUT).
         let info = self.port().await?;
         let current = self.neutron().await?.get_port(&info.id).await?;
@@ -316,11 +345,17 @@ impl Op {
         let Some(lease) = self.state.attachments.get(key).cloned() else {
             return self.del_unrecorded(key, prev).await;
         };
+        self.expire_quarantine().await?;
         match (self.settings.node_blocks, self.settings.pool) {
             // A block's addresses stay on the port (GC releases idle blocks).
             (Some(_), _) => self.state.spares.push(lease.clone()),
             (None, Some(p)) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
-            _ => self.release(&[lease.ip]).await?,
+            _ => {
+                // Forgotten first, so that the state `retire` saves never holds the address
+                // twice; on failure nothing is saved and the runtime's retry repeats the DEL.
+                self.state.attachments.remove(key);
+                self.retire(vec![lease.clone()]).await?;
+            }
         }
         self.state.attachments.remove(key);
         self.save()?;
@@ -369,10 +404,10 @@ impl Op {
             self.state.spares.sort_by_key(|l| l.ip);
             freed.extend(self.state.spares.iter().skip(keep).map(|l| l.ip));
         }
-        if !freed.is_empty() {
-            self.release(&freed).await?;
-        }
+        self.expire_quarantine().await?;
+        let retired: Vec<Lease> = self.state.spares.iter().filter(|l| freed.contains(&l.ip)).cloned().collect();
         self.state.spares.retain(|l| !freed.contains(&l.ip));
+        self.retire(retired).await?;
         self.state.blocks.retain(|b| !idle_blocks.contains(b));
         self.save()?;
         log::info!("GC: {} stale attachment(s), released {freed:?}", stale.len());

@@ -2,7 +2,8 @@
 //!
 //! Modules: [`blocks`] (node-affine blocks), [`config`] (the `ipam` section), [`cloud_config`]
 //! (`openstackConf`: credentials, clouds.yaml, `OS_*`), [`host`] (uplink facts in the VM's netns),
-//! [`port`] (find/mark the VM port, race-free fixed-IP changes), [`store`] (node lock and
+//! [`port`] (find/mark the VM port, race-free fixed-IP changes), [`quarantine`] (released
+//! addresses held back), [`store`] (node lock and
 //! state), [`token_cache`] (0600 Keystone token file), [`ipam`] (the verbs), [`error`]
 //! (CNI codes).
 
@@ -13,6 +14,7 @@ mod error;
 mod host;
 mod ipam;
 mod port;
+mod quarantine;
 mod store;
 mod token_cache;
 

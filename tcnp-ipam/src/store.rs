@@ -85,12 +85,27 @@ pub struct State {
     /// Journal of an unfinished allocation.
     #[serde(default)]
     pub pending: Option<Pending>,
+    /// Released addresses held on the port until their quarantine ends.
+    #[serde(default)]
+    pub quarantine: Vec<Quarantined>,
+}
+
+/// An address a pod no longer uses, kept on the port (so Neutron gives it to nobody else)
+/// and tagged released (so vrouter-route-controller withdraws its route) until `since` +
+/// the configured quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The address.
+    #[serde(flatten)]
+    pub lease: Lease,
+    /// When it was released, Unix seconds.
+    pub since: u64,
 }
 
 impl State {
-    /// Every address this node hands out or holds (attachments and spares).
+    /// Every address this node hands out or holds (attachments, spares, quarantine).
     pub fn held(&self) -> impl Iterator<Item = &Lease> {
-        self.attachments.values().chain(self.spares.iter())
+        self.attachments.values().chain(self.spares.iter()).chain(self.quarantine.iter().map(|q| &q.lease))
     }
 }
 

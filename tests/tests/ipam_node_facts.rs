@@ -109,3 +109,40 @@ fn the_vm_address_is_the_uplinks_even_when_a_pod_address_sorts_first() {
     }
     block_on(stack.neutron().delete_network(&net)).unwrap();
 }
+
+#[test]
+fn a_released_address_is_quarantined_on_the_port_then_released() {
+    let node = Node::new(shared());
+    let mut ipam = node.ipam();
+    ipam["quarantineSeconds"] = json!(3600);
+    let conf = node.conf(ipam);
+    let c1 = unique("c");
+    let ip1 = address_of(&node.run("ADD", &c1, &conf).result());
+    node.run("DEL", &c1, &conf).assert_ok();
+    // Still on the port (Neutron gives it to nobody else), tagged for the controller.
+    assert!(node.port_ips().contains(&ip1), "{:?}", node.port_ips());
+    let released = format!("veth-route:released={ip1}");
+    assert!(node.port().tags.contains(&released), "{:?}", node.port().tags);
+    // Not handed out again while quarantined.
+    let c2 = unique("c");
+    let ip2 = address_of(&node.run("ADD", &c2, &conf).result());
+    assert_ne!(ip2, ip1);
+    // Its time is up (the record is aged instead of waiting): the next DEL releases it.
+    let path = node.data.path().join("ipamtest/state.json");
+    let mut state = node.state();
+    state["quarantine"][0]["since"] = json!(0);
+    std::fs::write(&path, state.to_string()).unwrap();
+    node.run("DEL", &c2, &conf).assert_ok();
+    let ips = node.port_ips();
+    assert!(!ips.contains(&ip1) && ips.contains(&ip2), "{ips:?}");
+    assert!(!node.port().tags.contains(&released));
+    // GC with no pods and no quarantine: everything goes.
+    let mut plain = node.ipam();
+    plain["quarantineSeconds"] = json!(0);
+    let mut gc = node.conf(plain);
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    assert!(node.port().tags.iter().all(|t| !t.starts_with("veth-route:released=")));
+}
