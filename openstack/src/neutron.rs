@@ -120,6 +120,9 @@ pub struct Network {
     /// External (floating IP) network.
     #[serde(default, rename = "router:external")]
     pub external: bool,
+    /// The largest packet the network carries (e.g. 1450 on VXLAN), if Neutron says.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A static route of a router.

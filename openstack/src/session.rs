@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::error::{is_stale_connection, parse_error_body, transport_error, Error, Result, Service};
-use crate::keystone::{authenticate, Credentials, Token};
+use crate::keystone::{authenticate, Auth, Token};
 
 /// Transport settings shared by Keystone and Neutron requests.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub struct CallCounts {
 /// An authenticated session against one Keystone.
 pub struct Session {
     http: reqwest::Client,
-    creds: Credentials,
+    auth: Auth,
     store: Option<Box<dyn TokenStore>>,
     token: tokio::sync::Mutex<Option<Token>>,
     auths: AtomicU64,
@@ -78,11 +78,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with no token yet.
-    pub fn new(http: reqwest::Client, creds: Credentials) -> Self {
+    /// A session with no token yet, for a password ([`crate::Credentials`]) or an
+    /// application credential.
+    pub fn new(http: reqwest::Client, auth: impl Into<Auth>) -> Self {
         Self {
             http,
-            creds,
+            auth: auth.into(),
             store: None,
             token: tokio::sync::Mutex::new(None),
             auths: AtomicU64::new(0),
@@ -97,9 +98,9 @@ impl Session {
         self
     }
 
-    /// The credentials of this session.
-    pub fn credentials(&self) -> &Credentials {
-        &self.creds
+    /// How this session authenticates.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Calls made so far.
@@ -139,8 +140,8 @@ impl Session {
 
     async fn authenticate(&self) -> Result<Token> {
         self.auths.fetch_add(1, Ordering::Relaxed);
-        log::debug!("authenticating to {} as {}", self.creds.auth_url, self.creds.username);
-        let t = authenticate(&self.http, &self.creds).await?;
+        log::debug!("authenticating to {} as {}", self.auth.auth_url(), self.auth.describe());
+        let t = authenticate(&self.http, self.auth.clone()).await?;
         if let Some(store) = &self.store {
             store.store(&t);
         }

@@ -14,9 +14,8 @@ fn lists_follow_pagination_past_the_first_page() {
     let name = unique("pg");
     let (net, _subnet) = stack.create_network(&name, "10.91.0.0/24".parse().unwrap(), None).unwrap();
     let count = 3 * PAGINATION_MAX_LIMIT + 1;
-    let ports: Vec<String> = (0..count)
-        .map(|i| stack.create_vm_port(&net, &format!("{name}-{i}"), &random_mac()).expect("port").id)
-        .collect();
+    let ports: Vec<String> =
+        (0..count).map(|i| stack.create_vm_port(&net, &format!("{name}-{i}"), &random_mac()).expect("port").id).collect();
     let listed = block_on(neutron.list_ports(&[("network_id", net.as_str())])).unwrap();
     let ids: HashSet<String> = listed.iter().map(|p| p.id.clone()).collect();
     assert_eq!(listed.len(), count, "each port once: {listed:?}");
@@ -34,8 +33,9 @@ fn lists_follow_pagination_past_the_first_page() {
     assert_eq!(page["ports"].as_array().map(Vec::len), Some(PAGINATION_MAX_LIMIT), "{page}");
     assert!(page["ports_links"].as_array().is_some_and(|l| l.iter().any(|l| l["rel"] == "next")), "{page}");
 
-    let extra: Vec<String> =
-        (0..PAGINATION_MAX_LIMIT).map(|i| block_on(neutron.create_subnet(&net, format!("10.92.{i}.0/24").parse().unwrap(), json!({}))).unwrap().id).collect();
+    let extra: Vec<String> = (0..PAGINATION_MAX_LIMIT)
+        .map(|i| block_on(neutron.create_subnet(&net, format!("10.92.{i}.0/24").parse().unwrap(), json!({}))).unwrap().id)
+        .collect();
     let subnets = block_on(neutron.list_subnets(&net)).unwrap();
     assert_eq!(subnets.len(), 1 + extra.len());
     for id in &ports {
