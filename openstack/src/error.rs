@@ -24,9 +24,14 @@ impl fmt::Display for Service {
 /// Everything that can go wrong talking to Keystone or Neutron.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No HTTP response: connection refused, DNS, TLS, timeout.
+    /// No connection: refused, DNS, TLS, connect timeout. The request was never sent.
     #[error("{service} at {endpoint} is unreachable: {reason}")]
     Unreachable { service: Service, endpoint: String, reason: String },
+    /// The request was (or may have been) sent, but no complete answer came back: the
+    /// connection closed or was reset after sending, or the client timed out. Whether it
+    /// took effect is unknown until the resource is read again.
+    #[error("{service} at {endpoint} gave no complete answer (the outcome is unknown): {reason}")]
+    Interrupted { service: Service, endpoint: String, reason: String },
     /// The service answered 5xx.
     #[error("{service} at {endpoint} failed with HTTP {status}: {message}")]
     Server { service: Service, endpoint: String, status: u16, message: String },
@@ -67,7 +72,15 @@ impl Error {
 
     /// Worth retrying later: the service is down, overloaded or failing.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Server { .. })
+        matches!(self, Error::Unreachable { .. } | Error::Interrupted { .. } | Error::Server { .. })
+    }
+
+    /// A write that failed this way may nevertheless have been applied: no complete answer,
+    /// or a 5xx (a proxy's 502/504 after forwarding, or a server failing after its commit).
+    /// Read the resource again to learn the outcome. A 4xx or [`Error::Unreachable`] means
+    /// the service did not apply it.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::Interrupted { .. } | Error::Server { .. })
     }
 
     /// An `If-Match` revision check failed: re-read and try again.
@@ -89,6 +102,43 @@ impl Error {
 
 /// Result of client calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A transport failure as an [`Error`]: [`Error::Unreachable`] when no connection was made
+/// (nothing was sent), [`Error::Interrupted`] otherwise.
+pub(crate) fn transport_error(service: Service, endpoint: &str, err: &reqwest::Error) -> Error {
+    let (endpoint, reason) = (endpoint.to_string(), transport_reason(err));
+    if err.is_connect() {
+        Error::Unreachable { service, endpoint, reason }
+    } else {
+        Error::Interrupted { service, endpoint, reason }
+    }
+}
+
+/// Whether a transport failure is that of a pooled connection the server had already
+/// closed: the request failed while being sent or before any answer, with no timeout.
+/// uwsgi's `--http-socket` and load balancers close idle keep-alive connections without
+/// announcing it, so the next request on one meets a closed or reset socket.
+pub(crate) fn is_stale_connection(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || err.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
 
 /// Describes a transport failure without the URL (the caller names the endpoint).
 pub(crate) fn transport_reason(err: &reqwest::Error) -> String {
@@ -165,5 +215,10 @@ mod tests {
         let down = Error::Unreachable { service: Service::Neutron, endpoint: "GET x".into(), reason: "connection failed".into() };
         assert!(down.is_transient());
         assert_eq!(down.to_string(), "Neutron at GET x is unreachable: connection failed");
+        assert!(!down.outcome_unknown(), "nothing was sent");
+        let lost = Error::Interrupted { service: Service::Neutron, endpoint: "PUT x".into(), reason: "connection closed".into() };
+        assert!(lost.is_transient() && lost.outcome_unknown());
+        let gateway = Error::Server { service: Service::Neutron, endpoint: "PUT x".into(), status: 504, message: "m".into() };
+        assert!(gateway.outcome_unknown() && !api(409, "IpAddressAlreadyAllocated").outcome_unknown());
     }
 }

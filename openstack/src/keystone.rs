@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::{parse_error_body, transport_reason, Error, Result, Service};
+use crate::error::{is_stale_connection, parse_error_body, transport_error, Error, Result, Service};
 use crate::secret::Secret;
 use crate::time::{now_unix, parse_timestamp};
 
@@ -62,9 +62,102 @@ impl Credentials {
             self.project
         )
     }
+}
 
-    fn tokens_url(&self) -> String {
-        format!("{}/auth/tokens", self.auth_url.trim_end_matches('/'))
+/// A Keystone application credential (`id` + `secret`): scoped to the project it was
+/// created in, revocable without touching the user's password.
+#[derive(Debug, Clone)]
+pub struct ApplicationCredential {
+    /// Keystone v3 URL.
+    pub auth_url: String,
+    /// Application credential id.
+    pub id: String,
+    /// Its secret.
+    pub secret: Secret,
+}
+
+/// How a session authenticates: a user's password scoped to a project, or an
+/// application credential.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Password method, project-scoped.
+    Password(Credentials),
+    /// `application_credential` method.
+    ApplicationCredential(ApplicationCredential),
+}
+
+impl From<Credentials> for Auth {
+    fn from(c: Credentials) -> Self {
+        Auth::Password(c)
+    }
+}
+
+impl From<&Credentials> for Auth {
+    fn from(c: &Credentials) -> Self {
+        Auth::Password(c.clone())
+    }
+}
+
+impl From<ApplicationCredential> for Auth {
+    fn from(c: ApplicationCredential) -> Self {
+        Auth::ApplicationCredential(c)
+    }
+}
+
+impl Auth {
+    /// The Keystone v3 URL.
+    pub fn auth_url(&self) -> &str {
+        match self {
+            Auth::Password(c) => &c.auth_url,
+            Auth::ApplicationCredential(a) => &a.auth_url,
+        }
+    }
+
+    /// A stable, secret-free key for caching tokens of these credentials.
+    pub fn cache_key(&self) -> String {
+        match self {
+            Auth::Password(c) => c.cache_key(),
+            Auth::ApplicationCredential(a) => format!("{}|application_credential={}", a.auth_url.trim_end_matches('/'), a.id),
+        }
+    }
+
+    /// Who authenticates, for logs and errors (never the secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::Password(c) => format!(
+                "user '{}' ({}) for project '{}' ({})",
+                c.username,
+                c.user_domain.describe(),
+                c.project,
+                c.project_domain.describe()
+            ),
+            Auth::ApplicationCredential(a) => format!("application credential {}", a.id),
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self {
+            Auth::Password(c) => json!({
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": { "user": {
+                            "name": c.username,
+                            "domain": c.user_domain.to_json(),
+                            "password": c.password.expose(),
+                        }},
+                    },
+                    "scope": { "project": { "name": c.project, "domain": c.project_domain.to_json() } },
+                }
+            }),
+            // Application credentials carry their project: a scope would be refused.
+            Auth::ApplicationCredential(a) => json!({
+                "auth": { "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": { "id": a.id, "secret": a.secret.expose() },
+                }}
+            }),
+        }
     }
 }
 
@@ -155,48 +248,44 @@ struct IdOnly {
     id: String,
 }
 
-/// Obtains a project-scoped token with the password method (`POST /v3/auth/tokens`).
-pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result<Token> {
-    let url = creds.tokens_url();
-    let endpoint = format!("POST {url}");
-    let body = json!({
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": { "user": {
-                    "name": creds.username,
-                    "domain": creds.user_domain.to_json(),
-                    "password": creds.password.expose(),
-                }},
-            },
-            "scope": { "project": { "name": creds.project, "domain": creds.project_domain.to_json() } },
-        }
-    });
-    let resp = http.post(&url).json(&body).send().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
+/// POSTs the token request: status, `X-Subject-Token` and body, or the transport error and
+/// whether it was that of a stale pooled connection.
+async fn post_tokens(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, Option<Secret>, String), (reqwest::Error, bool)> {
+    let failed = |e: reqwest::Error| {
+        let stale = is_stale_connection(&e);
+        (e, stale)
+    };
+    let resp = http.post(url).json(body).send().await.map_err(failed)?;
     let status = resp.status().as_u16();
     let header = resp.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(Secret::new);
-    let text = resp.text().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
+    let text = resp.text().await.map_err(failed)?;
+    Ok((status, header, text))
+}
+
+/// Obtains a project-scoped token (`POST /v3/auth/tokens`) with a password or an
+/// application credential.
+pub async fn authenticate(http: &reqwest::Client, auth: impl Into<Auth>) -> Result<Token> {
+    let auth = auth.into();
+    let url = format!("{}/auth/tokens", auth.auth_url().trim_end_matches('/'));
+    let endpoint = format!("POST {url}");
+    let body = auth.body();
+    // Issuing a token twice does no harm: a stale pooled connection gets one more try.
+    let (status, header, text) = match post_tokens(http, &url, &body).await {
+        Err((e, true)) => {
+            log::debug!("{}; the pooled connection was stale, sending once more", transport_error(Service::Keystone, &endpoint, &e));
+            post_tokens(http, &url, &body).await
+        }
+        other => other,
+    }
+    .map_err(|(e, _)| transport_error(Service::Keystone, &endpoint, &e))?;
     if !(200..300).contains(&status) {
         let (kind, message) = parse_error_body(&text);
         return Err(match status {
-            401 => Error::Unauthorized {
-                endpoint,
-                message: format!(
-                    "Keystone refused user '{}' ({}) for project '{}' ({}): {message}",
-                    creds.username,
-                    creds.user_domain.describe(),
-                    creds.project,
-                    creds.project_domain.describe()
-                ),
-            },
+            401 => Error::Unauthorized { endpoint, message: format!("Keystone refused {}: {message}", auth.describe()) },
             s if s >= 500 => Error::Server { service: Service::Keystone, endpoint, status, message },
             _ => Error::Api { service: Service::Keystone, endpoint, status, kind, message },
         });
@@ -213,11 +302,7 @@ pub async fn authenticate(http: &reqwest::Client, creds: &Credentials) -> Result
 /// Checks that Keystone answers at `auth_url` (unauthenticated `GET` of the version document).
 pub async fn check_reachable(http: &reqwest::Client, auth_url: &str) -> Result<()> {
     let endpoint = format!("GET {auth_url}");
-    let resp = http.get(auth_url).send().await.map_err(|e| Error::Unreachable {
-        service: Service::Keystone,
-        endpoint: endpoint.clone(),
-        reason: transport_reason(&e),
-    })?;
+    let resp = http.get(auth_url).send().await.map_err(|e| transport_error(Service::Keystone, &endpoint, &e))?;
     let status = resp.status().as_u16();
     if status >= 500 {
         let (_, message) = parse_error_body(&resp.text().await.unwrap_or_default());

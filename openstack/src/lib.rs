@@ -22,6 +22,7 @@
 //! Errors ([`Error`]) keep the HTTP status and Neutron's error type and message, name the
 //! endpoint, and never contain a token or password ([`Secret`] hides them in `Debug`).
 
+pub mod cloud;
 mod error;
 pub mod keystone;
 pub mod neutron;
@@ -29,8 +30,9 @@ mod secret;
 mod session;
 pub mod time;
 
+pub use cloud::CloudConfig;
 pub use error::{Error, Result, Service};
-pub use keystone::{Credentials, DomainRef, Token};
+pub use keystone::{ApplicationCredential, Auth, Credentials, DomainRef, Token};
 pub use neutron::{FixedIp, FixedIpRequest, Network, Neutron, Port, Route, Router, Subnet};
 pub use secret::Secret;
 pub use session::{CallCounts, HttpOptions, Session, TokenStore};

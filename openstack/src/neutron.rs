@@ -1,5 +1,6 @@
 //! Neutron v2.0: the calls veth-route needs (ports, subnets, networks, routers, quotas, tags).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -119,6 +120,9 @@ pub struct Network {
     /// External (floating IP) network.
     #[serde(default, rename = "router:external")]
     pub external: bool,
+    /// The largest packet the network carries (e.g. 1450 on VXLAN), if Neutron says.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A static route of a router.
@@ -212,20 +216,63 @@ impl Neutron {
         &self.session
     }
 
+    /// One request. Every PUT and DELETE here is idempotent (tags, routes, quotas, ports
+    /// updated with an explicit list) except a fixed-IP update that asks for any address
+    /// of a subnet without `If-Match`: all but that and POST may be sent twice.
     async fn call(&self, method: Method, path: &str, body: Option<Value>, if_match: Option<String>) -> Result<Value> {
+        let replayable = method != Method::POST;
+        self.call_with(method, path, body, if_match, replayable).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<String>,
+        replayable: bool,
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        self.session.request(Service::Neutron, method, &url, body.as_ref(), if_match.as_deref()).await
+        self.session.request_with(Service::Neutron, method, &url, body.as_ref(), if_match.as_deref(), replayable).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, key: &str) -> Result<T> {
         take(self.call(Method::GET, path, None, None).await?, key, path)
     }
 
+    /// Every item of a collection matching `filters`, following the `next` links of
+    /// Neutron's pagination (`pagination_max_limit` caps each page; many clouds set it),
+    /// so that a caller never takes a first page for the whole list.
+    async fn list<T: DeserializeOwned>(&self, collection: &str, filters: &[(&str, &str)]) -> Result<Vec<T>> {
+        let mut path = format!("/{collection}?{}", query(filters));
+        let mut items = Vec::new();
+        let mut markers = HashSet::new();
+        loop {
+            let page = self.call(Method::GET, &path, None, None).await?;
+            let next = next_page(&page, collection);
+            let got: Vec<T> = take(page, collection, &path)?;
+            let Some(next_query) = next.filter(|_| !got.is_empty()) else {
+                items.extend(got);
+                return Ok(items);
+            };
+            items.extend(got);
+            // A server that hands out the same marker twice would keep us here forever.
+            if !markers.insert(next_query.clone()) {
+                return Err(Error::Decode {
+                    service: Service::Neutron,
+                    endpoint: format!("GET /{collection}"),
+                    reason: "pagination repeats a page".into(),
+                });
+            }
+            path = format!("/{collection}?{next_query}");
+        }
+    }
+
     // ---- ports
 
     /// Ports matching query filters, e.g. `[("mac_address", mac), ("network_id", net)]`.
     pub async fn list_ports(&self, filters: &[(&str, &str)]) -> Result<Vec<Port>> {
-        self.get(&format!("/ports?{}", query(filters)), "ports").await
+        self.list("ports", filters).await
     }
 
     /// The port with this MAC address on this network, if any.
@@ -263,14 +310,21 @@ impl Neutron {
     ) -> Result<Port> {
         let mut port = json!({ "fixed_ips": fixed_ips.iter().map(FixedIpRequest::to_json).collect::<Vec<_>>() });
         merge(&mut port, extra);
-        self.update_port(id, port, if_revision).await
+        // Sent twice without If-Match, "any address of S" would allocate twice.
+        let explicit = fixed_ips.iter().all(|f| matches!(f, FixedIpRequest::Address(_)));
+        self.put_port(id, port, if_revision, explicit || if_revision.is_some()).await
     }
 
     /// Updates arbitrary port fields (`{"description": ..}`), optionally with `If-Match`.
+    /// Use [`Neutron::update_port_fixed_ips`] for fixed IPs.
     pub async fn update_port(&self, id: &str, fields: Value, if_revision: Option<u64>) -> Result<Port> {
+        self.put_port(id, fields, if_revision, true).await
+    }
+
+    async fn put_port(&self, id: &str, fields: Value, if_revision: Option<u64>, replayable: bool) -> Result<Port> {
         let path = format!("/ports/{}", enc(id));
         let if_match = if_revision.map(|r| format!("revision_number={r}"));
-        take(self.call(Method::PUT, &path, Some(json!({ "port": fields })), if_match).await?, "port", &path)
+        take(self.call_with(Method::PUT, &path, Some(json!({ "port": fields })), if_match, replayable).await?, "port", &path)
     }
 
     /// Adds one tag to a port (idempotent).
@@ -297,7 +351,7 @@ impl Neutron {
 
     /// Networks matching filters.
     pub async fn list_networks(&self, filters: &[(&str, &str)]) -> Result<Vec<Network>> {
-        self.get(&format!("/networks?{}", query(filters)), "networks").await
+        self.list("networks", filters).await
     }
 
     /// Creates a network (`fields` merged into the body).
@@ -319,7 +373,7 @@ impl Neutron {
 
     /// The subnets of a network.
     pub async fn list_subnets(&self, network_id: &str) -> Result<Vec<Subnet>> {
-        self.get(&format!("/subnets?network_id={}", enc(network_id)), "subnets").await
+        self.list("subnets", &[("network_id", network_id)]).await
     }
 
     /// Creates a subnet (`fields` merged into the body, e.g. `allocation_pools`).
@@ -339,7 +393,7 @@ impl Neutron {
 
     /// Routers matching filters.
     pub async fn list_routers(&self, filters: &[(&str, &str)]) -> Result<Vec<Router>> {
-        self.get(&format!("/routers?{}", query(filters)), "routers").await
+        self.list("routers", filters).await
     }
 
     /// One router with only the named `fields` filled in (the rest default), e.g.
@@ -404,9 +458,26 @@ impl Neutron {
         self.extraroutes(router_id, "remove_extraroutes", routes).await
     }
 
+    /// [`Neutron::add_extraroutes`], only if the router is still at revision `if_revision`
+    /// (`If-Match`; 412 [`Error::is_revision_conflict`] when it changed, unless the call
+    /// changes nothing: Neutron checks the revision only when it writes).
+    pub async fn add_extraroutes_if(&self, router_id: &str, routes: &[Route], if_revision: u64) -> Result<Router> {
+        self.extraroutes_if(router_id, "add_extraroutes", routes, Some(if_revision)).await
+    }
+
+    /// [`Neutron::remove_extraroutes`], only if the router is still at revision `if_revision`.
+    pub async fn remove_extraroutes_if(&self, router_id: &str, routes: &[Route], if_revision: u64) -> Result<Router> {
+        self.extraroutes_if(router_id, "remove_extraroutes", routes, Some(if_revision)).await
+    }
+
     async fn extraroutes(&self, router_id: &str, action: &str, routes: &[Route]) -> Result<Router> {
+        self.extraroutes_if(router_id, action, routes, None).await
+    }
+
+    async fn extraroutes_if(&self, router_id: &str, action: &str, routes: &[Route], if_revision: Option<u64>) -> Result<Router> {
         let path = format!("/routers/{}/{action}", enc(router_id));
-        take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), None).await?, "router", &path)
+        let if_match = if_revision.map(|r| format!("revision_number={r}"));
+        take(self.call(Method::PUT, &path, Some(json!({ "router": { "routes": routes } })), if_match).await?, "router", &path)
     }
 
     // ---- tags (any taggable resource collection: `ports`, `routers`, ...)
@@ -442,6 +513,20 @@ impl Neutron {
     }
 }
 
+/// The query of the `next` link of a collection page (`{"ports_links": [{"rel": "next",
+/// "href": ".../v2.0/ports?limit=2&marker=ID"}]}`). Only the query is used: behind a proxy the
+/// link's host is often the server's own, not the one we reach it by.
+fn next_page(page: &Value, collection: &str) -> Option<String> {
+    page.get(format!("{collection}_links"))?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("rel").and_then(Value::as_str) == Some("next"))?
+        .get("href")?
+        .as_str()?
+        .split_once('?')
+        .map(|(_, q)| q.to_string())
+}
+
 fn merge(target: &mut Value, extra: Value) {
     if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
         t.extend(e);
@@ -471,6 +556,17 @@ mod tests {
         // `?fields=id&fields=revision_number` answers carry only those keys.
         let partial: Router = serde_json::from_value(json!({ "id": "r1", "revision_number": 3 })).unwrap();
         assert!(partial.tags.is_empty() && partial.project_id.is_empty() && partial.routes.is_empty());
+    }
+
+    #[test]
+    fn next_page_takes_the_query_of_the_next_link_only() {
+        let page = json!({ "ports": [], "ports_links": [
+            { "rel": "previous", "href": "http://internal:9696/v2.0/ports?limit=2&marker=a&page_reverse=True" },
+            { "rel": "next", "href": "http://internal:9696/v2.0/ports?limit=2&marker=b&network_id=n" },
+        ]});
+        assert_eq!(next_page(&page, "ports").as_deref(), Some("limit=2&marker=b&network_id=n"));
+        assert_eq!(next_page(&json!({ "ports": [] }), "ports"), None);
+        assert_eq!(next_page(&page, "routers"), None);
     }
 
     #[test]

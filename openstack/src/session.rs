@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::error::{parse_error_body, transport_reason, Error, Result, Service};
-use crate::keystone::{authenticate, Credentials, Token};
+use crate::error::{is_stale_connection, parse_error_body, transport_error, Error, Result, Service};
+use crate::keystone::{authenticate, Auth, Token};
 
 /// Transport settings shared by Keystone and Neutron requests.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub struct CallCounts {
 /// An authenticated session against one Keystone.
 pub struct Session {
     http: reqwest::Client,
-    creds: Credentials,
+    auth: Auth,
     store: Option<Box<dyn TokenStore>>,
     token: tokio::sync::Mutex<Option<Token>>,
     auths: AtomicU64,
@@ -78,11 +78,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with no token yet.
-    pub fn new(http: reqwest::Client, creds: Credentials) -> Self {
+    /// A session with no token yet, for a password ([`crate::Credentials`]) or an
+    /// application credential.
+    pub fn new(http: reqwest::Client, auth: impl Into<Auth>) -> Self {
         Self {
             http,
-            creds,
+            auth: auth.into(),
             store: None,
             token: tokio::sync::Mutex::new(None),
             auths: AtomicU64::new(0),
@@ -97,9 +98,9 @@ impl Session {
         self
     }
 
-    /// The credentials of this session.
-    pub fn credentials(&self) -> &Credentials {
-        &self.creds
+    /// How this session authenticates.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Calls made so far.
@@ -139,8 +140,8 @@ impl Session {
 
     async fn authenticate(&self) -> Result<Token> {
         self.auths.fetch_add(1, Ordering::Relaxed);
-        log::debug!("authenticating to {} as {}", self.creds.auth_url, self.creds.username);
-        let t = authenticate(&self.http, &self.creds).await?;
+        log::debug!("authenticating to {} as {}", self.auth.auth_url(), self.auth.describe());
+        let t = authenticate(&self.http, self.auth.clone()).await?;
         if let Some(store) = &self.store {
             store.store(&t);
         }
@@ -148,7 +149,9 @@ impl Session {
     }
 
     /// Sends a JSON request with the token; on 401 re-authenticates once and retries.
-    /// Returns the parsed body (`Value::Null` for empty bodies).
+    /// Returns the parsed body (`Value::Null` for empty bodies). GET, HEAD, DELETE and
+    /// requests guarded by `If-Match` are sent once more when they met a stale pooled
+    /// connection (see [`Session::request_with`]).
     pub async fn request(
         &self,
         service: Service,
@@ -157,53 +160,103 @@ impl Session {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<Value> {
+        let replayable = matches!(method, Method::GET | Method::HEAD | Method::DELETE) || if_match.is_some();
+        self.request_with(service, method, url, body, if_match, replayable).await
+    }
+
+    /// As [`Session::request`]; `replayable` says that sending the request twice does no
+    /// harm (it is idempotent, or guarded by `If-Match`), so that a request that met a
+    /// pooled connection the server had closed is sent once more, on a new connection.
+    /// When the repeat of an `If-Match` request is refused with 412, the first may have
+    /// been applied: that is reported as the first failure, [`Error::Interrupted`].
+    pub async fn request_with(
+        &self,
+        service: Service,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+        replayable: bool,
+    ) -> Result<Value> {
         let token = self.token().await?;
-        match self.send(service, &token, method.clone(), url, body, if_match).await {
+        let req = Req { service, method, url, body, if_match, replayable };
+        match self.send_replaying(&token, &req).await {
             Err(Error::Unauthorized { .. }) => {
-                log::info!("{service} refused the token for {method} {url}; authenticating again");
+                log::info!("{service} refused the token for {} {url}; authenticating again", req.method);
                 let token = self.renew(&token).await?;
-                self.send(service, &token, method, url, body, if_match).await
+                self.send_replaying(&token, &req).await
             }
             other => other,
         }
     }
 
-    async fn send(
-        &self,
-        service: Service,
-        token: &Token,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
-    ) -> Result<Value> {
+    async fn send_replaying(&self, token: &Token, req: &Req<'_>) -> Result<Value> {
+        match self.send(token, req).await {
+            Ok(v) => Ok(v),
+            Err(Failure { error: first, stale: true }) if req.replayable => {
+                log::debug!("{first}; the pooled connection was stale, sending once more");
+                match self.send(token, req).await {
+                    Ok(v) => Ok(v),
+                    Err(Failure { error, .. }) if req.if_match.is_some() && error.is_revision_conflict() => Err(first),
+                    Err(Failure { error, .. }) => Err(error),
+                }
+            }
+            Err(Failure { error, .. }) => Err(error),
+        }
+    }
+
+    async fn send(&self, token: &Token, req: &Req<'_>) -> Result<Value, Failure> {
+        let Req { service, ref method, url, body, if_match, .. } = *req;
         self.requests.fetch_add(1, Ordering::Relaxed);
         if method != Method::GET && method != Method::HEAD {
             self.writes.fetch_add(1, Ordering::Relaxed);
         }
         let endpoint = format!("{method} {}", url.split('?').next().unwrap_or(url));
-        let mut req = self.http.request(method, url).header("X-Auth-Token", token.value.expose()).header("Accept", "application/json");
+        let mut builder =
+            self.http.request(method.clone(), url).header("X-Auth-Token", token.value.expose()).header("Accept", "application/json");
         if let Some(b) = body {
-            req = req.json(b);
+            builder = builder.json(b);
         }
         if let Some(m) = if_match {
-            req = req.header("If-Match", m);
+            builder = builder.header("If-Match", m);
         }
-        let unreachable = |e: reqwest::Error| Error::Unreachable { service, endpoint: endpoint.clone(), reason: transport_reason(&e) };
-        let resp = req.send().await.map_err(unreachable)?;
+        let transport = |e: reqwest::Error| Failure { stale: is_stale_connection(&e), error: transport_error(service, &endpoint, &e) };
+        let resp = builder.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(unreachable)?;
+        let text = resp.text().await.map_err(transport)?;
         if (200..300).contains(&status) {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            return serde_json::from_str(&text).map_err(|e| Error::Decode { service, endpoint, reason: e.to_string() });
+            return serde_json::from_str(&text).map_err(|e| Failure::from(Error::Decode { service, endpoint, reason: e.to_string() }));
         }
         let (kind, message) = parse_error_body(&text);
-        Err(match status {
+        Err(Failure::from(match status {
             401 => Error::Unauthorized { endpoint, message: format!("{service} refused the token: {message}") },
             s if s >= 500 => Error::Server { service, endpoint, status, message },
             _ => Error::Api { service, endpoint, status, kind, message },
-        })
+        }))
+    }
+}
+
+/// One request, as [`Session::request_with`] was given it.
+struct Req<'a> {
+    service: Service,
+    method: Method,
+    url: &'a str,
+    body: Option<&'a Value>,
+    if_match: Option<&'a str>,
+    replayable: bool,
+}
+
+/// A failed send, and whether it was that of a stale pooled connection.
+struct Failure {
+    error: Error,
+    stale: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, stale: false }
     }
 }

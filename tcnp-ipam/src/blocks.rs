@@ -32,6 +32,14 @@ pub async fn free_blocks(neutron: &Neutron, subnet_id: &str, prefix: u8) -> Resu
     Ok(blocks.filter(|b| addresses(b).all(|ip| in_pool(ip) && !used.contains(&ip))).collect())
 }
 
+/// The free block a node tries first: the one at a hash of its port id, so that nodes
+/// brought up together do not all race for the lowest free block.
+pub fn spread(free: &[IpNet], port_id: &str) -> Option<IpNet> {
+    // FNV-1a: stable across builds and machines, unlike std's randomly keyed hasher.
+    let hash = port_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (!free.is_empty()).then(|| free[(hash % free.len() as u64) as usize])
+}
+
 /// Every address of a block, network and broadcast included (they are ordinary host
 /// addresses of the enclosing subnet).
 pub fn addresses(block: &IpNet) -> impl Iterator<Item = IpAddr> {
@@ -48,6 +56,16 @@ pub fn addresses(block: &IpNet) -> impl Iterator<Item = IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_claims_of_different_nodes_spread_over_the_free_blocks() {
+        let free: Vec<IpNet> = "10.0.0.0/24".parse::<IpNet>().unwrap().subnets(28).unwrap().collect();
+        let picks: std::collections::HashSet<IpNet> =
+            (0..8).map(|i| spread(&free, &format!("5c2f7a1e-0000-4000-8000-00000000000{i}")).unwrap()).collect();
+        assert!(picks.len() >= 5, "8 nodes should mostly pick different blocks: {picks:?}");
+        assert_eq!(spread(&free, "p"), spread(&free, "p"), "stable per node");
+        assert_eq!(spread(&[], "p"), None);
+    }
 
     #[test]
     fn block_addresses_include_both_ends() {

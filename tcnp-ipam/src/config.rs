@@ -5,15 +5,16 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use cni::{CniError, ErrorCode};
 use ipnet::IpNet;
-use openstack::{Credentials, DomainRef, HttpOptions, Secret};
+use openstack::{Auth, HttpOptions};
 use serde::Deserialize;
 
 /// Default state directory; one subdirectory per CNI network name.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/tcnp-ipam";
+
+use crate::cloud_config::RawOpenStack;
 
 /// The raw `ipam` section.
 #[derive(Debug, Deserialize)]
@@ -21,7 +22,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/tcnp-ipam";
 struct RawIpam {
     #[serde(rename = "type")]
     _type: Option<String>,
-    openstack_conf: RawOpenStack,
+    /// Absent: `OS_CLOUD` or the `OS_*` variables of the runtime's environment.
+    #[serde(default)]
+    openstack_conf: Option<RawOpenStack>,
     neutron_conf: RawNeutron,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -29,6 +32,8 @@ struct RawIpam {
     pool: Option<Pool>,
     #[serde(default)]
     node_blocks: Option<NodeBlocks>,
+    #[serde(default)]
+    quarantine_seconds: Option<u64>,
     #[serde(default)]
     data_dir: Option<PathBuf>,
     /// Also accepted here (beside `neutronConf.hostInterface`).
@@ -38,42 +43,6 @@ struct RawIpam {
     log_file: Option<PathBuf>,
     #[serde(default)]
     log_level: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawOpenStack {
-    auth_url: String,
-    username: String,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    password_file: Option<PathBuf>,
-    #[serde(default)]
-    password_env: Option<String>,
-    project: String,
-    #[serde(default)]
-    domain: Option<String>,
-    #[serde(default)]
-    user_domain_id: Option<String>,
-    #[serde(default)]
-    user_domain_name: Option<String>,
-    #[serde(default)]
-    project_domain_id: Option<String>,
-    #[serde(default)]
-    project_domain_name: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    interface: Option<String>,
-    #[serde(default)]
-    neutron_url: Option<String>,
-    #[serde(default)]
-    ca_bundle: Option<PathBuf>,
-    #[serde(default)]
-    insecure: bool,
-    #[serde(default)]
-    timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,8 +100,8 @@ pub enum PortLookup {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Keystone credentials.
-    pub credentials: Credentials,
+    /// How to authenticate to Keystone.
+    pub auth: Auth,
     /// HTTP transport.
     pub http: HttpOptions,
     /// Catalog region.
@@ -151,6 +120,8 @@ pub struct Settings {
     pub pool: Option<Pool>,
     /// Node-affine blocks (exclusive with `pool`).
     pub node_blocks: Option<NodeBlocks>,
+    /// How long a released address stays on the port, tagged released (0: released at once).
+    pub quarantine_seconds: u64,
     /// State directory of this network.
     pub data_dir: PathBuf,
     /// Log file (stderr when unset).
@@ -159,53 +130,8 @@ pub struct Settings {
     pub log_level: log::LevelFilter,
 }
 
-fn invalid(msg: impl Into<String>) -> CniError {
+pub(crate) fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(ErrorCode::InvalidNetworkConfig, msg)
-}
-
-/// `domain` as the seed uses it: Keystone ids are `default` or 32 hex digits; anything
-/// else (e.g. `Default`) is a name.
-fn domain_from_shorthand(d: &str) -> DomainRef {
-    let is_id = d == "default" || (d.len() == 32 && d.chars().all(|c| c.is_ascii_hexdigit()));
-    if is_id {
-        DomainRef::Id(d.to_string())
-    } else {
-        DomainRef::Name(d.to_string())
-    }
-}
-
-fn pick_domain(id: Option<String>, name: Option<String>, shorthand: Option<&str>, which: &str) -> Result<DomainRef, CniError> {
-    match (id, name) {
-        (Some(_), Some(_)) => Err(invalid(format!("openstackConf: give {which}DomainId or {which}DomainName, not both"))),
-        (Some(id), None) => Ok(DomainRef::Id(id)),
-        (None, Some(name)) => Ok(DomainRef::Name(name)),
-        (None, None) => Ok(shorthand.map(domain_from_shorthand).unwrap_or_else(|| DomainRef::Id("default".into()))),
-    }
-}
-
-fn read_password(os: &RawOpenStack) -> Result<Secret, CniError> {
-    let given = [os.password.is_some(), os.password_file.is_some(), os.password_env.is_some()];
-    match given.iter().filter(|g| **g).count() {
-        0 => return Err(invalid("openstackConf needs one of password, passwordFile or passwordEnv")),
-        1 => {}
-        _ => return Err(invalid("openstackConf: give only one of password, passwordFile and passwordEnv")),
-    }
-    if let Some(p) = &os.password {
-        return Ok(Secret::new(p.clone()));
-    }
-    if let Some(path) = &os.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read passwordFile {}: {e}", path.display())))?;
-        let pw = text.trim_end_matches(['\n', '\r']);
-        if pw.is_empty() {
-            return Err(invalid(format!("passwordFile {} is empty", path.display())));
-        }
-        return Ok(Secret::new(pw));
-    }
-    let var = os.password_env.as_deref().unwrap_or_default();
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-        _ => Err(invalid(format!("passwordEnv: environment variable {var} is not set"))),
-    }
 }
 
 impl Settings {
@@ -213,7 +139,6 @@ impl Settings {
     pub fn parse(network_name: &str, ipam: &serde_json::Value) -> Result<Settings, CniError> {
         let raw: RawIpam =
             serde_json::from_value(ipam.clone()).map_err(|e| invalid("invalid tcnp-ipam configuration").with_details(e.to_string()))?;
-        let os = &raw.openstack_conf;
         let nc = &raw.neutron_conf;
         match nc.mode.as_str() {
             "mix" | "mix-route" => {}
@@ -227,30 +152,7 @@ impl Settings {
             [] => return Err(invalid("neutronConf.networks must name the VM's Neutron network")),
             _ => return Err(invalid("neutronConf.networks: mix mode uses exactly one network (the VM port's)")),
         };
-        let auth_url = os.auth_url.trim_end_matches('/').to_string();
-        if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
-            return Err(invalid(format!("openstackConf.authUrl {auth_url:?} is not an http(s) URL")));
-        }
-        let credentials = Credentials {
-            auth_url,
-            username: os.username.clone(),
-            password: read_password(os)?,
-            user_domain: pick_domain(os.user_domain_id.clone(), os.user_domain_name.clone(), os.domain.as_deref(), "user")?,
-            project: os.project.clone(),
-            project_domain: pick_domain(os.project_domain_id.clone(), os.project_domain_name.clone(), os.domain.as_deref(), "project")?,
-        };
-        if os.ca_bundle.is_some() && os.insecure {
-            return Err(invalid("openstackConf: caBundle and insecure contradict each other"));
-        }
-        let http = HttpOptions {
-            timeout: Duration::from_secs(os.timeout_seconds.unwrap_or(30).max(1)),
-            ca_bundle: os.ca_bundle.clone(),
-            insecure: os.insecure,
-        };
-        let interface = os.interface.clone().unwrap_or_else(|| "public".into());
-        if !matches!(interface.as_str(), "public" | "internal" | "admin") {
-            return Err(invalid(format!("openstackConf.interface {interface:?} must be public, internal or admin")));
-        }
+        let cloud = crate::cloud_config::resolve(raw.openstack_conf.as_ref())?;
         let host_interface = match (&nc.host_interface, &raw.host_interface) {
             (Some(a), Some(b)) if a != b => {
                 return Err(invalid(format!("hostInterface given twice ({a:?} in neutronConf, {b:?} in ipam)")))
@@ -284,16 +186,17 @@ impl Settings {
             Some(l) => cni::logging::parse_level(l).ok_or_else(|| invalid(format!("logLevel {l:?} is not a log level")))?,
         };
         Ok(Settings {
-            credentials,
-            http,
-            region: os.region.clone(),
-            interface,
-            neutron_url: os.neutron_url.clone(),
+            auth: cloud.auth,
+            http: cloud.http,
+            region: cloud.region,
+            interface: cloud.interface,
+            neutron_url: cloud.neutron_url,
             network_id,
             port_lookup,
             routes: raw.routes.iter().map(|r| cni::Route::new(r.dst, r.gw)).collect(),
             pool: raw.pool,
             node_blocks: raw.node_blocks,
+            quarantine_seconds: raw.quarantine_seconds.unwrap_or(0),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)).join(network_name),
             log_file: raw.log_file,
             log_level,
@@ -304,6 +207,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openstack::DomainRef;
     use serde_json::json;
 
     fn seed() -> serde_json::Value {
@@ -316,7 +220,8 @@ mod tests {
     #[test]
     fn seed_config_verbatim() {
         let s = Settings::parse("cni0", &seed()).unwrap();
-        assert_eq!(s.credentials.user_domain, DomainRef::Id("default".into()));
+        let Auth::Password(c) = &s.auth else { panic!("{s:?}") };
+        assert_eq!(c.user_domain, DomainRef::Id("default".into()));
         assert_eq!(s.network_id, "b9535039-d935-4a33-a7cb-2cc1c58ab904");
         assert_eq!(s.routes.len(), 1);
         assert_eq!(s.port_lookup, PortLookup::HostInterface(None));
@@ -330,7 +235,8 @@ mod tests {
         c["openstackConf"]["domain"] = json!("Default");
         c["neutronConf"]["mode"] = json!("mix-route");
         let s = Settings::parse("cni0", &c).unwrap();
-        assert_eq!(s.credentials.project_domain, DomainRef::Name("Default".into()));
+        let Auth::Password(creds) = &s.auth else { panic!("{s:?}") };
+        assert_eq!(creds.project_domain, DomainRef::Name("Default".into()));
         c["neutronConf"]["mode"] = json!("separate");
         let e = Settings::parse("cni0", &c).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidNetworkConfig);

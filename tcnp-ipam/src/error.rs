@@ -35,6 +35,10 @@ pub enum IpamError {
     /// Neutron kept changing the port under us.
     #[error("{0}")]
     Contention(String),
+    /// A port update got no answer and the port could not be read to learn its outcome;
+    /// the journal keeps it for the next run.
+    #[error("{0}; the port could not be read to settle its outcome, the next run will")]
+    Unsettled(#[source] openstack::Error),
 }
 
 impl From<IpamError> for CniError {
@@ -47,6 +51,8 @@ impl From<IpamError> for CniError {
             IpamError::State { .. } => CniError::new(ErrorCode::IoFailure, msg),
             IpamError::Exhausted(_) => CniError::new(ErrorCode::Other(CODE_EXHAUSTED), msg),
             IpamError::Contention(_) => CniError::new(ErrorCode::TryAgainLater, msg),
+            IpamError::Unsettled(_) => CniError::new(ErrorCode::TryAgainLater, msg)
+                .with_details("OpenStack is unreachable or failing; the unfinished port update is settled on the next ADD, DEL or GC"),
         }
     }
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use cni::{CniError, CniResult, ErrorCode, IpConfig, NetConf, Plugin, Request};
 use ipnet::IpNet;
-use openstack::{Neutron, Session};
+use openstack::{Neutron, Port, Session};
 
 use crate::blocks;
 use crate::config::Settings;
 use crate::error::{state_err, IpamError};
 use crate::port;
-use crate::store::{attachment_key, Lease, Pending, State, Store};
+use crate::quarantine;
+use crate::store::{attachment_key, Lease, PortInfo, State, Store};
 use crate::token_cache::FileTokenStore;
 
 /// The tcnp-ipam plugin.
@@ -47,8 +48,8 @@ fn block_on<T>(fut: impl std::future::Future<Output = Result<T, IpamError>>) -> 
 
 async fn client(settings: &Settings) -> Result<Neutron, IpamError> {
     let http = settings.http.build()?;
-    let store = FileTokenStore::new(&settings.data_dir, &settings.credentials);
-    let session = Arc::new(Session::new(http, settings.credentials.clone()).with_token_store(Box::new(store)));
+    let store = FileTokenStore::new(&settings.data_dir, &settings.auth);
+    let session = Arc::new(Session::new(http, settings.auth.clone()).with_token_store(Box::new(store)));
     Ok(match &settings.neutron_url {
         Some(url) => Neutron::new(session, url),
         None => Neutron::from_catalog(session, &settings.interface, settings.region.as_deref()).await?,
@@ -88,8 +89,8 @@ impl Op {
         self.store.save(&self.state).map_err(state_err(self.store.dir()))
     }
 
-    /// The VM port, found once per node and marked managed.
-    async fn port(&mut self) -> Result<crate::store::PortInfo, IpamError> {
+    /// The VM port, found once per node (ADD marks it: [`Op::verify`]).
+    async fn port(&mut self) -> Result<PortInfo, IpamError> {
         if self.state.port.is_none() {
             let neutron = self.neutron().await?;
             let info = port::find(&neutron, &self.settings).await?;
@@ -97,54 +98,84 @@ impl Op {
             self.state.port = Some(info);
             self.save()?;
         }
-        let info = self.state.port.clone().expect("just set");
-        if !info.marked {
-            let neutron = self.neutron().await?;
-            port::mark(&neutron, &info).await?;
-            if let Some(p) = self.state.port.as_mut() {
-                p.marked = true;
-            }
-            self.save()?;
-        }
         Ok(self.state.port.clone().expect("just set"))
     }
 
-    /// Finishes an allocation whose result was never recorded (the process died after the
-    /// PUT): addresses that appeared then and nobody holds go to the pool or are released.
+    /// Addresses this node knows on the port: its attachments, spares and the VM's own.
+    fn known(&self, info: &PortInfo) -> HashSet<IpAddr> {
+        self.state.held().map(|l| l.ip).chain([info.primary]).collect()
+    }
+
+    /// Settles a port update whose outcome was never recorded (the process died after the
+    /// PUT, or its answer was lost and the port could not be read then): addresses it
+    /// added become spares, so the next ADD uses them and GC trims them.
     async fn recover(&mut self) -> Result<(), IpamError> {
         let Some(pending) = self.state.pending.clone() else { return Ok(()) };
         let info = self.port().await?;
-        let neutron = self.neutron().await?;
-        let current = neutron.get_port(&info.id).await?;
-        let known: HashSet<IpAddr> = pending.before.iter().copied().chain(self.state.held().map(|l| l.ip)).chain([info.primary]).collect();
-        let orphans: Vec<Lease> = current
-            .fixed_ips
-            .iter()
-            .filter(|f| !known.contains(&f.ip_address))
-            .map(|f| Lease { ip: f.ip_address, subnet_id: f.subnet_id.clone() })
-            .collect();
-        if !orphans.is_empty() {
-            log::warn!("recovering {} address(es) of an interrupted allocation on port {}", orphans.len(), info.id);
-            let remove: HashSet<IpAddr> = orphans.iter().map(|l| l.ip).collect();
-            port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, |_| Ok(())).await?;
+        let current = self.neutron().await?.get_port(&info.id).await?;
+        if let port::Settled::Applied(leases) = port::settle(&pending, &current, &self.known(&info)) {
+            if !leases.is_empty() {
+                log::warn!("port {}: an earlier unanswered update added {leases:?}; keeping them as spares", info.id);
+                self.state.spares.extend(leases);
+            }
         }
         self.state.pending = None;
         self.save()
     }
 
-    /// Adds addresses to the port in one PUT, journalled so a crash cannot leak them.
-    async fn allocate(&mut self, add: &port::Add) -> Result<Vec<Lease>, IpamError> {
+    /// Re-checks the cached node facts against the port as read now, and repairs them: the
+    /// VM's own address (the uplink's, when it moved), the managed/primary tags (stripped by
+    /// Terraform or Heat), and spares that are no longer on the port.
+    async fn verify(&mut self, current: &Port) -> Result<(), IpamError> {
+        let Some(info) = self.state.port.as_mut() else { return Ok(()) };
+        let on_port = |ip: IpAddr| current.fixed_ips.iter().any(|f| f.ip_address == ip);
+        if let Some(ip) = port::uplink_address(&self.settings).filter(|ip| *ip != info.primary && on_port(*ip)) {
+            log::warn!("port {}: the VM's address is {ip} (uplink), not {} as recorded; correcting", info.id, info.primary);
+            info.primary = ip;
+            info.marked = false;
+        }
+        if !port::is_marked(current, info) {
+            info.marked = false;
+        }
+        let before = self.state.spares.len();
+        self.state.spares.retain(|l| on_port(l.ip));
+        if self.state.spares.len() != before {
+            log::warn!(
+                "port {}: {} spare address(es) were removed from the port by someone else; forgetting them",
+                current.id,
+                before - self.state.spares.len()
+            );
+        }
+        let info = info.clone();
+        if !info.marked {
+            let neutron = self.neutron().await?;
+            port::mark(&neutron, &info, current).await?;
+            if let Some(p) = self.state.port.as_mut() {
+                p.marked = true;
+            }
+        }
+        self.save()
+    }
+
+    /// Adds addresses to the port in one PUT, journalled so that neither a crash nor a lost
+    /// answer can leak them. `first`: the port as just read.
+    async fn allocate(&mut self, add: &port::Add, first: Option<Port>) -> Result<Vec<Lease>, IpamError> {
         let info = self.port().await?;
         let neutron = self.neutron().await?;
+        let known = self.known(&info);
         let store = &self.store;
         let state = &mut self.state;
-        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, add, &HashSet::new(), |before| {
-            state.pending = Some(Pending { before: before.to_vec() });
+        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, add, &HashSet::new(), &known, first, |pending| {
+            state.pending = Some(pending.clone());
             store.save(state).map_err(state_err(store.dir()))
         })
         .await;
-        // Success or not, the PUT's outcome is known now (a failed PUT adds nothing).
-        self.state.pending = None;
+        // The outcome is known now, unless the PUT went unanswered and the port could not be
+        // read: then the journal stays for the next run. On success the caller saves the
+        // leases together with the cleared journal.
+        if !matches!(added, Err(IpamError::Unsettled(_))) {
+            self.state.pending = None;
+        }
         if added.is_err() {
             let _ = self.save();
         }
@@ -156,13 +187,14 @@ impl Op {
         let info = self.port().await?;
         for _ in 0..5 {
             let neutron = self.neutron().await?;
-            let Some(block) = blocks::free_blocks(&neutron, &info.subnet.id, prefix).await?.into_iter().next() else {
+            let free = blocks::free_blocks(&neutron, &info.subnet.id, prefix).await?;
+            let Some(block) = blocks::spread(&free, &info.id) else {
                 return Err(IpamError::Exhausted(format!(
                     "subnet {} ({}) has no free /{prefix} block left for this node",
                     info.subnet.id, info.subnet.cidr
                 )));
             };
-            match self.allocate(&port::Add::Exact(blocks::addresses(&block).collect())).await {
+            match self.allocate(&port::Add::Exact(blocks::addresses(&block).collect()), None).await {
                 Ok(leases) => {
                     log::info!("claimed block {block} on port {}", info.id);
                     self.state.blocks.push(block);
@@ -187,6 +219,33 @@ impl Op {
         (idle, ips)
     }
 
+    /// Addresses no pod uses any more: into quarantine when it is configured, else (and
+    /// beyond what the quarantine holds) off the port at once.
+    async fn retire(&mut self, leases: Vec<Lease>) -> Result<(), IpamError> {
+        if self.settings.quarantine_seconds == 0 || leases.is_empty() {
+            let ips: Vec<IpAddr> = leases.iter().map(|l| l.ip).collect();
+            return self.release(&ips).await;
+        }
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        let overflow = quarantine::enter(&neutron, &info.id, &mut self.state, leases, openstack::time::now_unix()).await?;
+        self.save()?;
+        self.release(&overflow).await
+    }
+
+    /// Releases the addresses whose quarantine is over (one PUT for all of them).
+    async fn expire_quarantine(&mut self) -> Result<(), IpamError> {
+        let done = quarantine::expired(&self.state, self.settings.quarantine_seconds, openstack::time::now_unix());
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.release(&done).await?;
+        let info = self.port().await?;
+        let neutron = self.neutron().await?;
+        quarantine::leave(&neutron, &info.id, &mut self.state, &done).await?;
+        self.save()
+    }
+
     /// Removes addresses from the port (those already gone are fine).
     async fn release(&mut self, ips: &[IpAddr]) -> Result<(), IpamError> {
         if ips.is_empty() {
@@ -195,7 +254,8 @@ impl Op {
         let info = self.port().await?;
         let neutron = self.neutron().await?;
         let remove: HashSet<IpAddr> = ips.iter().copied().collect();
-        port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, |_| Ok(())).await?;
+        let known = self.known(&info);
+        port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, &known, None, |_| Ok(())).await?;
         log::info!("released {ips:?} from port {}", info.id);
         Ok(())
     }
@@ -216,6 +276,12 @@ impl Op {
             return self.result(&lease);
         }
         self.recover().await?;
+        self.expire_quarantine().await?;
+        // One read of the port per ADD re-verifies the node's facts (and serves the PUT).
+        let info = self.port().await?;
+        let current = self.neutron().await?.get_port(&info.id).await?;
+        self.verify(&current).await?;
+        let mut first = Some(current);
         let pool = self.settings.pool;
         if self.state.spares.is_empty() {
             if let Some(b) = self.settings.node_blocks {
@@ -224,10 +290,10 @@ impl Op {
                 // One PUT: this attachment's address plus a full pool; if the subnet cannot
                 // give that many, settle for the one address this ADD needs.
                 let want = 1 + pool.map_or(0, |p| p.max);
-                let added = match self.allocate(&port::Add::Any(want)).await {
+                let added = match self.allocate(&port::Add::Any(want), first.take()).await {
                     Err(IpamError::Cloud(e)) if want > 1 && e.kind() == Some("IpAddressGenerationFailure") => {
                         log::warn!("subnet cannot fill the pool ({e}); allocating one address");
-                        self.allocate(&port::Add::Any(1)).await?
+                        self.allocate(&port::Add::Any(1), None).await?
                     }
                     other => other?,
                 };
@@ -250,7 +316,7 @@ impl Op {
         if let Some(p) = pool {
             if self.state.spares.len() < p.min {
                 let want = p.max - self.state.spares.len();
-                match self.allocate(&port::Add::Any(want)).await {
+                match self.allocate(&port::Add::Any(want), None).await {
                     Ok(added) => {
                         self.state.spares.extend(added);
                         self.save()?;
@@ -263,15 +329,33 @@ impl Op {
         self.result(&lease)
     }
 
+    /// veth-route sets the pod MTU from its own `mtu` before IPAM runs: say when that is
+    /// missing or larger than what the Neutron network carries (packets would be dropped).
+    fn warn_mtu(&self, configured: Option<u64>) {
+        let Some(net) = self.state.port.as_ref().and_then(|p| p.network_mtu) else { return };
+        match configured {
+            None if net < 1500 => log::warn!("the network's MTU is {net} but the config sets no \"mtu\": set \"mtu\": {net}"),
+            Some(m) if m > u64::from(net) => log::warn!("\"mtu\": {m} is larger than the network's MTU {net}: set \"mtu\": {net}"),
+            _ => {}
+        }
+    }
+
     async fn del(&mut self, key: &str, prev: &[IpAddr]) -> Result<(), IpamError> {
+        self.recover().await?;
         let Some(lease) = self.state.attachments.get(key).cloned() else {
             return self.del_unrecorded(key, prev).await;
         };
+        self.expire_quarantine().await?;
         match (self.settings.node_blocks, self.settings.pool) {
             // A block's addresses stay on the port (GC releases idle blocks).
             (Some(_), _) => self.state.spares.push(lease.clone()),
             (None, Some(p)) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
-            _ => self.release(&[lease.ip]).await?,
+            _ => {
+                // Forgotten first, so that the state `retire` saves never holds the address
+                // twice; on failure nothing is saved and the runtime's retry repeats the DEL.
+                self.state.attachments.remove(key);
+                self.retire(vec![lease.clone()]).await?;
+            }
         }
         self.state.attachments.remove(key);
         self.save()?;
@@ -320,10 +404,10 @@ impl Op {
             self.state.spares.sort_by_key(|l| l.ip);
             freed.extend(self.state.spares.iter().skip(keep).map(|l| l.ip));
         }
-        if !freed.is_empty() {
-            self.release(&freed).await?;
-        }
+        self.expire_quarantine().await?;
+        let retired: Vec<Lease> = self.state.spares.iter().filter(|l| freed.contains(&l.ip)).cloned().collect();
         self.state.spares.retain(|l| !freed.contains(&l.ip));
+        self.retire(retired).await?;
         self.state.blocks.retain(|b| !idle_blocks.contains(b));
         self.save()?;
         log::info!("GC: {} stale attachment(s), released {freed:?}", stale.len());
@@ -333,11 +417,14 @@ impl Op {
 
 impl Plugin for Ipam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let (_, settings) = settings_of(req)?;
+        let (conf, settings) = settings_of(req)?;
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
+        let mtu = conf.plugin.get("mtu").and_then(serde_json::Value::as_u64);
         block_on(async {
             let mut op = Op::open("ADD", settings)?;
-            op.add(&key).await
+            let result = op.add(&key).await?;
+            op.warn_mtu(mtu);
+            Ok(result)
         })
     }
 
@@ -374,7 +461,7 @@ impl Plugin for Ipam {
         let unavailable = |e: CniError| CniError::new(ErrorCode::PluginNotAvailable, e.msg).with_details(e.details);
         block_on(async {
             let http = settings.http.build()?;
-            openstack::keystone::check_reachable(&http, &settings.credentials.auth_url).await?;
+            openstack::keystone::check_reachable(&http, settings.auth.auth_url()).await?;
             let neutron = client(&settings).await?;
             neutron.ping().await?;
             Ok(())

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::config::{PortLookup, Settings};
 use crate::error::IpamError;
 use crate::host;
-use crate::store::{Lease, PortInfo, SubnetInfo};
+use crate::store::{Lease, Pending, PortInfo, SubnetInfo};
 
 /// Tag marking a port whose extra fixed IPs are pod addresses (read by vrouter-route-controller).
 pub const MANAGED_TAG: &str = "veth-route:managed";
@@ -54,15 +54,10 @@ pub async fn find(neutron: &Neutron, settings: &Settings) -> Result<PortInfo, Ip
     if &port.network_id != net {
         return Err(IpamError::Config(format!("port {} is on network {}, not on the configured {net}", port.id, port.network_id)));
     }
-    let v4 = |ip: &IpAddr| ip.is_ipv4();
-    let on_port = |ip: IpAddr| port.fixed_ips.iter().find(|f| f.ip_address == ip).cloned();
-    let primary = uplink
-        .as_ref()
-        .and_then(|u| u.ipv4)
-        .and_then(|ip| on_port(IpAddr::V4(ip)))
-        .or_else(|| port.fixed_ips.iter().find(|f| v4(&f.ip_address)).cloned())
-        .ok_or_else(|| IpamError::NoPort(format!("port {} has no IPv4 fixed IP to identify the VM by", port.id)))?;
+    let uplink = uplink.or_else(|| uplink_for(None).ok());
+    let primary = primary_of(&port, uplink.as_ref())?;
     let subnet = neutron.get_subnet(&primary.subnet_id).await?;
+    let network_mtu = neutron.get_network(&port.network_id).await?.mtu;
     Ok(PortInfo {
         id: port.id.clone(),
         mac: port.mac_address.clone(),
@@ -70,6 +65,7 @@ pub async fn find(neutron: &Neutron, settings: &Settings) -> Result<PortInfo, Ip
         primary: primary.ip_address,
         subnet: SubnetInfo { id: subnet.id, cidr: subnet.cidr, gateway: subnet.gateway_ip },
         marked: false,
+        network_mtu,
     })
 }
 
@@ -78,8 +74,8 @@ async fn missing_port(neutron: &Neutron, settings: &Settings, what: &str) -> Ipa
     let net = &settings.network_id;
     match neutron.get_network(net).await {
         Err(e) if e.is_not_found() => IpamError::Config(format!(
-            "neutronConf.networks: network {net} does not exist or is not visible to project {}",
-            settings.credentials.project
+            "neutronConf.networks: network {net} does not exist or is not visible to {}",
+            settings.auth.describe()
         )),
         Err(e) => IpamError::Cloud(e),
         Ok(_) => IpamError::NoPort(format!("no Neutron port {what} on network {net}")),
@@ -107,18 +103,63 @@ async fn metadata_vif(settings: &Settings, url: &str, mac: Option<&str>) -> Resu
     }
 }
 
-/// Puts the managed and primary tags on the port (idempotent; one write, keeping others' tags).
-pub async fn mark(neutron: &Neutron, port: &PortInfo) -> Result<(), IpamError> {
-    let current = neutron.get_port(&port.id).await?;
-    let primary_tag = format!("{PRIMARY_PREFIX}{}", port.primary);
+/// The VM's own address on its port: the uplink's address; else the address a primary tag
+/// names; else the port's only IPv4 address. Never "the first fixed IP": Neutron sorts
+/// fixed IPs as strings (10.0.0.100 before 10.0.0.8), so that is a pod's as often as not.
+fn primary_of(port: &Port, uplink: Option<&host::Uplink>) -> Result<FixedIp, IpamError> {
+    let on_port = |ip: IpAddr| port.fixed_ips.iter().find(|f| f.ip_address == ip).cloned();
+    let tagged = port.tags.iter().filter_map(|t| t.strip_prefix(PRIMARY_PREFIX)).filter_map(|ip| ip.parse().ok()).find_map(on_port);
+    let v4: Vec<&FixedIp> = port.fixed_ips.iter().filter(|f| f.ip_address.is_ipv4()).collect();
+    uplink
+        .and_then(|u| u.ipv4)
+        .and_then(|ip| on_port(IpAddr::V4(ip)))
+        .or(tagged)
+        .or_else(|| match v4.as_slice() {
+            [only] => Some((*only).clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            let uplink = uplink.map_or_else(|| "no uplink found".to_string(), |u| format!("uplink {} has {:?}", u.name, u.ipv4));
+            IpamError::NoPort(format!(
+                "port {} has {} IPv4 addresses and none is the VM's own ({uplink}); set neutronConf.hostInterface to the VM's uplink",
+                port.id,
+                v4.len()
+            ))
+        })
+}
+
+/// The IPv4 address of the configured (or default-route) uplink, when it can be read here.
+pub fn uplink_address(settings: &Settings) -> Option<IpAddr> {
+    let name = match &settings.port_lookup {
+        PortLookup::HostInterface(name) | PortLookup::Metadata { interface: name, .. } => name.as_deref(),
+        PortLookup::PortId(_) => None,
+    };
+    uplink_for(name).ok()?.ipv4.map(IpAddr::V4)
+}
+
+/// The tags the port must carry: managed, and the VM's own address.
+fn marks(info: &PortInfo) -> [String; 2] {
+    [MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{}", info.primary)]
+}
+
+/// Whether `current` carries the managed and (only the right) primary tag.
+pub fn is_marked(current: &Port, info: &PortInfo) -> bool {
+    let want = marks(info);
+    want.iter().all(|t| current.tags.contains(t)) && current.tags.iter().filter(|t| t.starts_with(PRIMARY_PREFIX)).count() == 1
+}
+
+/// Puts the managed and primary tags on the port as read in `current` (idempotent; one
+/// write, keeping others' tags).
+pub async fn mark(neutron: &Neutron, info: &PortInfo, current: &Port) -> Result<(), IpamError> {
     let mut tags: Vec<String> = current.tags.iter().filter(|t| !t.starts_with(PRIMARY_PREFIX)).cloned().collect();
-    tags.extend([MANAGED_TAG.to_string(), primary_tag]);
+    tags.extend(marks(info));
     tags.sort();
     tags.dedup();
     let mut have = current.tags.clone();
     have.sort();
     if have != tags {
-        neutron.set_port_tags(&port.id, &tags).await?;
+        log::info!("port {}: marking it {:?}", info.id, marks(info));
+        neutron.set_port_tags(&info.id, &tags).await?;
     }
     Ok(())
 }
@@ -132,11 +173,63 @@ fn nonce() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The description with a fresh nonce: the PUT then always changes the port, so Neutron
-/// checks `If-Match` even when the fixed-IP list happens to come out unchanged.
-fn with_nonce(description: &str) -> String {
-    let user = description.split(NONCE_MARK).next().unwrap_or_default();
-    format!("{user}{NONCE_MARK}{}]", nonce())
+/// How many of the latest writers' nonces the description keeps.
+const NONCE_HISTORY: usize = 4;
+/// Room left for the user's own description (Neutron allows 255 characters).
+const USER_DESCRIPTION_MAX: usize = 180;
+
+/// The nonces in a description, newest first.
+fn nonces(description: &str) -> Vec<&str> {
+    description.split(NONCE_MARK).nth(1).map(|h| h.trim_end_matches(']').split(' ').filter(|n| !n.is_empty()).collect()).unwrap_or_default()
+}
+
+/// The description with `nonce` in front of the last writers' nonces: the PUT then always
+/// changes the port, so Neutron checks `If-Match` even when the fixed-IP list happens to
+/// come out unchanged; and a writer whose answer was lost can tell from the port whether
+/// its update was applied (its nonce is there) even when another update followed it.
+fn with_nonce(description: &str, nonce: &str) -> String {
+    let user: String = description.split(NONCE_MARK).next().unwrap_or_default().chars().take(USER_DESCRIPTION_MAX).collect();
+    let history: Vec<&str> = std::iter::once(nonce).chain(nonces(description)).take(NONCE_HISTORY).collect();
+    format!("{user}{NONCE_MARK}{}]", history.join(" "))
+}
+
+/// What a port update whose answer was lost did, read from the port afterwards.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// It was applied; these addresses appeared with it (or after it: see [`settle`]).
+    Applied(Vec<Lease>),
+    /// It was not applied.
+    NotApplied,
+}
+
+/// Settles `pending` against the port as it is now. `known` are the addresses this node
+/// already holds (and the VM's own). Applied when the update's nonce is in the
+/// description; its addresses are then those on the port that were not there before and
+/// that nobody here holds. If another writer updated the port after it (the nonce is not
+/// the newest), that writer's additions cannot be told apart: only another lock domain on
+/// the same port (a second CNI network with its own data directory) adds addresses, so
+/// this is logged. A journal of an older version (no nonce) takes every unknown address.
+pub fn settle(pending: &Pending, current: &Port, known: &HashSet<IpAddr>) -> Settled {
+    let history = nonces(&current.description);
+    let applied = match &pending.nonce {
+        Some(n) => history.contains(&n.as_str()),
+        None => true,
+    };
+    if !applied {
+        return Settled::NotApplied;
+    }
+    if pending.nonce.as_deref().is_some_and(|n| history.first() != Some(&n)) {
+        log::warn!("port {}: updated again after our unanswered update; taking every new address of it as ours", current.id);
+    }
+    let before: HashSet<IpAddr> = pending.before.iter().copied().collect();
+    Settled::Applied(
+        current
+            .fixed_ips
+            .iter()
+            .filter(|f| !before.contains(&f.ip_address) && !known.contains(&f.ip_address))
+            .map(|f| Lease { ip: f.ip_address, subnet_id: f.subnet_id.clone() })
+            .collect(),
+    )
 }
 
 /// Addresses to add in one port update.
@@ -162,19 +255,27 @@ impl Add {
 
 /// Adds addresses from `subnet_id` and removes `remove` from the port in one PUT, listing
 /// every kept address explicitly, guarded by `If-Match` and retried from a fresh GET on
-/// 412. `before_put` sees the port's addresses just before each PUT (for the journal).
-/// Returns the added leases.
+/// 412. `journal` records each PUT before it is sent (the port's addresses and the nonce).
+/// A PUT whose answer is lost (timeout, closed or reset connection, 5xx) is settled by
+/// reading the port ([`settle`]; `known`: addresses held here); when even that read
+/// fails, [`IpamError::Unsettled`] says the journal must be kept. `first` is a port read
+/// just now, used for the first attempt. Returns the added leases.
 pub async fn change_ips(
     neutron: &Neutron,
     port_id: &str,
     subnet_id: &str,
     add: &Add,
     remove: &HashSet<IpAddr>,
-    mut before_put: impl FnMut(&[IpAddr]) -> Result<(), IpamError>,
+    known: &HashSet<IpAddr>,
+    mut first: Option<Port>,
+    mut journal: impl FnMut(&Pending) -> Result<(), IpamError>,
 ) -> Result<Vec<Lease>, IpamError> {
     let wanted = add.count();
     for attempt in 0..MAX_ATTEMPTS {
-        let port: Port = neutron.get_port(port_id).await?;
+        let port: Port = match first.take() {
+            Some(p) => p,
+            None => neutron.get_port(port_id).await?,
+        };
         let before: HashSet<IpAddr> = port.fixed_ips.iter().map(|f| f.ip_address).collect();
         if wanted == 0 && remove.is_disjoint(&before) {
             return Ok(Vec::new());
@@ -190,8 +291,9 @@ pub async fn change_ips(
                     .map(|ip| FixedIpRequest::Address(FixedIp { subnet_id: subnet_id.to_string(), ip_address: *ip })),
             ),
         }
-        before_put(&before.iter().copied().collect::<Vec<_>>())?;
-        let extra = json!({ "description": with_nonce(&port.description) });
+        let pending = Pending { before: before.iter().copied().collect(), nonce: Some(nonce()) };
+        journal(&pending)?;
+        let extra = json!({ "description": with_nonce(&port.description, pending.nonce.as_deref().unwrap_or_default()) });
         match neutron.update_port_fixed_ips(port_id, &request, extra, Some(port.revision_number)).await {
             Ok(updated) => {
                 let added: Vec<Lease> = updated
@@ -210,8 +312,78 @@ pub async fn change_ips(
                 log::debug!("port {port_id} changed under us (attempt {}); retrying in {wait:?}", attempt + 1);
                 tokio::time::sleep(wait).await;
             }
+            // A release is settled by the next attempt's read: the addresses are gone or not.
+            Err(e) if e.outcome_unknown() && wanted == 0 => log::warn!("port {port_id}: {e}; reading the port again"),
+            Err(e) if e.outcome_unknown() => {
+                log::warn!("port {port_id}: {e}; reading the port to settle the outcome");
+                let current = neutron.get_port(port_id).await.map_err(|read| {
+                    log::warn!("port {port_id}: cannot read it to settle the update: {read}");
+                    IpamError::Unsettled(e)
+                })?;
+                match settle(&pending, &current, known) {
+                    Settled::Applied(added) => {
+                        log::info!("port {port_id}: the unanswered update was applied, adding {added:?}");
+                        return Ok(added);
+                    }
+                    Settled::NotApplied => {
+                        log::info!("port {port_id}: the unanswered update was not applied; trying again");
+                        first = Some(current);
+                    }
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Err(IpamError::Contention(format!("port {port_id} kept changing; gave up after {MAX_ATTEMPTS} attempts")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(ips: &[&str], tags: &[&str], description: &str) -> Port {
+        serde_json::from_value(json!({
+            "id": "p", "network_id": "n", "mac_address": "fa:16:3e:00:00:01", "description": description, "tags": tags,
+            "fixed_ips": ips.iter().map(|ip| json!({"subnet_id": "s", "ip_address": ip})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn description_keeps_the_user_text_and_the_latest_nonces() {
+        let d = with_nonce("k8s node", "aaaaaaaaaaaa");
+        assert_eq!(d, "k8s node [veth-route aaaaaaaaaaaa]");
+        let d = ["b", "c", "d", "e"].iter().fold(d, |d, n| with_nonce(&d, n));
+        assert_eq!(nonces(&d), ["e", "d", "c", "b"]);
+        assert!(d.starts_with("k8s node [veth-route "));
+        assert!(with_nonce(&"x".repeat(300), "n").len() <= 255);
+    }
+
+    #[test]
+    fn a_lost_answer_is_settled_by_the_nonce_on_the_port() {
+        let pending = Pending { before: vec!["10.0.0.8".parse().unwrap()], nonce: Some("ours".into()) };
+        let known: HashSet<IpAddr> = ["10.0.0.8".parse().unwrap()].into();
+        let applied = port(&["10.0.0.100", "10.0.0.8"], &[], " [veth-route ours]");
+        let got = settle(&pending, &applied, &known);
+        assert_eq!(got, Settled::Applied(vec![Lease { ip: "10.0.0.100".parse().unwrap(), subnet_id: "s".into() }]));
+        // Applied, then another update: still ours.
+        let later = port(&["10.0.0.100", "10.0.0.8"], &[], " [veth-route theirs ours]");
+        assert!(matches!(settle(&pending, &later, &known), Settled::Applied(v) if v.len() == 1));
+        // Not there: not applied, whatever else changed.
+        let other = port(&["10.0.0.100", "10.0.0.8"], &[], " [veth-route theirs]");
+        assert_eq!(settle(&pending, &other, &known), Settled::NotApplied);
+    }
+
+    #[test]
+    fn primary_is_the_uplink_address_not_the_first_fixed_ip() {
+        // Neutron's order: "10.0.0.100" sorts before "10.0.0.8".
+        let p = port(&["10.0.0.100", "10.0.0.8"], &[], "");
+        let up = host::Uplink { name: "eth0".into(), mac: "m".into(), ipv4: Some("10.0.0.8".parse().unwrap()) };
+        assert_eq!(primary_of(&p, Some(&up)).unwrap().ip_address, "10.0.0.8".parse::<IpAddr>().unwrap());
+        let tagged = port(&["10.0.0.100", "10.0.0.8"], &["veth-route:primary=10.0.0.8"], "");
+        assert_eq!(primary_of(&tagged, None).unwrap().ip_address, "10.0.0.8".parse::<IpAddr>().unwrap());
+        let e = primary_of(&p, None).unwrap_err().to_string();
+        assert!(e.contains("hostInterface"), "{e}");
+        assert_eq!(primary_of(&port(&["10.0.0.100"], &[], ""), None).unwrap().ip_address, "10.0.0.100".parse::<IpAddr>().unwrap());
+    }
 }

@@ -49,13 +49,22 @@ pub struct PortInfo {
     pub subnet: SubnetInfo,
     /// Whether the managed/primary tags are on the port.
     pub marked: bool,
+    /// The Neutron network's MTU (what pod interfaces should use).
+    #[serde(default)]
+    pub network_mtu: Option<u32>,
 }
 
-/// An allocation PUT whose outcome is not yet recorded: the port's addresses before it.
+/// A port update whose outcome is not yet recorded: the port's addresses before it and the
+/// nonce it writes into the port description. Kept until the outcome is settled (the
+/// answer arrived, Neutron refused it, or a later read of the port showed what happened),
+/// across runs if need be: an address added by it is never left on the port unrecorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// Addresses on the port before the PUT.
     pub before: Vec<IpAddr>,
+    /// The PUT's description nonce (absent in journals of older versions).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// Everything this node remembers for one CNI network.
@@ -76,12 +85,27 @@ pub struct State {
     /// Journal of an unfinished allocation.
     #[serde(default)]
     pub pending: Option<Pending>,
+    /// Released addresses held on the port until their quarantine ends.
+    #[serde(default)]
+    pub quarantine: Vec<Quarantined>,
+}
+
+/// An address a pod no longer uses, kept on the port (so Neutron gives it to nobody else)
+/// and tagged released (so vrouter-route-controller withdraws its route) until `since` +
+/// the configured quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The address.
+    #[serde(flatten)]
+    pub lease: Lease,
+    /// When it was released, Unix seconds.
+    pub since: u64,
 }
 
 impl State {
-    /// Every address this node hands out or holds (attachments and spares).
+    /// Every address this node hands out or holds (attachments, spares, quarantine).
     pub fn held(&self) -> impl Iterator<Item = &Lease> {
-        self.attachments.values().chain(self.spares.iter())
+        self.attachments.values().chain(self.spares.iter()).chain(self.quarantine.iter().map(|q| &q.lease))
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use openstack::{Credentials, Token, TokenStore};
+use openstack::{Auth, Token, TokenStore};
 use serde::{Deserialize, Serialize};
 
 use crate::store::write_atomic;
@@ -23,9 +23,9 @@ struct Cached {
 }
 
 impl FileTokenStore {
-    /// The cache file for `creds` inside `dir`.
-    pub fn new(dir: &Path, creds: &Credentials) -> Self {
-        let key = creds.cache_key();
+    /// The cache file for `auth` inside `dir`.
+    pub fn new(dir: &Path, auth: &Auth) -> Self {
+        let key = auth.cache_key();
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         Self { path: dir.join(format!("token-{:016x}.json", h.finish())), key }

@@ -17,10 +17,30 @@ import time
 import requests
 
 
+class Unpooled:
+    """requests with a new connection per request. uwsgi closes each connection after its
+    answer without saying so, and this client creates things (POST), which it must not
+    send twice after meeting such a closed connection."""
+
+    def __init__(self):
+        self.headers = {}
+
+    def request(self, method, url, **kw):
+        with requests.Session() as s:
+            s.headers.update(self.headers)
+            return s.request(method, url, **kw)
+
+    def get(self, url, **kw):
+        return self.request("GET", url, **kw)
+
+    def post(self, url, **kw):
+        return self.request("POST", url, **kw)
+
+
 def main():
     cfg = json.load(sys.stdin)
     ks = cfg["auth_url"].rstrip("/")
-    s = requests.Session()
+    s = Unpooled()
 
     def token():
         body = {"auth": {

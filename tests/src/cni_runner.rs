@@ -141,6 +141,22 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> Outcome {
     }
 }
 
+/// What a list-wide operation (GC, STATUS) did.
+#[derive(Debug)]
+pub enum ListRun {
+    /// libcni invokes no plugin for GC or STATUS below spec 1.1.0.
+    NotInvoked,
+    /// Each plugin run, in order: (type, outcome).
+    Ran(Vec<(String, Outcome)>),
+}
+
+/// `version` (`x.y.z`) >= `min`, as libcni's `version.GreaterThanOrEqualTo`.
+pub fn version_at_least(version: &str, min: [u64; 3]) -> bool {
+    let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    let v = [0, 1, 2].map(|i| parts.get(i).copied().unwrap_or(0));
+    v >= min
+}
+
 /// A network config list (conflist) run the way libcni runs it.
 pub struct Chain<'a> {
     /// The namespace the plugins run in (the VM).
@@ -202,6 +218,47 @@ impl Chain<'_> {
             }
         }
         Ok(())
+    }
+
+    /// STATUS of the list as libcni (v1.2) runs it: nothing at all when the list's
+    /// `cniVersion` is below 1.1.0 (so a runtime never learns the network's state); else
+    /// each plugin in order with `name` and `cniVersion` injected, only CNI_COMMAND and
+    /// CNI_PATH set, stopping at the first failure.
+    pub fn status(&self) -> ListRun {
+        self.list_op("STATUS", json!({}), true)
+    }
+
+    /// GC of the list as libcni (v1.2) runs it: nothing below 1.1.0; else every plugin,
+    /// failures collected, with `cni.dev/valid-attachments` injected. (libcni first DELs
+    /// the attachments of its own cache that are not valid; this runner keeps no cache.)
+    pub fn gc(&self, valid: &[Attachment]) -> ListRun {
+        let valid: Vec<Value> = valid.iter().map(|a| json!({ "containerID": a.container_id, "ifname": a.ifname })).collect();
+        self.list_op("GC", json!({ "cni.dev/valid-attachments": valid }), false)
+    }
+
+    fn list_op(&self, command: &str, inject: Value, stop_at_failure: bool) -> ListRun {
+        let version = self.list["cniVersion"].as_str().unwrap_or("");
+        if !version_at_least(version, [1, 1, 0]) {
+            return ListRun::NotInvoked;
+        }
+        let mut ran = Vec::new();
+        for p in self.list["plugins"].as_array().expect("plugins array") {
+            let mut conf = p.clone();
+            conf["name"] = self.list["name"].clone();
+            conf["cniVersion"] = self.list["cniVersion"].clone();
+            if let Value::Object(extra) = &inject {
+                for (k, v) in extra {
+                    conf[k] = v.clone();
+                }
+            }
+            let out = exec(&Self::bin(p), self.vm, command, None, &[], conf.to_string().as_bytes());
+            let failed = out.exit != 0;
+            ran.push((p["type"].as_str().unwrap_or("").to_string(), out));
+            if failed && stop_at_failure {
+                break;
+            }
+        }
+        ListRun::Ran(ran)
     }
 
     /// DEL in reverse order with the cached result, as libcni does.

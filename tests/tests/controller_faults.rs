@@ -10,17 +10,18 @@
 
 mod controller_support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use controller_support::proxy::{forward, read_message};
 use controller_support::{wait_for, Lab};
 use testbed::openstack::{shared, Stack, StackOptions};
 
 /// Fake: an HTTP relay to the real Neutron that answers 503 to `GET /v2.0/ports?..tags=..`
-/// while `fault` is set. One request per connection (`Connection: close` both ways).
+/// while `fault` is set, and relays everything else (`controller_support::proxy`).
 struct FaultProxy {
     addr: SocketAddr,
     fault: Arc<AtomicBool>,
@@ -43,34 +44,8 @@ impl FaultProxy {
     }
 }
 
-fn read_head(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
-/// The head with `Connection: close` instead of whatever it said.
-fn closing(head: &str) -> String {
-    let mut lines: Vec<&str> = head.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
-    lines.push("Connection: close");
-    lines.join("\r\n") + "\r\n\r\n"
-}
-
 fn relay(mut client: TcpStream, upstream: SocketAddr, fault: &AtomicBool) {
-    let Some((head, body)) = read_head(&mut client) else { return };
+    let Some((head, body)) = read_message(&mut client) else { return };
     let line = head.lines().next().unwrap_or("");
     if fault.load(Ordering::SeqCst) && line.starts_with("GET /v2.0/ports?") && line.contains("tags=") {
         let msg = r#"{"NeutronError":{"type":"ServiceUnavailable","message":"injected fault","detail":""}}"#;
@@ -81,15 +56,7 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, fault: &AtomicBool) {
         );
         return;
     }
-    let Ok(mut up) = TcpStream::connect(upstream) else { return };
-    let _ = up.write_all(closing(&head).as_bytes());
-    let _ = up.write_all(&body);
-    let Some((rhead, rbody)) = read_head(&mut up) else { return };
-    let mut rest = Vec::new();
-    let _ = up.read_to_end(&mut rest);
-    let _ = client.write_all(closing(&rhead).as_bytes());
-    let _ = client.write_all(&rbody);
-    let _ = client.write_all(&rest);
+    forward(client, &head, &body, upstream);
 }
 
 fn errors(d: &controller_support::Daemon) -> f64 {

@@ -1,7 +1,8 @@
 //! vrouter-route-controller against a real Neutron: routes converge on 40 pods over 3 VMs,
 //! follow pod deletions, leave hand-made routes alone, cause no churn on restart, and stay
 //! within the router_route quota (30 by default) with a clear refusal, or fit entirely when
-//! pods come in node-affine blocks.
+//! pods come in node-affine blocks; see every VM across Neutron's pages; and stop routing a
+//! released (quarantined) address at the next change check.
 
 mod controller_support;
 
@@ -183,4 +184,58 @@ fn a_full_tag_ledger_is_a_clear_refusal_not_an_error() {
     let tags = lab.router_tags();
     assert!(foreign[1..].iter().all(|t| tags.contains(t)), "foreign tags must survive");
     assert_eq!(tags.iter().filter(|t| t.starts_with("vrouter-route:")).count(), 1, "{tags:?}");
+}
+
+#[test]
+fn every_vm_is_seen_across_neutrons_pages_and_keeps_its_routes() {
+    let mut lab = Lab::new(shared(), "vrc-pages", "10.72.0.0/24");
+    // More managed VM ports than one page of the test Neutron holds, so the controller's
+    // port listing (and its change check's) must follow the `next` links: taking the first
+    // page for the whole list would remove the routes of the VMs on the other pages.
+    let n_vms = 2 * testbed::openstack::PAGINATION_MAX_LIMIT as u32 + 1;
+    let mut pods = BTreeMap::new();
+    for i in 0..n_vms {
+        let vm = lab.vm(&format!("vm{i}"), lab.ip(11 + i), &format!("fa:16:3e:72:00:{i:02x}"));
+        let ip = lab.ip(100 + i);
+        lab.set_pods(&vm, &[ip]);
+        pods.insert(ip, vm.primary);
+    }
+    let out = lab.controller_once(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status_of(&out)["routers"][0]["desired"].as_u64(), Some(u64::from(n_vms)));
+    assert_exact(&lab, &pods);
+    // A pass over the same pages finds everything in place: nothing removed, nothing written.
+    let revision = lab.revision();
+    assert!(lab.controller_once(&[]).status.success());
+    assert_eq!(lab.revision(), revision);
+    assert_exact(&lab, &pods);
+}
+
+#[test]
+fn a_released_address_loses_its_route_at_the_next_change_check() {
+    let mut lab = Lab::new(shared(), "vrc-release", "10.73.0.0/24");
+    let vm = lab.vm("vm0", lab.ip(11), "fa:16:3e:73:00:01");
+    // A node block: 16 addresses on the port, one route.
+    let block: Vec<Ipv4Addr> = (32..48).map(|n| lab.ip(n)).collect();
+    lab.set_pods(&vm, &block);
+    // Resync only hourly: what happens below is driven by the change check.
+    let d = lab.controller_daemon(&["--poll-interval", "1", "--resync-interval", "3600"]);
+    controller_support::wait_for("the block route", || (lab.routes().len() == 1).then_some(()));
+
+    // tcnp-ipam releases .40: it stays on the port, tagged released (quarantine), until
+    // no route sends it to this VM any more; only then may it leave the port.
+    let released = lab.ip(40);
+    let n = lab.neutron();
+    let tag = format!("veth-route:released={released}");
+    testbed::openstack::block_on(n.add_port_tag(&vm.port_id, &tag)).unwrap();
+    controller_support::wait_for("the released address unrouted", || (lookup(&lab.routes(), released).is_none()).then_some(()));
+    let routes = lab.routes();
+    for ip in block.iter().filter(|ip| **ip != released) {
+        assert_eq!(lookup(&routes, *ip), Some(vm.primary), "{ip} lost its route: {routes:?}");
+    }
+    assert!(
+        testbed::openstack::block_on(n.get_port(&vm.port_id)).unwrap().fixed_ips.iter().any(|f| f.ip_address == released),
+        "the address is still held on the port"
+    );
+    assert!(d.log().contains("removing"), "{}", d.log());
 }

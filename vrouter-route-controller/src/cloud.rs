@@ -36,6 +36,10 @@ pub enum CloudError {
     /// Neutron or Keystone is unreachable or failing: retry later, change nothing.
     #[error("{0}")]
     Unavailable(String),
+    /// The router changed since it was read (412 on `If-Match: revision_number=N`, or a
+    /// write by someone else seen right after ours): read again and plan anew.
+    #[error("router changed concurrently: {0}")]
+    Conflict(String),
     /// Anything else (bad request, permissions, configuration).
     #[error("{0}")]
     Failed(String),
@@ -47,12 +51,15 @@ pub trait Cloud {
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, CloudError>>;
     /// A cheap digest that changes when managed ports or the given routers change.
     fn fingerprint(&self, routers: &[String]) -> impl Future<Output = Result<u64, CloudError>>;
-    /// `add_extraroutes`; returns the router's routes afterwards.
-    fn add_routes(&self, router: &str, routes: &[Route]) -> impl Future<Output = Result<Vec<Route>, CloudError>>;
-    /// `remove_extraroutes`; returns the router's routes afterwards.
-    fn remove_routes(&self, router: &str, routes: &[Route]) -> impl Future<Output = Result<Vec<Route>, CloudError>>;
-    /// Adds one tag to the router.
+    /// `add_extraroutes` if the router is still at `revision`; returns the router afterwards.
+    fn add_routes(&self, router: &str, routes: &[Route], revision: u64) -> impl Future<Output = Result<RouterState, CloudError>>;
+    /// `remove_extraroutes` if the router is still at `revision`; returns the router afterwards.
+    fn remove_routes(&self, router: &str, routes: &[Route], revision: u64) -> impl Future<Output = Result<RouterState, CloudError>>;
+    /// Adds one tag to the router. Not conditional: Neutron 29 answers 500 to `If-Match`
+    /// on its tag calls, so the writer reads the router back instead.
     fn add_tag(&self, router: &str, tag: &str) -> impl Future<Output = Result<(), CloudError>>;
-    /// Removes one tag from the router (missing is success).
+    /// Removes one tag from the router (missing is success). Not conditional either.
     fn remove_tag(&self, router: &str, tag: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// Reads one router.
+    fn router(&self, router: &str) -> impl Future<Output = Result<RouterState, CloudError>>;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::ledger::Cluster;
 use openstack::{Credentials, DomainRef, HttpOptions, Secret};
 
 /// Command line (every flag also reads an environment variable).
@@ -21,6 +22,10 @@ pub struct Args {
     /// JSON config file; flags and environment override its values.
     #[arg(long, env = "VRC_CONFIG")]
     pub config: Option<PathBuf>,
+    /// This cluster's id: scopes the route records on shared routers. The same in every
+    /// replica, different for each cluster sharing a router (a-z, A-Z, 0-9, '.', '-').
+    #[arg(long, env = "VRC_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Neutron network id whose managed VM ports carry pod IPs (repeat or comma-separate).
     #[arg(long = "network", env = "VRC_NETWORKS", value_delimiter = ',')]
     pub networks: Vec<String>,
@@ -96,6 +101,7 @@ pub struct Args {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
+    cluster_id: Option<String>,
     #[serde(default)]
     networks: Vec<String>,
     #[serde(default)]
@@ -193,6 +199,8 @@ impl Config {
         if networks.is_empty() {
             return Err(ConfigError("at least one network is required (--network, VRC_NETWORKS or \"networks\")".into()));
         }
+        let cluster_id = required(args.cluster_id.or(file.cluster_id), "the cluster id", "cluster-id", "VRC_CLUSTER_ID")?;
+        let cluster = Cluster::new(&cluster_id).map_err(|e| ConfigError(e.to_string()))?;
         let password = match args.password_file.or(os.password_file) {
             Some(p) => std::fs::read_to_string(&p)
                 .map_err(|e| ConfigError(format!("cannot read password file {}: {e}", p.display())))?
@@ -236,6 +244,7 @@ impl Config {
             poll_interval: Duration::from_secs(poll),
             resync_interval: Duration::from_secs(resync),
             reconcile: crate::reconcile::Settings {
+                cluster,
                 shape: crate::desired::Shape { aggregate: !args.no_aggregate && file.aggregate.unwrap_or(true), min_prefix },
                 max_routes: args.max_routes.or(file.max_routes),
                 dry_run: args.dry_run,
@@ -262,13 +271,14 @@ mod tests {
         std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
         let cfg = dir.join("c.json");
         let body = serde_json::json!({
-            "networks": ["net-a"], "maxRoutes": 20, "aggregate": false,
+            "clusterId": "prod", "networks": ["net-a"], "maxRoutes": 20, "aggregate": false,
             "openstack": {"authUrl": "http://k/v3", "username": "u", "project": "p", "domain": "Default",
                           "passwordFile": dir.join("pw")}
         });
         std::fs::write(&cfg, body.to_string()).unwrap();
         let c = Config::load(args(&["--config", cfg.to_str().unwrap(), "--network", "net-b,net-c", "--max-routes", "10"]), None).unwrap();
         assert_eq!(c.networks, ["net-b", "net-c"]);
+        assert_eq!(c.reconcile.cluster.as_str(), "prod");
         assert_eq!(c.reconcile.max_routes, Some(10));
         assert!(!c.reconcile.shape.aggregate);
         assert_eq!(c.credentials.password.expose(), "s3cret");
@@ -280,6 +290,10 @@ mod tests {
     #[test]
     fn missing_settings_are_named() {
         let e = Config::load(args(&["--network", "n"]), Some("pw".into())).unwrap_err().to_string();
+        assert!(e.contains("VRC_CLUSTER_ID"), "{e}");
+        let e = Config::load(args(&["--network", "n", "--cluster-id", "a:b"]), Some("pw".into())).unwrap_err().to_string();
+        assert!(e.contains("cluster id"), "{e}");
+        let e = Config::load(args(&["--network", "n", "--cluster-id", "c"]), Some("pw".into())).unwrap_err().to_string();
         assert!(e.contains("OS_AUTH_URL"), "{e}");
         let e = Config::load(args(&[]), None).unwrap_err().to_string();
         assert!(e.contains("network"), "{e}");

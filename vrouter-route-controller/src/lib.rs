@@ -17,3 +17,4 @@ pub mod neutron;
 pub mod plan;
 pub mod reconcile;
 pub mod status;
+pub mod writer;

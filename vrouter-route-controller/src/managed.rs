@@ -2,7 +2,16 @@
 //!
 //! The contract (written by tcnp-ipam, read here): the port carries the tag [`MANAGED_TAG`]
 //! and one tag `PRIMARY_PREFIX<ipv4>` naming the VM's own address. Every other IPv4 fixed IP
-//! of the port is a pod address (or a warm spare, which routes the same way).
+//! of the port is a pod address (or a warm spare, which routes the same way), except those
+//! named in a tag `RELEASED_PREFIX<ipv4>`.
+//!
+//! Released addresses: an address tcnp-ipam takes off the port may be handed by Neutron to
+//! another VM at once, while the router still routes it to this one. So tcnp-ipam first
+//! keeps it on the port, tagged released (a quarantine), and the controller stops routing
+//! it: the tag changes the port's revision, which the change check sees within one poll
+//! interval, and the next pass removes the route (a block containing it is split so that
+//! it no longer covers it). tcnp-ipam may take the address off the port once no static
+//! route of the network's routers covers it with this VM as next hop.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,6 +22,8 @@ use crate::model::VmPort;
 pub const MANAGED_TAG: &str = "veth-route:managed";
 /// Prefix of the tag naming the VM's own address.
 pub const PRIMARY_PREFIX: &str = "veth-route:primary=";
+/// Prefix of a tag naming a released address still on the port (quarantined): not routed.
+pub const RELEASED_PREFIX: &str = "veth-route:released=";
 
 /// Why a tagged port cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +57,9 @@ pub fn vm_port(port: &openstack::Port) -> Result<Option<VmPort>, ManagedPortErro
     if !addrs.contains(&primary) {
         return Err(ManagedPortError::PrimaryNotOnPort { port: port.id.clone(), primary });
     }
-    let pod_ips = addrs.into_iter().filter(|ip| *ip != primary).collect();
+    let released: BTreeSet<Ipv4Addr> =
+        port.tags.iter().filter_map(|t| t.strip_prefix(RELEASED_PREFIX).and_then(|ip| ip.parse().ok())).collect();
+    let pod_ips = addrs.into_iter().filter(|ip| *ip != primary && !released.contains(ip)).collect();
     Ok(Some(VmPort { port_id: port.id.clone(), primary, pod_ips }))
 }
 
@@ -69,6 +82,13 @@ mod tests {
         let vm = vm_port(&p).unwrap().unwrap();
         assert_eq!(vm.primary, Ipv4Addr::new(10, 0, 0, 8));
         assert_eq!(vm.pod_ips.len(), 2);
+    }
+
+    #[test]
+    fn released_addresses_are_not_routed() {
+        let tags = [MANAGED_TAG, "veth-route:primary=10.0.0.8", "veth-route:released=10.0.0.20", "veth-route:released=junk"];
+        let vm = vm_port(&port(&tags, &["10.0.0.8", "10.0.0.19", "10.0.0.20"])).unwrap().unwrap();
+        assert_eq!(vm.pod_ips, [Ipv4Addr::new(10, 0, 0, 19)].into_iter().collect());
     }
 
     #[test]

@@ -59,4 +59,6 @@ pub struct RouterState {
     pub routes: Vec<Route>,
     /// The router's tags (our ownership ledger lives there).
     pub tags: Vec<String>,
+    /// Neutron's revision of the router: every write is conditional on it (`If-Match`).
+    pub revision: u64,
 }

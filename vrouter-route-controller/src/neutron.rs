@@ -30,10 +30,6 @@ impl NeutronCloud {
         Self { neutron, networks, routers }
     }
 
-    async fn router(&self, id: &str) -> Result<Router, CloudError> {
-        self.neutron.get_router(id).await.map_err(classify)
-    }
-
     async fn quota(&self, project: &str, cache: &mut HashMap<String, Option<usize>>) -> Option<usize> {
         if let Some(q) = cache.get(project) {
             return *q;
@@ -82,7 +78,7 @@ impl Cloud for NeutronCloud {
         let mut quotas = HashMap::new();
         let mut routers = Vec::new();
         for (id, subnets) in attached {
-            let router = match self.router(&id).await {
+            let router = match self.neutron.get_router(&id).await.map_err(classify) {
                 Ok(r) => r,
                 // Interface of a router we cannot see (another project): not ours to manage.
                 Err(CloudError::Failed(e)) => {
@@ -92,8 +88,7 @@ impl Cloud for NeutronCloud {
                 Err(e) => return Err(e),
             };
             let quota = self.quota(&router.project_id, &mut quotas).await;
-            let state = RouterState { id: router.id, routes: router.routes.iter().filter_map(v4_route).collect(), tags: router.tags };
-            routers.push(RouterView { state, subnets, quota });
+            routers.push(RouterView { state: state(&router), subnets, quota });
         }
         Ok(Snapshot { routers, ports })
     }
@@ -124,27 +119,33 @@ impl Cloud for NeutronCloud {
         Ok(h.finish())
     }
 
-    async fn add_routes(&self, router: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-        let r = self.neutron.add_extraroutes(router, &to_wire(routes)).await.map_err(classify)?;
-        Ok(r.routes.iter().filter_map(v4_route).collect())
+    async fn add_routes(&self, router: &str, routes: &[Route], revision: u64) -> Result<RouterState, CloudError> {
+        self.neutron.add_extraroutes_if(router, &to_wire(routes), revision).await.map(|r| state(&r)).map_err(classify)
     }
 
-    async fn remove_routes(&self, router: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-        let r = self.neutron.remove_extraroutes(router, &to_wire(routes)).await.map_err(classify)?;
-        Ok(r.routes.iter().filter_map(v4_route).collect())
+    async fn remove_routes(&self, router: &str, routes: &[Route], revision: u64) -> Result<RouterState, CloudError> {
+        self.neutron.remove_extraroutes_if(router, &to_wire(routes), revision).await.map(|r| state(&r)).map_err(classify)
     }
 
     async fn add_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
-        match self.neutron.add_router_tag(router, tag).await {
-            Ok(()) => Ok(()),
-            // Neutron allows 50 tags per resource: the ledger is full.
-            Err(e) if e.status() == Some(400) && e.to_string().contains("number of tags") => Err(CloudError::RouteLimit(e.to_string())),
-            Err(e) => Err(classify(e)),
-        }
+        self.neutron.add_router_tag(router, tag).await.map_err(classify)
     }
 
     async fn remove_tag(&self, router: &str, tag: &str) -> Result<(), CloudError> {
         self.neutron.remove_router_tag(router, tag).await.map_err(classify)
+    }
+
+    async fn router(&self, router: &str) -> Result<RouterState, CloudError> {
+        self.neutron.get_router(router).await.map(|r| state(&r)).map_err(classify)
+    }
+}
+
+fn state(r: &Router) -> RouterState {
+    RouterState {
+        id: r.id.clone(),
+        routes: r.routes.iter().filter_map(v4_route).collect(),
+        tags: r.tags.clone(),
+        revision: r.revision_number,
     }
 }
 
@@ -161,7 +162,9 @@ fn v4_route(r: &openstack::Route) -> Option<Route> {
 
 /// Sorts a client error into what the reconciler does about it.
 fn classify(e: Error) -> CloudError {
-    if matches!(e.kind(), Some("OverQuota" | "RoutesExhausted")) {
+    if e.is_revision_conflict() {
+        CloudError::Conflict(e.to_string())
+    } else if matches!(e.kind(), Some("OverQuota" | "RoutesExhausted")) {
         CloudError::RouteLimit(e.to_string())
     } else if e.is_transient() {
         CloudError::Unavailable(e.to_string())

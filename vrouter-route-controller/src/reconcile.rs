@@ -1,20 +1,30 @@
 //! One reconcile pass: read Neutron, plan each router, apply the plan with atomic calls.
 //!
 //! Safety rules: nothing is removed unless a complete, successful read says it is not
-//! wanted (a failed read aborts the pass before any write); only ledger-owned routes are
-//! removed; removals go first so they free room under the limit.
+//! wanted (a failed read aborts the pass before any write); only routes in this cluster's
+//! ledger are removed; removals go first when they must free room under the limit; every
+//! write is conditional on the router being as last seen (see `writer`), and a pass that
+//! meets a concurrent writer starts over from a fresh read.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 use crate::cloud::{Cloud, CloudError, RouterView};
 use crate::desired::{desired_routes, Shape};
-use crate::ledger;
+use crate::ledger::Cluster;
 use crate::model::Route;
 use crate::plan::plan;
+use crate::writer::Writer;
+
+/// How often one pass starts over after a concurrent write before giving up until the
+/// next one (the daemon's backoff then spaces the attempts).
+const CONFLICT_ATTEMPTS: usize = 4;
 
 /// Settings of the reconciler.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// Whose routes these are: the scope of the ownership ledger.
+    pub cluster: Cluster,
     /// Route shape (aggregation).
     pub shape: Shape,
     /// Operator-set cap on routes per router (overrides what Neutron says).
@@ -24,6 +34,13 @@ pub struct Settings {
     /// Remove every route this controller owns (uninstall, or before detaching a router:
     /// Neutron refuses to remove an interface that routes still use as next hop).
     pub release: bool,
+}
+
+impl Settings {
+    /// Defaults for `cluster`: aggregation on, no cap, writing, not releasing.
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster, shape: Shape::default(), max_routes: None, dry_run: false, release: false }
+    }
 }
 
 /// The outcome for one router.
@@ -44,7 +61,7 @@ pub struct RouterReport {
     /// Routes removed in this pass.
     pub removed: usize,
     /// Limit refusals Neutron answered in this pass (409 OverQuota, 400 RoutesExhausted,
-    /// tag limit); zero when the known limit predicted them.
+    /// full ledger); zero when the known limit predicted them.
     pub limit_errors: usize,
 }
 
@@ -55,10 +72,12 @@ pub struct Report {
     pub routers: Vec<RouterReport>,
     /// Router ids seen (for the change check).
     pub router_ids: Vec<String>,
+    /// Times the pass started over because another writer changed a router meanwhile.
+    pub conflicts: usize,
 }
 
 /// Keeps limits learned from refusals between passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reconciler {
     settings: Settings,
     learned: HashMap<String, usize>,
@@ -76,14 +95,30 @@ impl Reconciler {
         self.learned.clear();
     }
 
-    /// One full pass over every router. Errors abort the pass; what was written stays valid.
+    /// One full pass over every router, started over from a fresh read when another
+    /// writer changed a router under it. Errors abort the pass; what was written stays valid.
     pub async fn run<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
+        let mut conflicts = 0;
+        loop {
+            match self.pass(cloud).await {
+                Err(CloudError::Conflict(why)) if conflicts + 1 < CONFLICT_ATTEMPTS => {
+                    conflicts += 1;
+                    log::info!("{why}; reading again (attempt {})", conflicts + 1);
+                }
+                Ok(report) => return Ok(Report { conflicts, ..report }),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn pass<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
         let snapshot = cloud.snapshot().await?;
         let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
+        let our_vms: BTreeSet<Ipv4Addr> = snapshot.ports.iter().map(|p| p.primary).collect();
         for router in &snapshot.routers {
             let desired =
                 if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
-            report.routers.push(self.router(cloud, router, &desired).await?);
+            report.routers.push(self.router(cloud, router, &desired, &our_vms).await?);
         }
         Ok(report)
     }
@@ -93,11 +128,21 @@ impl Reconciler {
         [self.settings.max_routes, router.quota, learned].into_iter().flatten().min()
     }
 
-    async fn router<C: Cloud>(&mut self, cloud: &C, view: &RouterView, desired: &[Route]) -> Result<RouterReport, CloudError> {
+    async fn router<C: Cloud>(
+        &mut self,
+        cloud: &C,
+        view: &RouterView,
+        desired: &[Route],
+        our_vms: &BTreeSet<Ipv4Addr>,
+    ) -> Result<RouterReport, CloudError> {
+        let cluster = self.settings.cluster.clone();
+        let mut w = Writer::new(cloud, &cluster, view.state.clone());
+        if !self.settings.dry_run {
+            w.adopt_legacy(our_vms).await?;
+        }
         let id = view.state.id.as_str();
-        let owned = ledger::owned(&view.state.tags);
         let limit = self.limit(view);
-        let p = plan(desired, &view.state.routes, &owned, limit);
+        let p = plan(desired, &w.state.routes, &w.owned(), limit);
         let mut report = RouterReport {
             router: id.to_string(),
             desired: desired.len(),
@@ -117,34 +162,32 @@ impl Reconciler {
         // Make before break when there is room: a block replacing its smaller routes (or a
         // /32 overriding a block) goes in first, so no pod is unrouted in between. At the
         // limit, removals must free the room first.
-        let mut routes = view.state.routes.clone();
-        let mut tags = view.state.tags.clone();
-        let room = limit.is_none_or(|l| routes.len() + p.add.len() <= l);
+        let room = limit.is_none_or(|l| w.state.routes.len() + p.add.len() <= l);
         self.limit_errors = 0;
         let mut outcome = None;
         if room {
-            outcome = Some(self.add(cloud, id, &p.add, &mut routes, &mut tags).await?);
+            outcome = Some(self.add(&mut w, &p.add).await?);
         }
         if !p.remove.is_empty() {
             log::info!("router {id}: removing {} route(s): {}", p.remove.len(), list(&p.remove));
-            routes = cloud.remove_routes(id, &p.remove).await?;
+            w.remove_routes(&p.remove).await?;
             report.removed = p.remove.len();
         }
         let gone: BTreeSet<Route> = p.remove.iter().chain(&p.forget).copied().collect();
-        unrecord(cloud, id, &gone, &mut tags).await?;
+        w.unrecord(&gone).await?;
         let (added, refused) = match outcome {
             // The limit was unknown and refused some adds: the removals may have made room.
             Some((mut added, refused)) if !refused.is_empty() && !p.remove.is_empty() => {
-                let (more, still) = self.add(cloud, id, &refused, &mut routes, &mut tags).await?;
+                let (more, still) = self.add(&mut w, &refused).await?;
                 added.extend(more);
                 (added, still)
             }
             Some(o) => o,
-            None => self.add(cloud, id, &p.add, &mut routes, &mut tags).await?,
+            None => self.add(&mut w, &p.add).await?,
         };
         report.added = added.len();
         report.limit_errors = self.limit_errors;
-        let present: BTreeSet<Route> = routes.iter().copied().collect();
+        let present: BTreeSet<Route> = w.state.routes.iter().copied().collect();
         report.applied = desired.iter().filter(|r| present.contains(r)).count();
         if !refused.is_empty() {
             report.refused = refused.into_iter().chain(p.refused.iter().copied()).collect();
@@ -154,45 +197,27 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Adds routes (ledger tag first); on a limit refusal, falls back to one route at a time
-    /// in priority order and learns the limit. Returns (added, refused).
-    async fn add<C: Cloud>(
-        &mut self,
-        cloud: &C,
-        id: &str,
-        add: &[Route],
-        routes: &mut Vec<Route>,
-        tags: &mut Vec<String>,
-    ) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
+    /// Adds routes (ledger record first); on a limit refusal, falls back to one route at a
+    /// time in priority order and learns the limit. Returns (added, refused).
+    async fn add<C: Cloud>(&mut self, w: &mut Writer<'_, C>, add: &[Route]) -> Result<(Vec<Route>, Vec<Route>), CloudError> {
         if add.is_empty() {
             return Ok((vec![], vec![]));
         }
-        let mut recorded = 0;
-        for (tag, n) in ledger::pack(add) {
-            match cloud.add_tag(id, &tag).await {
-                Ok(()) => {
-                    tags.push(tag);
-                    recorded += n;
-                }
-                Err(CloudError::RouteLimit(why)) => {
-                    self.limit_errors += 1;
-                    log::warn!("router {id}: ownership ledger full ({why}); not adding further routes");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+        let id = w.state.id.clone();
+        let recorded = w.record(add).await?;
+        if recorded < add.len() {
+            self.limit_errors += 1;
         }
         let tagged = add[..recorded].to_vec();
         let mut refused = add[recorded..].to_vec();
         if tagged.is_empty() {
-            self.note_refusals(id, &refused, routes.len());
+            self.note_refusals(&id, &refused, w.state.routes.len());
             return Ok((vec![], refused));
         }
         log::info!("router {id}: adding {} route(s): {}", tagged.len(), list(&tagged));
-        match cloud.add_routes(id, &tagged).await {
-            Ok(after) => {
-                *routes = after;
-                self.note_refusals(id, &refused, routes.len());
+        match w.add_routes(&tagged).await {
+            Ok(()) => {
+                self.note_refusals(&id, &refused, w.state.routes.len());
                 return Ok((tagged, refused));
             }
             Err(CloudError::RouteLimit(why)) => {
@@ -203,22 +228,19 @@ impl Reconciler {
         }
         let mut added = Vec::new();
         for (i, r) in tagged.iter().enumerate() {
-            match cloud.add_routes(id, std::slice::from_ref(r)).await {
-                Ok(after) => {
-                    *routes = after;
-                    added.push(*r);
-                }
+            match w.add_routes(std::slice::from_ref(r)).await {
+                Ok(()) => added.push(*r),
                 Err(CloudError::RouteLimit(_)) => {
                     self.limit_errors += 1;
                     let rest: Vec<Route> = tagged[i..].to_vec();
-                    unrecord(cloud, id, &rest.iter().copied().collect(), tags).await?;
+                    w.unrecord(&rest.iter().copied().collect()).await?;
                     refused.splice(0..0, rest);
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.note_refusals(id, &refused, routes.len());
+        self.note_refusals(&id, &refused, w.state.routes.len());
         Ok((added, refused))
     }
 
@@ -229,35 +251,6 @@ impl Reconciler {
         log::info!("router {id}: Neutron refused more routes at {count}; remembering that limit until the next resync");
         self.learned.insert(id.to_string(), count);
     }
-}
-
-/// Drops `gone` from the ledger: the affected tags' remaining routes are written as new
-/// tags first, then the old tags are deleted, so a crash never loses a live record.
-async fn unrecord<C: Cloud>(cloud: &C, id: &str, gone: &BTreeSet<Route>, tags: &mut Vec<String>) -> Result<(), CloudError> {
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let rw = ledger::without(tags, gone);
-    let mut deferred = Vec::new();
-    for t in rw.write {
-        match cloud.add_tag(id, &t).await {
-            Ok(()) if !tags.contains(&t) => tags.push(t),
-            Ok(()) => {}
-            // At Neutron's tag limit the new record must wait for the old tag to go. A crash
-            // in that window forgets these routes' ownership: they then stay, like hand-made ones.
-            Err(CloudError::RouteLimit(_)) => deferred.push(t),
-            Err(e) => return Err(e),
-        }
-    }
-    for t in &rw.delete {
-        cloud.remove_tag(id, t).await?;
-        tags.retain(|x| x != t);
-    }
-    for t in deferred {
-        cloud.add_tag(id, &t).await?;
-        tags.push(t);
-    }
-    Ok(())
 }
 
 /// The one clear statement an operator needs when routes do not fit.
@@ -282,258 +275,5 @@ fn list(routes: &[Route]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The reconciler against an in-memory stand-in for Neutron (unit tests of the apply
-    //! logic only; the integration tests run against a real Neutron).
-    use super::*;
-    use crate::cloud::Snapshot;
-    use crate::model::{RouterState, VmPort};
-    use std::cell::RefCell;
-    use std::net::Ipv4Addr;
-
-    struct FakeNeutron {
-        router: RefCell<RouterState>,
-        ports: Vec<VmPort>,
-        quota: usize,
-        writes: RefCell<usize>,
-        ops: RefCell<Vec<String>>,
-        fail_reads: bool,
-        known_quota: bool,
-        tag_limit: usize,
-    }
-
-    impl FakeNeutron {
-        fn new(ports: Vec<VmPort>, quota: usize) -> Self {
-            let router = RouterState { id: "r1".into(), routes: vec![], tags: vec![] };
-            Self {
-                router: RefCell::new(router),
-                ports,
-                quota,
-                writes: RefCell::new(0),
-                ops: RefCell::new(vec![]),
-                fail_reads: false,
-                known_quota: false,
-                tag_limit: 50,
-            }
-        }
-    }
-
-    impl Cloud for FakeNeutron {
-        async fn snapshot(&self) -> Result<Snapshot, CloudError> {
-            if self.fail_reads {
-                return Err(CloudError::Unavailable("down".into()));
-            }
-            let quota = self.known_quota.then_some(self.quota);
-            let view = RouterView { state: self.router.borrow().clone(), subnets: vec!["10.0.0.0/24".parse().unwrap()], quota };
-            Ok(Snapshot { routers: vec![view], ports: self.ports.clone() })
-        }
-        async fn fingerprint(&self, _: &[String]) -> Result<u64, CloudError> {
-            Ok(0)
-        }
-        async fn add_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-            *self.writes.borrow_mut() += 1;
-            self.ops.borrow_mut().push("add".into());
-            let mut r = self.router.borrow_mut();
-            let new: Vec<Route> = routes.iter().filter(|x| !r.routes.contains(x)).copied().collect();
-            if r.routes.len() + new.len() > self.quota {
-                return Err(CloudError::RouteLimit("Quota exceeded for resources: ['router_route']".into()));
-            }
-            r.routes.extend(new);
-            Ok(r.routes.clone())
-        }
-        async fn remove_routes(&self, _: &str, routes: &[Route]) -> Result<Vec<Route>, CloudError> {
-            *self.writes.borrow_mut() += 1;
-            self.ops.borrow_mut().push("remove".into());
-            let mut r = self.router.borrow_mut();
-            r.routes.retain(|x| !routes.contains(x));
-            Ok(r.routes.clone())
-        }
-        async fn add_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
-            let mut r = self.router.borrow_mut();
-            if r.tags.iter().any(|t| t == tag) {
-                return Ok(());
-            }
-            if r.tags.len() >= self.tag_limit {
-                return Err(CloudError::RouteLimit("The number of tags exceed the per-resource limit of 50".into()));
-            }
-            if !r.tags.iter().any(|t| t == tag) {
-                r.tags.push(tag.to_string());
-            }
-            Ok(())
-        }
-        async fn remove_tag(&self, _: &str, tag: &str) -> Result<(), CloudError> {
-            self.router.borrow_mut().tags.retain(|t| t != tag);
-            Ok(())
-        }
-    }
-
-    fn vm(n: u8, pods: impl IntoIterator<Item = u8>) -> VmPort {
-        VmPort {
-            port_id: format!("p{n}"),
-            primary: Ipv4Addr::new(10, 0, 0, n),
-            pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect(),
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-    }
-
-    fn host_routes() -> Settings {
-        Settings { shape: Shape { aggregate: false, min_prefix: 24 }, ..Settings::default() }
-    }
-
-    #[test]
-    fn converges_then_second_pass_writes_nothing() {
-        let cloud = FakeNeutron::new(vec![vm(2, 20..30), vm(3, 30..40)], 100);
-        let mut rec = Reconciler::new(host_routes());
-        let rep = block_on(rec.run(&cloud)).unwrap();
-        assert_eq!((rep.routers[0].desired, rep.routers[0].applied), (20, 20));
-        let writes = *cloud.writes.borrow();
-        block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.writes.borrow(), writes, "a converged router gets no writes");
-        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 20);
-    }
-
-    #[test]
-    fn over_quota_keeps_what_fits_and_reports_the_rest() {
-        let cloud = FakeNeutron::new(vec![vm(2, 20..40)], 12);
-        let foreign = Route::new("192.168.0.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
-        cloud.router.borrow_mut().routes.push(foreign);
-        let mut rec = Reconciler::new(host_routes());
-        let rep = block_on(rec.run(&cloud)).unwrap();
-        let r = &rep.routers[0];
-        assert_eq!((r.applied, r.refused.len(), r.limit), (11, 9, Some(12)));
-        assert_eq!(r.limit_errors, 2, "the batch and the 12th single add were refused");
-        assert!(cloud.router.borrow().routes.contains(&foreign));
-        // Tags of refused routes are cleaned up: the ledger matches the router.
-        assert_eq!(ledger::owned(&cloud.router.borrow().tags).len(), 11);
-        // The learned limit makes the next pass a no-op instead of another refusal storm.
-        let writes = *cloud.writes.borrow();
-        let rep = block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.writes.borrow(), writes);
-        assert_eq!(rep.routers[0].refused.len(), 9);
-        assert_eq!(rep.routers[0].limit_errors, 0, "the learned limit predicts the refusal");
-    }
-
-    #[test]
-    fn a_full_ledger_refuses_like_the_quota() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..40)], 100);
-        cloud.tag_limit = 1;
-        let mut rec = Reconciler::new(host_routes());
-        let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
-        let first_tag =
-            ledger::pack(&(20..40).map(|i| Route::host(Ipv4Addr::new(10, 0, 0, i), Ipv4Addr::new(10, 0, 0, 2))).collect::<Vec<_>>())[0].1;
-        assert!(first_tag < 20);
-        assert_eq!((r.applied, r.refused.len(), r.limit_errors, r.limit), (first_tag, 20 - first_tag, 1, Some(first_tag)));
-        assert_eq!(cloud.router.borrow().routes.len(), first_tag, "no route without its ledger tag");
-    }
-
-    #[test]
-    fn ledger_stays_exact_through_adds_removals_and_refusals() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..40)], 15);
-        let mut rec = Reconciler::new(host_routes());
-        block_on(rec.run(&cloud)).unwrap();
-        let exact = |c: &FakeNeutron| {
-            let r = c.router.borrow();
-            assert_eq!(ledger::owned(&r.tags), r.routes.iter().copied().collect::<BTreeSet<_>>());
-        };
-        exact(&cloud);
-        cloud.ports = vec![vm(2, 25..33)];
-        block_on(rec.run(&cloud)).unwrap();
-        exact(&cloud);
-        assert_eq!(cloud.router.borrow().routes.len(), 8);
-    }
-
-    #[test]
-    fn aggregation_fits_under_the_quota() {
-        let cloud = FakeNeutron::new(vec![vm(2, 16..32), vm(3, 32..48), vm(4, 48..64)], 30);
-        let mut rec = Reconciler::new(Settings::default());
-        let rep = block_on(rec.run(&cloud)).unwrap();
-        assert_eq!((rep.routers[0].applied, rep.routers[0].refused.len()), (3, 0));
-    }
-
-    #[test]
-    fn failed_read_writes_nothing() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..22)], 30);
-        let mut rec = Reconciler::new(host_routes());
-        block_on(rec.run(&cloud)).unwrap();
-        cloud.fail_reads = true;
-        let before = cloud.router.borrow().routes.clone();
-        assert!(matches!(block_on(rec.run(&cloud)), Err(CloudError::Unavailable(_))));
-        assert_eq!(cloud.router.borrow().routes, before);
-    }
-
-    #[test]
-    fn pods_gone_routes_removed_but_foreign_kept() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
-        let mut rec = Reconciler::new(host_routes());
-        block_on(rec.run(&cloud)).unwrap();
-        let hand = Route::host(Ipv4Addr::new(10, 0, 0, 99), Ipv4Addr::new(10, 0, 0, 2));
-        cloud.router.borrow_mut().routes.push(hand);
-        cloud.ports = vec![vm(2, 20..21)];
-        block_on(rec.run(&cloud)).unwrap();
-        let routes = cloud.router.borrow().routes.clone();
-        assert_eq!(routes.len(), 2);
-        assert!(routes.contains(&hand));
-    }
-
-    #[test]
-    fn release_removes_all_owned_routes_and_their_tags() {
-        let cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
-        let hand = Route::host(Ipv4Addr::new(10, 0, 0, 99), Ipv4Addr::new(10, 0, 0, 2));
-        cloud.router.borrow_mut().routes.push(hand);
-        block_on(Reconciler::new(host_routes()).run(&cloud)).unwrap();
-        assert_eq!(cloud.router.borrow().routes.len(), 6);
-        block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
-        assert_eq!(cloud.router.borrow().routes, vec![hand]);
-        assert!(ledger::owned(&cloud.router.borrow().tags).is_empty());
-    }
-
-    #[test]
-    fn reaggregation_adds_the_block_before_removing_what_it_replaces() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 30);
-        let mut rec = Reconciler::new(Settings::default());
-        block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(cloud.router.borrow().routes.len(), 4, "15 addresses: /29 /30 /31 /32");
-        cloud.ops.borrow_mut().clear();
-        cloud.ports = vec![vm(2, 16..32)];
-        block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["add", "remove"]);
-        assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
-    }
-
-    #[test]
-    fn at_a_known_limit_removals_make_room_first() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
-        cloud.known_quota = true;
-        let mut rec = Reconciler::new(Settings::default());
-        block_on(rec.run(&cloud)).unwrap();
-        cloud.ops.borrow_mut().clear();
-        cloud.ports = vec![vm(2, 16..32)];
-        block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["remove", "add"]);
-        assert_eq!(cloud.router.borrow().routes.len(), 1);
-    }
-
-    #[test]
-    fn at_an_unknown_limit_a_refused_add_is_retried_after_the_removals() {
-        let mut cloud = FakeNeutron::new(vec![vm(2, 16..31)], 4);
-        let mut rec = Reconciler::new(Settings::default());
-        block_on(rec.run(&cloud)).unwrap();
-        cloud.ops.borrow_mut().clear();
-        cloud.ports = vec![vm(2, 16..32)];
-        let rep = block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.ops.borrow(), ["add", "add", "remove", "add"], "batch refused, single refused, room made, added");
-        assert!(rep.routers[0].refused.is_empty());
-        assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
-    }
-
-    #[test]
-    fn dry_run_writes_nothing() {
-        let cloud = FakeNeutron::new(vec![vm(2, 20..25)], 30);
-        let mut rec = Reconciler::new(Settings { dry_run: true, ..host_routes() });
-        block_on(rec.run(&cloud)).unwrap();
-        assert_eq!(*cloud.writes.borrow(), 0);
-    }
-}
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -35,6 +35,9 @@ impl Status {
         for _ in 0..report.routers.iter().map(|r| r.limit_errors).sum::<usize>() {
             self.count_error("route_limit");
         }
+        for _ in 0..report.conflicts {
+            self.count_error("conflict");
+        }
         self.routers = report.routers.clone();
         self.last_success_unix = Some(openstack::time::now_unix());
         self.last_error = None;
@@ -53,6 +56,7 @@ impl Status {
         self.count_error(match err {
             CloudError::RouteLimit(_) => "route_limit",
             CloudError::Unavailable(_) => "unavailable",
+            CloudError::Conflict(_) => "conflict",
             CloudError::Failed(_) => "failed",
         });
     }
@@ -147,7 +151,7 @@ impl Status {
         let _ = writeln!(m, "vrouter_reconciles_total{{result=\"ok\"}} {}", self.reconciles_ok);
         let _ = writeln!(m, "vrouter_reconciles_total{{result=\"error\"}} {}", self.reconciles_failed);
         let _ = writeln!(m, "# HELP vrouter_neutron_errors_total Neutron errors by kind.\n# TYPE vrouter_neutron_errors_total counter");
-        for kind in ["unavailable", "route_limit", "failed"] {
+        for kind in ["unavailable", "route_limit", "conflict", "failed"] {
             let _ = writeln!(m, "vrouter_neutron_errors_total{{kind=\"{kind}\"}} {}", self.neutron_errors.get(kind).copied().unwrap_or(0));
         }
         let _ = writeln!(
@@ -180,7 +184,7 @@ mod tests {
             removed: 0,
             limit_errors: 1,
         };
-        s.success(&Report { routers: vec![r], router_ids: vec!["r1".into()] }, Duration::from_millis(250));
+        s.success(&Report { routers: vec![r], router_ids: vec!["r1".into()], conflicts: 0 }, Duration::from_millis(250));
         assert!(s.ready().is_ok());
         let m = s.metrics();
         assert!(m.contains("vrouter_routes_refused{router=\"r1\"} 1"), "{m}");

@@ -199,7 +199,7 @@ fn run_controller(bin: &Path, stack: &Stack) -> DemoResult {
         .args(["--auth-url", &env.auth_url, "--username", &env.username, "--project", &env.project])
         .arg("--password-file")
         .arg(&env.password_file)
-        .args(["--network", &env.network_id])
+        .args(["--network", &env.network_id, "--cluster-id", "demo"])
         .output()?;
     if !out.status.success() {
         return Err(format!("vrouter-route-controller --once failed: {}", String::from_utf8_lossy(&out.stderr)).into());

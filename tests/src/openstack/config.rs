@@ -18,7 +18,8 @@ pub fn keystone_conf(dir: &Path, token_expiration: u64) -> String {
 /// neutron.conf: ML2 without mechanism drivers, router plugin, Keystone auth.
 ///
 /// Token validation caching is off so that a revoked token is refused at once (tests of
-/// the clients' re-authentication depend on it).
+/// the clients' re-authentication depend on it). Lists come in pages of
+/// [`PAGINATION_MAX_LIMIT`], as in many clouds, so every client must follow the `next` links.
 pub fn neutron_conf(dir: &Path, venv: &Path, auth_url: &str, neutron_password: &str) -> String {
     let d = dir.display();
     let v = venv.display();
@@ -26,6 +27,7 @@ pub fn neutron_conf(dir: &Path, venv: &Path, auth_url: &str, neutron_password: &
     format!(
         "[DEFAULT]\ncore_plugin = ml2\nservice_plugins = router\nauth_strategy = keystone\n\
          api_paste_config = {v}/etc/neutron/api-paste.ini\ntransport_url = fake:/\n\
+         pagination_max_limit = {PAGINATION_MAX_LIMIT}\n\
          notify_nova_on_port_status_changes = false\nnotify_nova_on_port_data_changes = false\n\
          log_file = {d}/neutron-app.log\n\
          [database]\nconnection = sqlite:///{d}/neutron.db\n\
@@ -40,6 +42,9 @@ pub fn neutron_conf(dir: &Path, venv: &Path, auth_url: &str, neutron_password: &
          user_domain_id = default\nproject_domain_id = default\ntoken_cache_time = -1\n"
     )
 }
+
+/// Neutron's page size here: small, so that tests with a handful of ports already span pages.
+pub const PAGINATION_MAX_LIMIT: usize = 3;
 
 /// The Python one-liner that creates Neutron's schema from its models
 /// (`neutron-db-manage upgrade head` fails on SQLite).

@@ -14,11 +14,14 @@
 //! Passwords are generated per run, written only to 0600 files, and never printed.
 
 mod config;
+mod fault_proxy;
 mod forward;
 mod process;
 mod start;
 mod vm;
 
+pub use config::PAGINATION_MAX_LIMIT;
+pub use fault_proxy::{Fault, FaultProxy, ProxyCounts};
 pub use forward::Forwarder;
 pub use vm::{random_mac, StackVm};
 
@@ -202,10 +205,14 @@ impl Stack {
         }
     }
 
-    /// An admin Neutron client (one session per stack, so tokens are reused).
+    /// An admin Neutron client (one session per stack, so tokens are reused). The test bed's
+    /// own requests (creating ports, networks...) are POSTs, which no client may repeat
+    /// after a closed connection, so this client opens a connection per request; the
+    /// programs under test pool theirs.
     pub fn neutron(&self) -> Neutron {
         let session = self.session.get_or_init(|| {
-            let http = HttpOptions::default().build().expect("HTTP client");
+            let opts = HttpOptions::default();
+            let http = reqwest::Client::builder().timeout(opts.timeout).pool_max_idle_per_host(0).build().expect("HTTP client");
             Arc::new(Session::new(http, self.credentials()))
         });
         Neutron::new(session.clone(), &self.env.neutron_url)
@@ -231,8 +238,16 @@ impl Stack {
 
     /// Creates a port on `network_id` with this MAC: the Neutron side of a test "VM".
     pub fn create_vm_port(&self, network_id: &str, name: &str, mac: &str) -> Result<Port, HarnessError> {
+        self.create_vm_port_in(network_id, name, mac, None)
+    }
+
+    /// As [`Stack::create_vm_port`], owned by `project_id` when given.
+    pub fn create_vm_port_in(&self, network_id: &str, name: &str, mac: &str, project_id: Option<&str>) -> Result<Port, HarnessError> {
         let neutron = self.neutron();
-        let fields = json!({ "name": name, "mac_address": mac, "device_owner": "compute:nova" });
+        let mut fields = json!({ "name": name, "mac_address": mac, "device_owner": "compute:nova" });
+        if let Some(p) = project_id {
+            fields["project_id"] = json!(p);
+        }
         Ok(block_on(neutron.create_port(network_id, fields))?)
     }
 

@@ -111,10 +111,10 @@ impl Stack {
         // Serve both; Neutron loads slowly (10-20 s), so it starts while Keystone does.
         let uwsgi = |port: u16, module: &str, threads: &str| {
             let mut c = Command::new(bin.join("uwsgi"));
-            // uwsgi's plain http-socket closes after each response without saying so, which
-            // breaks clients that pool connections: announce it. (http11-socket would keep idle
-            // connections pinned to the few worker threads.)
-            c.args(["--http-socket", &format!("127.0.0.1:{port}"), "--add-header", "Connection: close"])
+            // uwsgi's plain http-socket closes each connection after its response without
+            // saying so (as load balancers close idle keep-alive connections): the clients
+            // under test must cope with that, so the test bed does not announce it.
+            c.args(["--http-socket", &format!("127.0.0.1:{port}")])
                 .args(["--module", module])
                 .args(["--master", "--processes", "1", "--threads", threads, "--die-on-term", "--need-app"])
                 .args(["--home"])

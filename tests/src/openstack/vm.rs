@@ -35,8 +35,14 @@ pub fn random_mac() -> String {
 impl<'a> StackVm<'a> {
     /// Creates the port on `network_id` (Neutron picks the address) and the namespace.
     pub fn new(stack: &'a Stack, network_id: &str) -> Result<StackVm<'a>, HarnessError> {
+        Self::in_project(stack, network_id, None)
+    }
+
+    /// As [`StackVm::new`], the port owned by `project_id` (as Nova creates it for a
+    /// project's server), not by the admin project.
+    pub fn in_project(stack: &'a Stack, network_id: &str, project_id: Option<&str>) -> Result<StackVm<'a>, HarnessError> {
         let mac = random_mac();
-        let port = stack.create_vm_port(network_id, &unique("vm"), &mac)?;
+        let port = stack.create_vm_port_in(network_id, &unique("vm"), &mac, project_id)?;
         let first = port.fixed_ips.first().ok_or("the VM port got no address")?.clone();
         let subnet = block_on(stack.neutron().get_subnet(&first.subnet_id))?;
         let ns = NetNs::new("osvm");

@@ -13,6 +13,10 @@ use openstack::{FixedIp, FixedIpRequest, Neutron};
 use serde_json::{json, Value};
 use testbed::openstack::{block_on, Stack};
 
+pub mod proxy;
+#[allow(unused_imports)]
+pub use proxy::HoldProxy;
+
 /// Tags tcnp-ipam puts on a VM port it manages (see vrouter-route-controller `managed`).
 pub const MANAGED_TAG: &str = "veth-route:managed";
 pub const PRIMARY_PREFIX: &str = "veth-route:primary=";
@@ -34,6 +38,8 @@ pub struct Lab<'a> {
     pub cidr: Ipv4Net,
     pub router_id: String,
     pub ports: Vec<String>,
+    /// False for a lab on another lab's router (it detaches, the owner deletes).
+    owns_router: bool,
 }
 
 /// A test "VM": its Neutron port and its own address.
@@ -55,7 +61,16 @@ impl<'a> Lab<'a> {
             n.add_router_interface(&id, &subnet_id).await.expect("router interface");
             id
         });
-        Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![] }
+        Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![], owns_router: true }
+    }
+
+    /// A network `name` with subnet `cidr` attached to `router` (another lab's): two
+    /// networks, e.g. of two clusters, behind one router. Drop it before the router's lab.
+    pub fn on_router(stack: &'a Stack, name: &str, cidr: &str, router: &str) -> Lab<'a> {
+        let cidr: Ipv4Net = cidr.parse().unwrap();
+        let (network_id, subnet_id) = stack.create_network(name, IpNet::V4(cidr), None).expect("network");
+        block_on(stack.neutron().add_router_interface(router, &subnet_id)).expect("router interface");
+        Lab { stack, network_id, subnet_id, cidr, router_id: router.to_string(), ports: vec![], owns_router: false }
     }
 
     pub fn neutron(&self) -> Neutron {
@@ -121,7 +136,8 @@ impl<'a> Lab<'a> {
         block_on(self.neutron().add_extraroutes(&self.router_id, &[route])).expect("hand-made route");
     }
 
-    /// The controller command for this lab's network and router (credentials via OS_* env).
+    /// The controller command for this lab's network and router (credentials via OS_* env,
+    /// cluster id `lab` unless `extra` names another with `--cluster-id`).
     pub fn controller(&self, extra: &[&str]) -> Command {
         let env = self.stack.env();
         let mut c = Command::new(bin("vrouter-route-controller"));
@@ -133,7 +149,8 @@ impl<'a> Lab<'a> {
             .env("OS_PASSWORD_FILE", &env.password_file)
             .env("OS_PROJECT_NAME", &env.project)
             .env("OS_DOMAIN", "default")
-            .env("OS_REGION_NAME", &env.region);
+            .env("OS_REGION_NAME", &env.region)
+            .env("VRC_CLUSTER_ID", "lab");
         c
     }
 
@@ -177,10 +194,14 @@ impl Drop for Lab<'_> {
         let (router, subnet) = (self.router_id.clone(), self.subnet_id.clone());
         let ports = self.ports.clone();
         let network = self.network_id.clone();
+        let owns_router = self.owns_router;
         block_on(async move {
+            // Routes via this network's VMs would keep Neutron from detaching it.
             let _ = n.update_router(&router, json!({"routes": []})).await;
             let _ = n.remove_router_interface(&router, &subnet).await;
-            let _ = n.delete_router(&router).await;
+            if owns_router {
+                let _ = n.delete_router(&router).await;
+            }
             for p in ports {
                 let _ = n.delete_port(&p).await;
             }

@@ -39,7 +39,12 @@ impl<'a> Node<'a> {
 
     /// A node on `network_id`.
     pub fn on(stack: &'a Stack, network_id: &str) -> Node<'a> {
-        let vm = StackVm::new(stack, network_id).expect("VM namespace and port");
+        Self::in_project(stack, network_id, None)
+    }
+
+    /// A node whose port belongs to `project_id` (the admin project when None).
+    pub fn in_project(stack: &'a Stack, network_id: &str, project_id: Option<&str>) -> Node<'a> {
+        let vm = StackVm::in_project(stack, network_id, project_id).expect("VM namespace and port");
         Node {
             stack,
             port_id: vm.port.id.clone(),
@@ -72,9 +77,14 @@ impl<'a> Node<'a> {
 
     /// Runs the plugin for `command` and container `cid` (ifname eth0) with `conf`.
     pub fn run(&self, command: &str, cid: &str, conf: &Value) -> Outcome {
+        self.run_env(command, cid, conf, &[])
+    }
+
+    /// As [`Node::run`], with extra environment variables (as a runtime passes its own).
+    pub fn run_env(&self, command: &str, cid: &str, conf: &Value, env: &[(&str, &str)]) -> Outcome {
         let att = Attachment { container_id: cid.to_string(), netns: Some(self.vm.ns.path().to_path_buf()), ifname: "eth0".into() };
         let att = (!cid.is_empty()).then_some(att);
-        cni_runner::exec(ipam_binary(), &self.vm.ns, command, att.as_ref(), &[], conf.to_string().as_bytes())
+        cni_runner::exec(ipam_binary(), &self.vm.ns, command, att.as_ref(), env, conf.to_string().as_bytes())
     }
 
     /// ADD with the default config; returns the allocated address.

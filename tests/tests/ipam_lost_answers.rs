@@ -1,0 +1,141 @@
+//! tcnp-ipam when the answer to a port update is lost: no address is ever left on the VM
+//! port without a record. The real Neutron (shared stack) already closes each connection
+//! after its response without saying so (uwsgi's `--http-socket`), which the 30 concurrent
+//! ADDs of `ipam_basic` meet. Faults the real server cannot produce on demand come from
+//! `FaultProxy`, a FAKE relay in front of the real Neutron inside the VM namespace: a 504
+//! after forwarding, a reset after the request was sent, a connection closed without an
+//! answer, an answer withheld until the client times out. Neutron applies every forwarded
+//! update; only its answer is lost.
+
+mod ipam_support;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipam_support::{address_of, Node};
+use serde_json::{json, Value};
+use testbed::netns::unique;
+use testbed::openstack::{shared, Fault, FaultProxy};
+
+/// The node's config with Neutron reached through `proxy`.
+fn through(node: &Node, proxy: &FaultProxy, extra: Value) -> Value {
+    let mut ipam = node.ipam();
+    ipam["openstackConf"]["neutronUrl"] = json!(proxy.url());
+    if let (Some(o), Value::Object(e)) = (ipam.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    node.conf(ipam)
+}
+
+/// One ADD and DEL through `conf`, so that the port is found and marked and the faults
+/// that follow meet the updates of fixed IPs.
+fn warm_up(node: &Node, conf: &Value) {
+    let cid = unique("c");
+    node.run("ADD", &cid, conf).result();
+    node.run("DEL", &cid, conf).assert_ok();
+}
+
+/// Every address on the port is the VM's own or recorded by the node (attachment or spare),
+/// no address is recorded twice, and no journal is left.
+fn assert_accounted(node: &Node, context: &str) {
+    let state = node.state();
+    let mut recorded: Vec<IpAddr> = state["attachments"]
+        .as_object()
+        .map(|m| m.values().map(|l| l["ip"].as_str().unwrap().parse().unwrap()).collect())
+        .unwrap_or_default();
+    recorded.extend(state["spares"].as_array().into_iter().flatten().map(|l| l["ip"].as_str().unwrap().parse::<IpAddr>().unwrap()));
+    let distinct: HashSet<IpAddr> = recorded.iter().copied().collect();
+    assert_eq!(distinct.len(), recorded.len(), "{context}: an address recorded twice: {state}");
+    let on_port: HashSet<IpAddr> = node.port_ips().into_iter().filter(|ip| *ip != node.primary).collect();
+    assert_eq!(on_port, distinct, "{context}: port and records differ\n{}", node.log());
+    assert!(state["pending"].is_null(), "{context}: journal left: {state}");
+}
+
+#[test]
+fn adds_and_dels_whose_answers_are_lost_leave_nothing_unrecorded() {
+    let node = Node::new(shared());
+    let proxy = FaultProxy::start(node.ns(), &node.stack.env().neutron_url).expect("fault proxy");
+    let conf = through(&node, &proxy, json!({}));
+    warm_up(&node, &conf);
+    for fault in [Fault::GatewayTimeout, Fault::ResetAfterSend, Fault::DropResponse] {
+        let cid = unique("c");
+        // The ADD's port update is applied by Neutron, its answer lost: the ADD reads the port,
+        // finds its update there and succeeds with that address.
+        proxy.fail_next_writes(&[fault]);
+        let ip = address_of(&node.run("ADD", &cid, &conf).result());
+        assert_eq!(proxy.pending_faults(), 0, "{fault:?} was not met");
+        assert!(node.port_ips().contains(&ip), "{fault:?}: {ip} not on the port");
+        assert_eq!(node.recorded(), 1);
+        assert_accounted(&node, &format!("ADD under {fault:?}"));
+        // The DEL's update likewise: the next read shows the address gone.
+        proxy.fail_next_writes(&[fault]);
+        node.run("DEL", &cid, &conf).assert_ok();
+        assert!(!node.port_ips().contains(&ip), "{fault:?}: {ip} still on the port");
+        assert_eq!(node.recorded(), 0);
+        assert_accounted(&node, &format!("DEL under {fault:?}"));
+    }
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+#[test]
+fn an_answer_withheld_past_the_client_timeout_is_settled_too() {
+    let node = Node::new(shared());
+    let proxy = FaultProxy::start(node.ns(), &node.stack.env().neutron_url).expect("fault proxy");
+    let conf = through(&node, &proxy, json!({}));
+    warm_up(&node, &conf);
+    // A short timeout (the token is cached by now), still ample for this loaded machine.
+    let mut short = conf.clone();
+    short["ipam"]["openstackConf"]["timeoutSeconds"] = json!(3);
+    let cid = unique("c");
+    proxy.fail_next_writes(&[Fault::Withhold]);
+    let ip = address_of(&node.run("ADD", &cid, &short).result());
+    assert!(node.port_ips().contains(&ip));
+    assert_accounted(&node, "ADD after a client timeout");
+    assert!(node.log().contains("timed out"), "{}", node.log());
+    node.run("DEL", &cid, &conf).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+#[test]
+fn an_unsettled_update_is_settled_by_the_next_add_or_by_gc() {
+    let node = Node::new(shared());
+    let proxy = FaultProxy::start(node.ns(), &node.stack.env().neutron_url).expect("fault proxy");
+    let conf = through(&node, &proxy, json!({}));
+    // Warm up: the port is found and marked, so the next ADD's reads are the ones faulted.
+    let first = unique("c");
+    node.run("ADD", &first, &conf).result();
+
+    // The update's answer is lost and so is the read meant to settle it (after the ADD's
+    // own read of the port): the ADD fails "try again later" and keeps its journal.
+    proxy.fail_next_reads(&[Fault::Pass, Fault::GatewayTimeout]);
+    proxy.fail_next_writes(&[Fault::DropResponse]);
+    let (code, msg, _) = node.run("ADD", &unique("c"), &conf).error();
+    assert_eq!(code, 11, "{msg}");
+    assert!(msg.contains("next run"), "{msg}");
+    assert!(!node.state()["pending"].is_null(), "the journal must survive: {}", node.state());
+    let leaked: Vec<IpAddr> = node.port_ips().into_iter().filter(|ip| *ip != node.primary).collect();
+    assert_eq!(leaked.len(), 2, "Neutron applied the update: {leaked:?}");
+
+    // The runtime's retry settles it and uses the address Neutron added: nothing new.
+    let retry = unique("c");
+    let ip = address_of(&node.run("ADD", &retry, &conf).result());
+    assert!(leaked.contains(&ip), "{ip} should be the address of the unanswered update {leaked:?}");
+    assert_eq!(node.port_ips().len(), 3);
+    assert_accounted(&node, "after the retry");
+
+    // Once more, now settled by GC, which releases what no attachment uses.
+    proxy.fail_next_reads(&[Fault::Pass, Fault::GatewayTimeout]);
+    proxy.fail_next_writes(&[Fault::GatewayTimeout]);
+    assert_eq!(node.run("ADD", &unique("c"), &conf).error().0, 11);
+    assert_eq!(node.port_ips().len(), 4);
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": first, "ifname": "eth0" }, { "containerID": retry, "ifname": "eth0" }]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips().len(), 3, "GC must release the settled address");
+    assert_accounted(&node, "after GC");
+    for cid in [&first, &retry] {
+        node.run("DEL", cid, &conf).assert_ok();
+    }
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
