@@ -1,5 +1,9 @@
-//! Minimal async OpenStack clients: Keystone v3 password auth and the Neutron v2.0 calls
-//! veth-route needs. Shared by `tcnp-ipam`, `vrouter-route-controller` and the test bed.
+//! Minimal async OpenStack clients: Keystone v3 (password or application credential,
+//! configured directly or from `clouds.yaml`/`OS_*`: [`CloudConfig`]) and the Neutron v2.0
+//! calls veth-route needs, lists paginated. Shared by `tcnp-ipam`,
+//! `vrouter-route-controller` and the test bed. A lost answer ([`Error::Interrupted`], or a
+//! 5xx) is told apart from a refusal ([`Error::outcome_unknown`]); a request that met a
+//! stale pooled connection is sent once more when that is harmless.
 //!
 //! ```no_run
 //! # async fn demo() -> openstack::Result<()> {

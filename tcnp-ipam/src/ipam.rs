@@ -128,6 +128,7 @@ impl Op {
     /// Terraform or Heat), and spares that are no longer on the port.
     async fn verify(&mut self, current: &Port) -> Result<(), IpamError> {
         let Some(info) = self.state.port.as_mut() else { return Ok(()) };
+        let recorded = info.clone();
         let on_port = |ip: IpAddr| current.fixed_ips.iter().any(|f| f.ip_address == ip);
         if let Some(ip) = port::uplink_address(&self.settings).filter(|ip| *ip != info.primary && on_port(*ip)) {
             log::warn!("port {}: the VM's address is {ip} (uplink), not {} as recorded; correcting", info.id, info.primary);
@@ -154,7 +155,11 @@ impl Op {
                 p.marked = true;
             }
         }
-        self.save()
+        // Saved only when something was repaired: most ADDs change nothing here.
+        if self.state.port.as_ref() != Some(&recorded) || self.state.spares.len() != before {
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// Adds addresses to the port in one PUT, journalled so that neither a crash nor a lost

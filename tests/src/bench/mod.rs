@@ -5,6 +5,7 @@
 pub mod cni_latency;
 pub mod datapath;
 pub mod ipam;
+pub mod reliability;
 
 use std::time::Duration;
 

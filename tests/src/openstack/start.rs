@@ -109,19 +109,24 @@ impl Stack {
         run_step("neutron schema", Command::new(bin.join("python")).arg("-c").arg(config::NEUTRON_SCHEMA_PY).arg(&db_url), &setup_log)?;
 
         // Serve both; Neutron loads slowly (10-20 s), so it starts while Keystone does.
-        let uwsgi = |port: u16, module: &str, threads: &str| {
+        let uwsgi = |port: u16, module: &str, threads: &str, announce_close: bool| {
             let mut c = Command::new(bin.join("uwsgi"));
             // uwsgi's plain http-socket closes each connection after its response without
-            // saying so (as load balancers close idle keep-alive connections): the clients
-            // under test must cope with that, so the test bed does not announce it.
-            c.args(["--http-socket", &format!("127.0.0.1:{port}")])
-                .args(["--module", module])
+            // saying so (as load balancers close idle keep-alive connections). Neutron does
+            // not announce it: the programs under test must cope with that. Keystone does,
+            // because its other client, Neutron's keystonemiddleware, pools connections and
+            // answers 503 when one turns out closed (a test bed matter, not the product's).
+            c.args(["--http-socket", &format!("127.0.0.1:{port}")]);
+            if announce_close {
+                c.args(["--add-header", "Connection: close"]);
+            }
+            c.args(["--module", module])
                 .args(["--master", "--processes", "1", "--threads", threads, "--die-on-term", "--need-app"])
                 .args(["--home"])
                 .arg(venv);
             c
         };
-        let mut ks_cmd = uwsgi(ks_port, "keystone.wsgi.api:application", "2");
+        let mut ks_cmd = uwsgi(ks_port, "keystone.wsgi.api:application", "2", true);
         ks_cmd.env("OS_KEYSTONE_CONFIG_DIR", &ks_dir).env("OS_KEYSTONE_CONFIG_FILES", "keystone.conf");
         let ks_log = dir.join("keystone-uwsgi.log");
         let mut keystone = process::spawn_group(&mut ks_cmd, &ks_log)?;
@@ -129,7 +134,7 @@ impl Stack {
         if let Some(r) = reaper.as_deref_mut() {
             r.watch(keystone_pgid)?;
         }
-        let mut nt_cmd = uwsgi(nt_port, "neutron.wsgi.api:application", "1");
+        let mut nt_cmd = uwsgi(nt_port, "neutron.wsgi.api:application", "1", false);
         nt_cmd.env("OS_NEUTRON_CONFIG_DIR", &nt_dir).env("OS_NEUTRON_CONFIG_FILES", "neutron.conf");
         let nt_log = dir.join("neutron-uwsgi.log");
         let mut neutron = process::spawn_group(&mut nt_cmd, &nt_log)?;
