@@ -9,7 +9,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::ledger::Cluster;
-use openstack::{Credentials, DomainRef, HttpOptions, Secret};
+use openstack::{ApplicationCredential, Auth, CloudConfig, Credentials, DomainRef, HttpOptions, Secret};
 
 /// Command line (every flag also reads an environment variable).
 #[derive(Debug, Parser, Default)]
@@ -32,9 +32,20 @@ pub struct Args {
     /// Only manage these router ids (default: every router attached to the networks).
     #[arg(long = "router", env = "VRC_ROUTERS", value_delimiter = ',')]
     pub routers: Vec<String>,
+    /// A cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/,
+    /// /etc/openstack/), instead of the credential flags below.
+    #[arg(long, env = "OS_CLOUD")]
+    pub cloud: Option<String>,
     /// Keystone v3 URL, e.g. http://keystone:5000/v3.
     #[arg(long, env = "OS_AUTH_URL")]
     pub auth_url: Option<String>,
+    /// Application credential id (with its secret from --application-credential-secret-file
+    /// or OS_APPLICATION_CREDENTIAL_SECRET), instead of a user and password.
+    #[arg(long, env = "OS_APPLICATION_CREDENTIAL_ID")]
+    pub application_credential_id: Option<String>,
+    /// File holding the application credential's secret.
+    #[arg(long, env = "OS_APPLICATION_CREDENTIAL_SECRET_FILE")]
+    pub application_credential_secret_file: Option<PathBuf>,
     /// Keystone user.
     #[arg(long, env = "OS_USERNAME")]
     pub username: Option<String>,
@@ -47,6 +58,12 @@ pub struct Args {
     /// Domain of user and project: an id (`default`, 32 hex digits) or a name (`Default`).
     #[arg(long, env = "OS_DOMAIN")]
     pub domain: Option<String>,
+    /// The user's domain, when it differs from the project's (id or name, as --domain).
+    #[arg(long, env = "OS_USER_DOMAIN_NAME")]
+    pub user_domain: Option<String>,
+    /// The project's domain, when it differs from the user's (id or name, as --domain).
+    #[arg(long, env = "OS_PROJECT_DOMAIN_NAME")]
+    pub project_domain: Option<String>,
     /// Keystone region of the Neutron endpoint.
     #[arg(long, env = "OS_REGION_NAME")]
     pub region: Option<String>,
@@ -121,11 +138,16 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileOpenStack {
+    cloud: Option<String>,
     auth_url: Option<String>,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    application_credential_id: Option<String>,
+    application_credential_secret_file: Option<PathBuf>,
     project: Option<String>,
     domain: Option<String>,
+    user_domain: Option<String>,
+    project_domain: Option<String>,
     region: Option<String>,
     interface: Option<String>,
     neutron_url: Option<String>,
@@ -142,8 +164,8 @@ pub struct Config {
     pub networks: Vec<String>,
     /// Routers to restrict to (empty: all attached).
     pub routers: Vec<String>,
-    /// Keystone credentials.
-    pub credentials: Credentials,
+    /// How to authenticate to Keystone.
+    pub auth: Auth,
     /// HTTP client settings.
     pub http: HttpOptions,
     /// Region for the catalog lookup.
@@ -184,9 +206,34 @@ pub fn domain_ref(s: &str) -> DomainRef {
     }
 }
 
+/// Secrets that only come from the environment, never from a flag (argv is public).
+#[derive(Default)]
+pub struct EnvSecrets {
+    /// `OS_PASSWORD`.
+    pub password: Option<String>,
+    /// `OS_APPLICATION_CREDENTIAL_SECRET`.
+    pub application_credential_secret: Option<String>,
+}
+
+impl EnvSecrets {
+    /// From this process's environment.
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        EnvSecrets { password: get("OS_PASSWORD"), application_credential_secret: get("OS_APPLICATION_CREDENTIAL_SECRET") }
+    }
+}
+
+fn read_secret(p: &std::path::Path, what: &str) -> Result<String, ConfigError> {
+    Ok(std::fs::read_to_string(p)
+        .map_err(|e| ConfigError(format!("cannot read {what} file {}: {e}", p.display())))?
+        .trim_end_matches(['\n', '\r'])
+        .to_string())
+}
+
 impl Config {
-    /// Merges flags/env over the file; `env_password` is `OS_PASSWORD` (never a flag: argv is public).
-    pub fn load(args: Args, env_password: Option<String>) -> Result<Config, ConfigError> {
+    /// Merges flags/env over the file. Credentials come from one source: a cloud of
+    /// clouds.yaml, an application credential, or a user and password.
+    pub fn load(args: Args, secrets: EnvSecrets) -> Result<Config, ConfigError> {
         let file: FileConfig = match &args.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
@@ -201,28 +248,58 @@ impl Config {
         }
         let cluster_id = required(args.cluster_id.or(file.cluster_id), "the cluster id", "cluster-id", "VRC_CLUSTER_ID")?;
         let cluster = Cluster::new(&cluster_id).map_err(|e| ConfigError(e.to_string()))?;
-        let password = match args.password_file.or(os.password_file) {
-            Some(p) => std::fs::read_to_string(&p)
-                .map_err(|e| ConfigError(format!("cannot read password file {}: {e}", p.display())))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-            None => env_password.ok_or_else(|| {
-                ConfigError("a password is required (--password-file, OS_PASSWORD_FILE, OS_PASSWORD or openstack.passwordFile)".into())
-            })?,
-        };
-        let domain = domain_ref(&args.domain.or(os.domain).unwrap_or_else(|| "default".into()));
-        let credentials = Credentials {
-            auth_url: required(args.auth_url.or(os.auth_url), "the Keystone URL", "auth-url", "OS_AUTH_URL")?,
-            username: required(args.username.or(os.username), "the user name", "username", "OS_USERNAME")?,
-            password: Secret::new(password),
-            user_domain: domain.clone(),
-            project: required(args.project.or(os.project), "the project", "project", "OS_PROJECT_NAME")?,
-            project_domain: domain,
+        let app_cred_id = args.application_credential_id.or(os.application_credential_id);
+        let username = args.username.or(os.username);
+        let (auth, cloud) = match args.cloud.or(os.cloud) {
+            Some(name) => {
+                if username.is_some() || app_cred_id.is_some() {
+                    return Err(ConfigError(format!(
+                        "cloud {name:?} and explicit credentials (a user name or an application credential id) are both given; use one"
+                    )));
+                }
+                let cloud = CloudConfig::from_clouds_yaml(&name, None).map_err(|e| ConfigError(e.to_string()))?;
+                (cloud.auth.clone(), Some(cloud))
+            }
+            None => {
+                let auth_url = required(args.auth_url.or(os.auth_url), "the Keystone URL", "auth-url", "OS_AUTH_URL")?;
+                let auth = match app_cred_id {
+                    Some(id) => {
+                        let secret = match args.application_credential_secret_file.or(os.application_credential_secret_file) {
+                            Some(p) => read_secret(&p, "application credential secret")?,
+                            None => secrets.application_credential_secret.ok_or_else(|| {
+                                ConfigError("an application credential needs its secret (--application-credential-secret-file, OS_APPLICATION_CREDENTIAL_SECRET_FILE, OS_APPLICATION_CREDENTIAL_SECRET or openstack.applicationCredentialSecretFile)".into())
+                            })?,
+                        };
+                        Auth::ApplicationCredential(ApplicationCredential { auth_url, id, secret: Secret::new(secret) })
+                    }
+                    None => {
+                        let password = match args.password_file.or(os.password_file) {
+                            Some(p) => read_secret(&p, "password")?,
+                            None => secrets.password.ok_or_else(|| {
+                                ConfigError(
+                                    "a password is required (--password-file, OS_PASSWORD_FILE, OS_PASSWORD or openstack.passwordFile)"
+                                        .into(),
+                                )
+                            })?,
+                        };
+                        let domain = args.domain.or(os.domain).unwrap_or_else(|| "default".into());
+                        Auth::Password(Credentials {
+                            auth_url,
+                            username: required(username, "the user name", "username", "OS_USERNAME")?,
+                            password: Secret::new(password),
+                            user_domain: domain_ref(args.user_domain.or(os.user_domain).as_deref().unwrap_or(&domain)),
+                            project: required(args.project.or(os.project), "the project", "project", "OS_PROJECT_NAME")?,
+                            project_domain: domain_ref(args.project_domain.or(os.project_domain).as_deref().unwrap_or(&domain)),
+                        })
+                    }
+                };
+                (auth, None)
+            }
         };
         let http = HttpOptions {
             timeout: Duration::from_secs(args.timeout.or(os.timeout_seconds).unwrap_or(30)),
-            ca_bundle: args.cacert.or(os.ca_file),
-            insecure: args.insecure || os.insecure,
+            ca_bundle: args.cacert.or(os.ca_file).or_else(|| cloud.as_ref().and_then(|c| c.cacert.clone())),
+            insecure: args.insecure || os.insecure || cloud.as_ref().is_some_and(|c| c.insecure),
         };
         let level = args.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
         let log_level = level.parse().map_err(|_| ConfigError(format!("unknown log level {level:?}")))?;
@@ -235,10 +312,10 @@ impl Config {
         Ok(Config {
             networks,
             routers: if args.routers.is_empty() { file.routers } else { args.routers },
-            credentials,
+            auth,
             http,
-            region: args.region.or(os.region),
-            interface: args.interface.or(os.interface).unwrap_or_else(|| "public".into()),
+            region: args.region.or(os.region).or_else(|| cloud.as_ref().and_then(|c| c.region.clone())),
+            interface: args.interface.or(os.interface).or_else(|| cloud.and_then(|c| c.interface)).unwrap_or_else(|| "public".into()),
             neutron_url: args.neutron_url.or(os.neutron_url),
             listen: args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:9180".parse().expect("valid address")),
             poll_interval: Duration::from_secs(poll),
@@ -276,27 +353,73 @@ mod tests {
                           "passwordFile": dir.join("pw")}
         });
         std::fs::write(&cfg, body.to_string()).unwrap();
-        let c = Config::load(args(&["--config", cfg.to_str().unwrap(), "--network", "net-b,net-c", "--max-routes", "10"]), None).unwrap();
+        let c = Config::load(
+            args(&["--config", cfg.to_str().unwrap(), "--network", "net-b,net-c", "--max-routes", "10"]),
+            EnvSecrets::default(),
+        )
+        .unwrap();
         assert_eq!(c.networks, ["net-b", "net-c"]);
         assert_eq!(c.reconcile.cluster.as_str(), "prod");
         assert_eq!(c.reconcile.max_routes, Some(10));
         assert!(!c.reconcile.shape.aggregate);
-        assert_eq!(c.credentials.password.expose(), "s3cret");
-        assert_eq!(c.credentials.user_domain, DomainRef::Name("Default".into()));
+        let Auth::Password(creds) = &c.auth else { panic!("password auth expected: {:?}", c.auth) };
+        assert_eq!(creds.password.expose(), "s3cret");
+        assert_eq!(creds.user_domain, DomainRef::Name("Default".into()));
         assert!(!format!("{c:?}").contains("s3cret"), "no secret in Debug output");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn missing_settings_are_named() {
-        let e = Config::load(args(&["--network", "n"]), Some("pw".into())).unwrap_err().to_string();
+        let e = Config::load(args(&["--network", "n"]), pw()).unwrap_err().to_string();
         assert!(e.contains("VRC_CLUSTER_ID"), "{e}");
-        let e = Config::load(args(&["--network", "n", "--cluster-id", "a:b"]), Some("pw".into())).unwrap_err().to_string();
+        let e = Config::load(args(&["--network", "n", "--cluster-id", "a:b"]), pw()).unwrap_err().to_string();
         assert!(e.contains("cluster id"), "{e}");
-        let e = Config::load(args(&["--network", "n", "--cluster-id", "c"]), Some("pw".into())).unwrap_err().to_string();
+        let e = Config::load(args(&["--network", "n", "--cluster-id", "c"]), pw()).unwrap_err().to_string();
         assert!(e.contains("OS_AUTH_URL"), "{e}");
-        let e = Config::load(args(&[]), None).unwrap_err().to_string();
+        let e = Config::load(args(&[]), EnvSecrets::default()).unwrap_err().to_string();
         assert!(e.contains("network"), "{e}");
+    }
+
+    fn pw() -> EnvSecrets {
+        EnvSecrets { password: Some("pw".into()), ..EnvSecrets::default() }
+    }
+
+    #[test]
+    fn application_credentials_and_separate_domains() {
+        let secrets = EnvSecrets { application_credential_secret: Some("app-s3cret".into()), ..EnvSecrets::default() };
+        let base = ["--network", "n", "--cluster-id", "c", "--auth-url", "http://k/v3"];
+        let c = Config::load(args(&[&base[..], &["--application-credential-id", "ac1"]].concat()), secrets).unwrap();
+        let Auth::ApplicationCredential(a) = &c.auth else { panic!("{:?}", c.auth) };
+        assert_eq!((a.id.as_str(), a.secret.expose()), ("ac1", "app-s3cret"));
+        assert!(!format!("{c:?}").contains("app-s3cret"), "no secret in Debug output");
+        let e = Config::load(args(&[&base[..], &["--application-credential-id", "ac1"]].concat()), EnvSecrets::default()).unwrap_err();
+        assert!(e.to_string().contains("OS_APPLICATION_CREDENTIAL_SECRET"), "{e}");
+        let split = ["--username", "u", "--project", "p", "--user-domain", "Users", "--project-domain", "default"];
+        let c = Config::load(args(&[&base[..], &split[..]].concat()), pw()).unwrap();
+        let Auth::Password(p) = &c.auth else { panic!("{:?}", c.auth) };
+        assert_eq!((&p.user_domain, &p.project_domain), (&DomainRef::Name("Users".into()), &DomainRef::Id("default".into())));
+    }
+
+    #[test]
+    fn a_cloud_of_clouds_yaml_or_explicit_credentials_not_both() {
+        let dir = std::env::temp_dir().join(format!("vrc-clouds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clouds = dir.join("clouds.yaml");
+        std::fs::write(
+            &clouds,
+            "clouds:\n  lab:\n    region_name: RegionTwo\n    interface: internal\n    auth:\n      auth_url: http://k/v3\n      application_credential_id: ac9\n      application_credential_secret: yaml-s3cret\n",
+        )
+        .unwrap();
+        // OS_CLIENT_CONFIG_FILE is how openstacksdk is pointed at a file; read by the crate.
+        std::env::set_var("OS_CLIENT_CONFIG_FILE", &clouds);
+        let c = Config::load(args(&["--network", "n", "--cluster-id", "c", "--cloud", "lab"]), EnvSecrets::default()).unwrap();
+        assert!(matches!(&c.auth, Auth::ApplicationCredential(a) if a.id == "ac9"), "{:?}", c.auth);
+        assert_eq!((c.region.as_deref(), c.interface.as_str()), (Some("RegionTwo"), "internal"));
+        let e = Config::load(args(&["--network", "n", "--cluster-id", "c", "--cloud", "lab", "--username", "u"]), pw()).unwrap_err();
+        assert!(e.to_string().contains("use one"), "{e}");
+        std::env::remove_var("OS_CLIENT_CONFIG_FILE");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use openstack::{Neutron, Session};
 use vrouter_route_controller::cloud::CloudError;
-use vrouter_route_controller::config::{Args, Config};
+use vrouter_route_controller::config::{Args, Config, EnvSecrets};
 use vrouter_route_controller::daemon::{self, Timing};
 use vrouter_route_controller::http;
 use vrouter_route_controller::neutron::NeutronCloud;
@@ -16,7 +16,7 @@ use vrouter_route_controller::status::Status;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(args, std::env::var("OS_PASSWORD").ok()) {
+    let config = match Config::load(args, EnvSecrets::from_env()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vrouter-route-controller: {e}");
@@ -42,7 +42,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let session = Arc::new(Session::new(http_client, config.credentials.clone()));
+    let session = Arc::new(Session::new(http_client, config.auth.clone()));
     let status = Arc::new(Mutex::new(Status::default()));
     // The probes answer from the start: waiting for Keystone is "alive, not ready".
     let server = if config.once {
