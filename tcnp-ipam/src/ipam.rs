@@ -334,14 +334,13 @@ impl Op {
         self.result(&lease)
     }
 
-    /// veth-route sets the pod MTU from its own `mtu` before IPAM runs: say when that is
-    /// missing or larger than what the Neutron network carries (packets would be dropped).
+    /// veth-route sets the pod MTU before IPAM runs, from its own `mtu` or else the uplink's
+    /// (which Neutron set): say when a configured one is larger than what the network
+    /// carries (packets would be dropped).
     fn warn_mtu(&self, configured: Option<u64>) {
         let Some(net) = self.state.port.as_ref().and_then(|p| p.network_mtu) else { return };
-        match configured {
-            None if net < 1500 => log::warn!("the network's MTU is {net} but the config sets no \"mtu\": set \"mtu\": {net}"),
-            Some(m) if m > u64::from(net) => log::warn!("\"mtu\": {m} is larger than the network's MTU {net}: set \"mtu\": {net}"),
-            _ => {}
+        if let Some(m) = configured.filter(|m| *m > u64::from(net)) {
+            log::warn!("\"mtu\": {m} is larger than the network's MTU {net}: set \"mtu\": {net}, or leave it out to take the uplink's");
         }
     }
 

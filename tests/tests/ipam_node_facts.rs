@@ -48,9 +48,15 @@ fn stripped_tags_come_back_and_a_wrong_primary_is_corrected() {
         node.run("DEL", c, &conf).assert_ok();
     }
     assert_eq!(node.port_ips(), vec![node.primary]);
-    // The test network is VXLAN (MTU 1450) and this config sets no "mtu": ADD says so.
+    // The test network is VXLAN (MTU 1450): a config whose "mtu" is larger gets told.
     let mtu = block_on(stack.neutron().get_network(&node.network_id)).unwrap().mtu.expect("Neutron reports the MTU");
+    assert!(!node.log().contains("set \"mtu\""), "no mtu configured is fine (the plugin takes the uplink's): {}", node.log());
+    let mut too_big = conf.clone();
+    too_big["mtu"] = json!(9000);
+    let c4 = unique("c");
+    node.run("ADD", &c4, &too_big).result();
     assert!(node.log().contains(&format!("set \"mtu\": {mtu}")), "{}", node.log());
+    node.run("DEL", &c4, &too_big).assert_ok();
 }
 
 #[test]

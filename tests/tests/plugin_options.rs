@@ -21,6 +21,29 @@ fn mtu_on_both_ends() {
 }
 
 #[test]
+fn without_mtu_the_pod_gets_the_uplinks() {
+    // A VM on a VXLAN tenant network gets MTU 1450 from Neutron (DHCP); a pod left at the
+    // kernel's 1500 would send full-size packets the network drops.
+    let vm = Vm::new();
+    vm.ns.ip("link set eth0 mtu 1450");
+    vm.vrouter.ip("link set qr0 mtu 1450");
+    let conf = vm.network("1.1.0");
+    let pod = vm.pod();
+    let res = vm.add(&conf, &pod).result();
+    let host_veth = res["interfaces"][0]["name"].as_str().unwrap();
+    assert!(pod.ns.ip("link show eth0").contains("mtu 1450"), "{}", pod.ns.ip("link show eth0"));
+    assert!(vm.ns.ip(&format!("link show {host_veth}")).contains("mtu 1450"));
+    assert_eq!(res["interfaces"][1]["mtu"], 1450);
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+    // An explicit mtu still wins.
+    let mut conf = vm.network("1.1.0");
+    conf["mtu"] = json!(1400);
+    let res = vm.add(&conf, &pod).result();
+    assert_eq!(res["interfaces"][1]["mtu"], 1400);
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+}
+
+#[test]
 fn custom_gateway_on_existing_device() {
     let vm = Vm::new();
     vm.ns.ip("link add gw0 type ifb");

@@ -81,7 +81,14 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &Attac
 
     // The veth needs no address, so it comes first: the TCX attach waits for an RCU grace
     // period and runs on a thread while IPAM allocates and the pod is wired.
-    nl.host(|h| async move { veth::create_pair(&h, name, &inv.ifname, conf.plugin.mtu, pod_ns).await })?;
+    let mtu = match conf.plugin.mtu {
+        Some(m) => Some(m),
+        None => nl.host(|h| async move { host::uplink_mtu(&h).await })?.map(|(uplink, m)| {
+            log::info!("pod MTU {m}: the uplink {uplink}'s (no mtu configured)");
+            m
+        }),
+    };
+    nl.host(|h| async move { veth::create_pair(&h, name, &inv.ifname, mtu, pod_ns).await })?;
     undo.host_veth = true;
     undo.datapath = true;
     let datapath = datapath::attach_early(&conf.plugin.datapath, name);

@@ -17,7 +17,7 @@ pub type Conf = NetConf<VethRouteConf>;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawConf")]
 pub struct VethRouteConf {
-    /// MTU of both veth ends; kernel default (1500) when absent.
+    /// MTU of both veth ends; the uplink's (the default route's interface) when absent.
     pub mtu: Option<u32>,
     /// Masquerade pod traffic leaving for non-pod-subnet destinations.
     pub ip_masq: bool,

@@ -19,6 +19,20 @@ pub fn pod_route(pod_ip: Ipv4Addr, host_index: u32) -> Route4 {
     Route4::new(Ipv4Net::new(pod_ip, 32).expect("/32"), None, host_index, RouteScope::Universe)
 }
 
+/// The MTU pods get when the config sets none: the uplink's, i.e. the interface of the
+/// VM's IPv4 default route. OpenStack hands the VM its Neutron network's MTU (DHCP option
+/// 26, or config drive), so this is the network's MTU: on a VXLAN network 1450, where the
+/// kernel's default of 1500 would black-hole full-size packets leaving the VM. `None`
+/// without a default route: the kernel's default then.
+pub async fn uplink_mtu(h: &Handle) -> Result<Option<(String, u32)>> {
+    let routes = netlink::ipv4_routes(h).await?;
+    let Some(oif) = routes.iter().filter(|r| r.dst.prefix_len() == 0).min_by_key(|r| r.priority).and_then(|r| r.oif) else {
+        return Ok(None);
+    };
+    let links = netlink::links(h).await?;
+    Ok(links.into_iter().find(|l| l.index == oif).and_then(|l| l.mtu.map(|m| (l.name, m))))
+}
+
 /// Wire the host end `host_name` for the pod at `pod_ip`.
 pub async fn wire(h: &Handle, conf: &VethRouteConf, host_name: &str, tag: &str, pod_ip: Ipv4Addr) -> Result<(Link, Placement)> {
     let link = netlink::link_by_name(h, host_name)
