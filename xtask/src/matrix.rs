@@ -24,6 +24,7 @@ pub const DATAPATH_TESTS: &[&str] = &[
     "plugin_gateway",
     "plugin_antispoof_kernel",
     "fastpath_traffic",
+    "fastpath_edges",
     "fastpath_services",
     "fastpath_antispoof",
     "fastpath_bandwidth",

@@ -3,7 +3,9 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use veth_route_common::{map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED};
+use veth_route_common::{
+    map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED,
+};
 
 use super::pins::PinLayout;
 use super::DatapathError;
@@ -105,12 +107,8 @@ impl PinnedMaps {
         ignore_missing(self.sources.remove(&ifindex), "removing source")
     }
 
-    /// Set the host-wide redirect mode (`MODE_*`).
-    pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
-        self.settings.set(0, Settings { mode, reserved: 0 }, 0).map_err(|e| map_err("writing settings", e))
-    }
-
-    /// The host-wide redirect mode.
+    /// The pin directory's redirect mode, for pods whose `sources` entry has no mode bit
+    /// (written by a build that kept one mode per pin directory).
     pub fn mode(&self) -> Result<u32, DatapathError> {
         Ok(self.settings.get(&0, 0).map_err(|e| map_err("reading settings", e))?.mode)
     }

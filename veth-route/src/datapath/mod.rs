@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use veth_route_common::{Endpoint, PodSource, MODE_ALWAYS, MODE_AUTO, SOURCE_F_ANTI_SPOOF};
+use veth_route_common::{Endpoint, PodSource, SOURCE_F_ANTI_SPOOF, SOURCE_F_MODE_ALWAYS, SOURCE_F_MODE_AUTO};
 
 use self::loader::{Prog, Programs};
 use self::maps::PinnedMaps;
@@ -64,13 +64,12 @@ pub struct DatapathConfig {
 }
 
 impl DatapathConfig {
-    /// The `sources` map flags this config asks for.
+    /// The `sources` map flags this config asks for: anti-spoofing, and the redirect mode of
+    /// this network's pods (per pod, so networks sharing a pin directory keep their own).
     fn source_flags(&self) -> u32 {
-        if self.anti_spoof {
-            SOURCE_F_ANTI_SPOOF
-        } else {
-            0
-        }
+        let spoof = if self.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
+        let mode = if self.fast_path == FastPath::Always { SOURCE_F_MODE_ALWAYS } else { SOURCE_F_MODE_AUTO };
+        spoof | mode
     }
 }
 
@@ -133,6 +132,10 @@ pub enum DatapathError {
     /// A CHECK found a difference.
     #[error("datapath check failed: {0}")]
     Mismatch(String),
+    /// The pin directory (or one above it on bpffs) could be planted, redirected or changed
+    /// by someone other than root.
+    #[error("bpfPinDir: {} {problem}; the fast path's pins must be root's alone: fix or remove it", .path.display())]
+    InsecurePins { path: PathBuf, problem: String },
     /// Any other failure, with context.
     #[error("datapath: {0}")]
     Other(String),
@@ -207,7 +210,7 @@ impl Drop for PendingAttach {
     }
 }
 
-/// Load (or reuse) the programs, set the mode, attach the uplinks, then put a placeholder
+/// Load (or reuse) the programs, attach the uplinks, then put a placeholder
 /// anti-spoof entry (no IPv4 source passes) and attach the pod programs to the host veth, in
 /// that order, so the check holds from the first packet. Leaves nothing of the pod behind on
 /// failure.
@@ -218,7 +221,6 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
     let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
     let mode = AttachMode::detect();
-    maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
 
     let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
@@ -365,7 +367,8 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
     }
     let mode = AttachMode::detect();
     for p in Prog::POD {
-        let pin = loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
+        let pin =
+            loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
         let prog = loader::open_pinned(&pin, p.name())?;
         if !tc::is_attached(&prog, p, &ep.host_ifname, &layout.link(p, &ep.host_ifname), mode)? {
             return Err(DatapathError::Mismatch(format!("{} is not attached to tc {:?} of {}", p.name(), p.attach_type(), ep.host_ifname)));
@@ -402,16 +405,23 @@ pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
     sweep_vanished(&mut maps)
 }
 
-/// Drop map entries whose host veth no longer exists.
+/// Drop map entries whose host veth no longer exists: an endpoint whose ifindex is gone or
+/// now has another MAC (a new interface got the index), or whose `sources` entry names
+/// another pod; an anti-spoof entry whose ifindex is gone.
 fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
-    let stale = |idx: u32| ifname(idx).is_none();
+    let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
+        .map_err(|e| DatapathError::Other(format!("listing interfaces: {e}")))?;
+    let mac_of: std::collections::HashMap<u32, Option<[u8; 6]>> = links.into_iter().map(|l| (l.index, l.mac)).collect();
     for (ip, ep) in maps.all_endpoints()? {
-        if stale(ep.ifindex) {
+        let owner = maps.source(ep.ifindex)?.map(|s| s.ip);
+        let live = mac_of.get(&ep.ifindex) == Some(&Some(ep.host_mac)) && owner.is_none_or(|o| o == ip.octets());
+        if !live {
+            log::info!("removing stale endpoint {ip} (host veth ifindex {} is gone or another pod's)", ep.ifindex);
             maps.remove_endpoint(ip)?;
         }
     }
     for (idx, _) in maps.all_sources()? {
-        if stale(idx) {
+        if !mac_of.contains_key(&idx) {
             maps.remove_source(idx)?;
         }
     }
