@@ -328,7 +328,6 @@ fn del_of_a_kernel_path_pod_on_a_fast_path_host_succeeds() {
     assert!(vm.endpoint_ips().is_empty());
 }
 
-
 /// A pin directory someone else could have planted (world-writable) or that points
 /// elsewhere (a symbolic link) is refused with a CNI error naming it, and nothing is pinned
 /// or left behind.
@@ -366,4 +365,33 @@ fn a_pin_directory_others_could_write_or_redirect_is_refused() {
     assert!(msg.contains("symbolic link"), "{msg}");
     assert_eq!(planted, 0, "nothing may be pinned where the link points");
     assert_eq!(links(), links_before, "a failed ADD leaves no interface behind");
+}
+
+/// CHECK compares an attachment with what its ADD did, not with what the node has: a pod
+/// added while its network had `fastPath: off` (or eBPF was unusable) passes CHECK once the
+/// network is back on `auto` and other pods have the fast path; a pod that had the fast path
+/// and lost part of it still fails.
+#[test]
+fn check_goes_by_what_add_did_for_the_attachment() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let fast = vm.add_pod();
+    let mut off = vm.conf.clone();
+    off["fastPath"] = json!("off");
+    let slow = vm.add_pod_as(off);
+    assert!(!vm.endpoint_ips().contains(&slow.ip));
+    vm.cni("CHECK", &slow.att, Some(&slow.result)).assert_ok();
+    fast.check().assert_ok();
+
+    let veth = vm.host_veth_of(fast.ip);
+    for prog in ["from_pod", "to_pod"] {
+        let pin = vm.pins().join("links").join(prog).join(&veth);
+        if pin.is_dir() {
+            std::fs::remove_dir(&pin).unwrap();
+        } else {
+            std::fs::remove_file(&pin).unwrap();
+        }
+    }
+    let (_, msg, err) = fast.check().error();
+    assert!(format!("{msg} {err}").contains("not attached"), "{err}");
 }

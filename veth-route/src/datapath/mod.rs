@@ -335,14 +335,33 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
         return Ok(());
     }
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
-    if !layout.exists() || loader::pinned_program(&layout, Prog::FromPod).is_none() {
+    // What ADD did for this attachment, not what the host has: its link pins (or netlink
+    // records), its anti-spoof entry and its endpoint. None of them: ADD gave it the kernel
+    // path (eBPF was unusable then, or the network's fastPath was off), which other pods'
+    // pins do not make wrong.
+    let maps = if layout.exists() { PinnedMaps::open(&layout).ok() } else { None };
+    let in_maps = maps.as_ref().is_some_and(|m| {
+        m.source(ep.host_ifindex).ok().flatten().is_some()
+            || m.endpoint(ep.pod_ip).ok().flatten().is_some_and(|e| e.ifindex == ep.host_ifindex)
+    });
+    let recorded = in_maps || Prog::POD.iter().any(|p| layout.link(*p, &ep.host_ifname).exists());
+    if !recorded {
         return match cfg.fast_path {
-            FastPath::Required => Err(DatapathError::Mismatch(format!("no eBPF programs pinned under {}", layout.root().display()))),
-            // ADD fell back to the kernel path on this host.
+            FastPath::Required => Err(DatapathError::Mismatch(format!(
+                "{} has no fast path under {} (fastPath is required)",
+                ep.host_ifname,
+                layout.root().display()
+            ))),
             _ => Ok(()),
         };
     }
-    let maps = PinnedMaps::open(&layout)?;
+    let Some(maps) = maps else {
+        return Err(DatapathError::Mismatch(format!(
+            "the fast path of {} is gone: no maps pinned under {}",
+            ep.host_ifname,
+            layout.root().display()
+        )));
+    };
     let want = ep.endpoint();
     match maps.endpoint(ep.pod_ip)? {
         None => return Err(DatapathError::Mismatch(format!("no endpoint for {} in {}", ep.pod_ip, layout.map("endpoints").display()))),
