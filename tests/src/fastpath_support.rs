@@ -110,7 +110,13 @@ impl Vm {
 
     /// [`Vm::cni`] with another network config (a second network on this VM).
     pub fn cni_as(&self, conf: &Value, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.cni_with(conf, command, att, prev, &[])
+    }
+
+    /// [`Vm::cni_as`] with `extra` environment for this run only.
+    fn cni_with(&self, conf: &Value, command: &str, att: &Attachment, prev: Option<&Value>, extra: &[(&str, &str)]) -> Outcome {
+        let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
         let conf = with_prev(conf, prev);
         cni_runner::exec(&self.bin, &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
     }
@@ -130,10 +136,19 @@ impl Vm {
         self.try_add_pod_as(conf).unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
     }
 
+    /// ADD a pod with `extra` environment for the plugin's ADD only; panics if it fails.
+    pub fn add_pod_with_env(&self, extra: &[(&str, &str)]) -> Pod<'_> {
+        self.try_add_pod_with(self.conf.clone(), extra).unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
+    }
+
     fn try_add_pod_as(&self, conf: Value) -> Result<Pod<'_>, Outcome> {
+        self.try_add_pod_with(conf, &[])
+    }
+
+    fn try_add_pod_with(&self, conf: Value, extra: &[(&str, &str)]) -> Result<Pod<'_>, Outcome> {
         let ns = NetNs::new("fp");
         let att = Attachment { container_id: format!("{}-ctr", unique("f")), netns: Some(ns.path().to_path_buf()), ifname: "eth0".into() };
-        let out = self.cni_as(&conf, "ADD", &att, None);
+        let out = self.cni_with(&conf, "ADD", &att, None, extra);
         if out.exit != 0 {
             return Err(out);
         }

@@ -29,6 +29,7 @@ pub const DATAPATH_TESTS: &[&str] = &[
     "fastpath_antispoof",
     "fastpath_bandwidth",
     "fastpath_lifecycle",
+    "fastpath_upgrade",
     "plugin_chain",
     "plugin_check",
 ];

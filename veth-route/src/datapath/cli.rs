@@ -110,10 +110,7 @@ fn usage_error(msg: &str) -> i32 {
 
 fn open(layout: &PinLayout) -> Result<PinnedMaps, DatapathError> {
     if !layout.exists() {
-        return Err(DatapathError::Other(format!(
-            "no fast path pinned at {} (no pod added with eBPF yet, or another bpfPinDir)",
-            layout.root().display()
-        )));
+        return Err(DatapathError::NotPinned(layout.root().to_path_buf()));
     }
     PinnedMaps::open(layout)
 }
@@ -188,7 +185,7 @@ struct SourceGuard {
 /// Every host veth of veth-route (any network: they carry its alias tag) in this namespace.
 fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
-        .map_err(|e| DatapathError::Other(format!("listing interfaces: {e}")))?;
+        .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
     let mode = AttachMode::detect();
     let mut out: Vec<SourceGuard> = links
         .into_iter()
@@ -247,7 +244,7 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
 /// `{"pinned": true, "anti_spoofing": [..], "default_mode": "auto", "attach": "tcx", "flows": {..},
 /// "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`; without pins only the first two.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
-    let guards = serde_json::to_value(guards(layout)?).map_err(|e| DatapathError::Other(e.to_string()))?;
+    let guards = serde_json::to_value(guards(layout)?)?;
     if !layout.exists() {
         return Ok(format!("{}\n", serde_json::json!({ "pinned": false, "anti_spoofing": guards })));
     }

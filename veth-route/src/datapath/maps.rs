@@ -28,13 +28,14 @@ pub struct FlowCounts {
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map, DatapathError> {
     let path = layout.map(name);
-    let data = MapData::from_pin(&path).map_err(|e| DatapathError::Other(format!("opening pinned map {}: {e}", path.display())))?;
-    Map::from_map_data(data).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+    let data =
+        MapData::from_pin(&path).map_err(|source| DatapathError::Map { op: format!("opening pinned map {}", path.display()), source })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map { op: format!("pinned map {name}"), source })
 }
 
 fn typed<T: TryFrom<Map, Error = MapError>>(layout: &PinLayout, name: &str) -> Result<T, DatapathError> {
     // A wrong key/value size here means the pins are from another layout version.
-    T::try_from(open(layout, name)?).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+    T::try_from(open(layout, name)?).map_err(|source| DatapathError::Map { op: format!("pinned map {name}"), source })
 }
 
 impl PinnedMaps {
@@ -85,6 +86,16 @@ impl PinnedMaps {
             v.push(item.map_err(|e| map_err("listing sources", e))?);
         }
         Ok(v)
+    }
+
+    /// Every flow direction (entries evicted while we walk are left out).
+    pub fn all_flows(&self) -> Vec<(FlowKey, FlowState)> {
+        self.flows.iter().flatten().collect()
+    }
+
+    /// Insert or replace the state of one flow direction.
+    pub fn put_flow(&mut self, key: FlowKey, state: FlowState) -> Result<(), DatapathError> {
+        self.flows.insert(key, state, 0).map_err(|e| map_err("writing flow", e))
     }
 
     /// Insert or replace the endpoint for `ip`.
@@ -157,5 +168,5 @@ fn ignore_missing(r: Result<(), MapError>, what: &str) -> Result<(), DatapathErr
 }
 
 fn map_err(what: &str, e: MapError) -> DatapathError {
-    DatapathError::Other(format!("{what}: {e}"))
+    DatapathError::Map { op: what.to_string(), source: e }
 }

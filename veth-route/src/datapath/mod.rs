@@ -10,6 +10,7 @@
 pub mod cli;
 mod loader;
 mod maps;
+mod migrate;
 mod pins;
 mod tc;
 mod trace;
@@ -123,7 +124,9 @@ pub enum Attached {
     KernelOnly { reason: String },
 }
 
-/// Datapath failures.
+/// Datapath failures: each keeps the error it comes from as its source (with the errno of
+/// the system call, see [`DatapathError::errno`]); `Unavailable` and `Mismatch` are
+/// decisions (kernel path; CHECK differs) and carry their reason.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// eBPF is unusable and the config requires it.
@@ -136,9 +139,55 @@ pub enum DatapathError {
     /// by someone other than root.
     #[error("bpfPinDir: {} {problem}; the fast path's pins must be root's alone: fix or remove it", .path.display())]
     InsecurePins { path: PathBuf, problem: String },
-    /// Any other failure, with context.
+    /// A file system operation on bpffs (a pin directory, pin, lock or record) failed.
+    #[error("{op} {}: {source}", .path.display())]
+    Fs { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// A pinned map could not be opened, read or written (or is of another layout).
+    #[error("{op}: {source}")]
+    Map { op: String, source: aya::maps::MapError },
+    /// A program could not be opened, attached or queried.
+    #[error("{op}: {}", loader::error_chain(.source))]
+    Program { op: String, source: aya::programs::ProgramError },
+    /// A TCX link could not be opened or converted.
+    #[error("{op}: {source}")]
+    Link { op: String, source: aya::programs::links::LinkError },
+    /// A program or link could not be pinned.
+    #[error("{op}: {source}")]
+    Pin { op: String, source: aya::pin::PinError },
+    /// A netlink tc request (clsact qdisc, cls_bpf filter) failed.
+    #[error("{op}: {source}")]
+    Tc { op: String, source: aya::programs::tc::TcError },
+    /// The embedded eBPF object could not be loaded for another reason than missing eBPF.
+    #[error("loading eBPF object: {}", loader::error_chain(.0))]
+    Object(#[source] aya::EbpfError),
+    /// An interface the config or the attachment names does not exist.
+    #[error("{role} {name}: no such interface")]
+    NoInterface { role: &'static str, name: String },
+    /// A netlink request of the plugin's own (listing interfaces or tc filters) failed.
+    #[error("{op}: {source}")]
+    Netlink { op: &'static str, source: Box<crate::error::Error> },
+    /// `veth-route trace` could not attach to the programs' log buffer.
+    #[error("attaching to the programs' log buffer: {0}")]
+    Log(#[source] aya_log::Error),
+    /// `veth-route stats --json` could not render its output.
+    #[error("rendering JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Nothing is pinned where an operator command looks.
+    #[error("no fast path pinned at {} (no pod added with eBPF yet, or another bpfPinDir)", .0.display())]
+    NotPinned(PathBuf),
+    /// A bug rather than the host: the attach thread panicked, the object lacks a program.
     #[error("datapath: {0}")]
-    Other(String),
+    Internal(String),
+}
+
+impl DatapathError {
+    /// The errno of the system call behind this failure, if one failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DatapathError::Program { source, .. } => loader::program_errno(source),
+            other => loader::errno_in_chain(other),
+        }
+    }
 }
 
 /// Attach the programs for one pod and insert its endpoint.
@@ -185,7 +234,7 @@ impl PendingAttach {
     /// delivers to it.
     pub fn finish(mut self, ep: &PodEndpoint) -> Result<Attached, DatapathError> {
         let early = match self.work.take() {
-            Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Other("attach thread panicked".into()))),
+            Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Internal("attach thread panicked".into()))),
             None => match self.early.take() {
                 Some(early) => early,
                 None => return Ok(Attached::KernelOnly { reason: self.cfg.kernel_path_reason.unwrap_or("fastPath is off").into() }),
@@ -210,20 +259,21 @@ impl Drop for PendingAttach {
     }
 }
 
-/// Load (or reuse) the programs, attach the uplinks, then put a placeholder
-/// anti-spoof entry (no IPv4 source passes) and attach the pod programs to the host veth, in
-/// that order, so the check holds from the first packet. Leaves nothing of the pod behind on
-/// failure.
+/// Load (or reuse) the programs, migrate an older pin generation, attach the uplinks, then
+/// put a placeholder anti-spoof entry (no IPv4 source passes) and attach the pod programs
+/// to the host veth, in that order, so the check holds from the first packet. Leaves
+/// nothing of the pod behind on failure.
 fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps, DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
     let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
+    migrate::migrate(&layout, &mut progs, &mut maps)?;
     let mode = AttachMode::detect();
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
 
-    let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
+    let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::NoInterface { role: "host veth", name: host_ifname.into() })?;
     let flags = cfg.source_flags();
     let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
         Prog::POD.iter().try_for_each(|&p| tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode))
@@ -266,7 +316,7 @@ fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint
 fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs, mode: AttachMode) -> Result<(), DatapathError> {
     for uplink in &cfg.uplinks {
         if ifindex(uplink).is_none() {
-            return Err(DatapathError::Other(format!("uplink {uplink}: no such interface")));
+            return Err(DatapathError::NoInterface { role: "uplink", name: uplink.clone() });
         }
         for p in Prog::UPLINK {
             let pin = layout.link(p, uplink);
@@ -429,7 +479,7 @@ pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
 /// another pod; an anti-spoof entry whose ifindex is gone.
 fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
-        .map_err(|e| DatapathError::Other(format!("listing interfaces: {e}")))?;
+        .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
     let mac_of: std::collections::HashMap<u32, Option<[u8; 6]>> = links.into_iter().map(|l| (l.index, l.mac)).collect();
     for (ip, ep) in maps.all_endpoints()? {
         let owner = maps.source(ep.ifindex)?.map(|s| s.ip);

@@ -34,7 +34,28 @@ pub struct PinLayout {
 impl PinLayout {
     /// Layout under `<pin_dir>/v<PIN_LAYOUT_VERSION>`.
     pub fn new(pin_dir: &Path) -> Self {
-        Self { root: pin_dir.join(format!("v{PIN_LAYOUT_VERSION}")) }
+        Self { root: pin_dir.join(format!("v{}", layout_version())) }
+    }
+
+    /// The layout of an older generation at `root` (see [`Self::older_generations`]).
+    pub fn at(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Directories of older layout generations next to this one (`v<k>`, k smaller),
+    /// oldest first: left by a build before the last layout change, for `migrate`.
+    pub fn older_generations(&self) -> Vec<PathBuf> {
+        let current = layout_version();
+        let Some(Ok(entries)) = self.root.parent().map(std::fs::read_dir) else { return Vec::new() };
+        let mut older: Vec<(u32, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let k = e.file_name().to_str()?.strip_prefix('v')?.parse::<u32>().ok()?;
+                (k < current).then(|| (k, e.path()))
+            })
+            .collect();
+        older.sort();
+        older.into_iter().map(|(_, p)| p).collect()
     }
 
     /// The versioned directory.
@@ -111,14 +132,20 @@ impl PinLayout {
     /// the host serialises loading, pinning and map updates on it.
     pub fn lock(&self) -> Result<PinLock, DatapathError> {
         check_dir(&self.root, Shared::No)?;
-        let dir = File::open(&self.root).map_err(|e| DatapathError::Other(format!("opening {}: {e}", self.root.display())))?;
+        let dir = File::open(&self.root).map_err(|source| DatapathError::Fs { op: "opening", path: self.root.clone(), source })?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(DatapathError::Other(format!("locking {}: {e}", self.root.display())));
+            return Err(DatapathError::Fs { op: "locking", path: self.root.clone(), source: io::Error::last_os_error() });
         }
         Ok(PinLock { _dir: dir })
     }
+}
+
+/// The layout version this build uses: [`PIN_LAYOUT_VERSION`]. Tests set
+/// `VETH_ROUTE_TEST_PIN_LAYOUT_VERSION` to play an older generation with this build's map
+/// formats (a fake: there is no older build to run), so that the migration can be tested.
+fn layout_version() -> u32 {
+    std::env::var("VETH_ROUTE_TEST_PIN_LAYOUT_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PIN_LAYOUT_VERSION)
 }
 
 /// Holds the host-wide datapath lock until dropped (closing the fd releases the flock).
@@ -214,6 +241,6 @@ pub fn unpin(path: &Path) -> Result<(), DatapathError> {
     match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DatapathError::Other(format!("removing pin {}: {e}", path.display()))),
+        Err(source) => Err(DatapathError::Fs { op: "removing pin", path: path.to_path_buf(), source }),
     }
 }
