@@ -259,3 +259,41 @@ fn networks_with_different_modes_share_a_pin_directory() {
     assert_eq!(vm.counter("from_uplink", "redirected"), redirected + 1, "always: every datagram is redirected");
     assert_eq!(vm.counter("from_uplink", "pass_new_flow"), new_flows + 1);
 }
+
+/// A pod whose MTU is below the uplink's: a datagram from outside that does not fit would
+/// be pushed into the pod over its MTU by `bpf_redirect_peer`. It goes to the kernel
+/// instead (`pass_redirect_failed`), which answers "fragmentation needed" as a router does:
+/// the sender learns the pod's path MTU, and a datagram that fits is redirected.
+#[test]
+fn a_packet_larger_than_the_pods_mtu_goes_to_the_kernel_which_answers_fragmentation_needed() {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "always");
+    vm.conf["mtu"] = json!(1400);
+    let pod = vm.add_pod();
+    let rx = udp_socket_in(&pod.ns, pod.ip);
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let to = rx.local_addr().unwrap();
+    let tx = udp_socket_in(&router.ns, Router::addr_for(1));
+    let dont_fragment: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: setsockopt with an int option on our socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&tx),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&dont_fragment as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+    let failed = vm.counter("from_uplink", "pass_redirect_failed");
+    tx.send_to(&[7u8; 1472], to).expect("a 1500-byte packet fits the router's link");
+    wait_until("the sender learns the pod's path MTU", || router.ns.ip(&format!("route get {}", pod.ip)).contains("mtu 1400"));
+    assert_eq!(vm.counter("from_uplink", "pass_redirect_failed"), failed + 1, "{}", vm.stats());
+    let redirected = vm.counter("from_uplink", "redirected");
+    tx.send_to(&[7u8; 1372], to).expect("a datagram that fits");
+    let mut buf = [0u8; 2048];
+    let (n, _) = rx.recv_from(&mut buf).expect("the datagram that fits arrives");
+    assert_eq!(n, 1372, "the oversized datagram must not have reached the pod");
+    assert_eq!(vm.counter("from_uplink", "redirected"), redirected + 1);
+}
