@@ -59,6 +59,8 @@ impl Default for Router {
 pub struct Vm {
     pub ns: NetNs,
     pub index: u8,
+    /// The router's end of this VM's uplink.
+    pub router_link: String,
     pub pin_dir: PathBuf,
     /// host-local's store, removed on drop.
     ipam_dir: TempDir,
@@ -95,7 +97,7 @@ impl Vm {
             "uplinks": [UPLINK],
         });
         let bin = cni_runner::plugin_binary().to_path_buf();
-        let mut vm = Self { ns, index, pin_dir, ipam_dir, conf, env: Vec::new(), bin };
+        let mut vm = Self { ns, index, router_link: peer, pin_dir, ipam_dir, conf, env: Vec::new(), bin };
         vm.conf["ipam"] = vm.host_local();
         vm
     }
@@ -108,7 +110,13 @@ impl Vm {
 
     /// [`Vm::cni`] with another network config (a second network on this VM).
     pub fn cni_as(&self, conf: &Value, command: &str, att: &Attachment, prev: Option<&Value>) -> Outcome {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.cni_with(conf, command, att, prev, &[])
+    }
+
+    /// [`Vm::cni_as`] with `extra` environment for this run only.
+    fn cni_with(&self, conf: &Value, command: &str, att: &Attachment, prev: Option<&Value>, extra: &[(&str, &str)]) -> Outcome {
+        let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
         let conf = with_prev(conf, prev);
         cni_runner::exec(&self.bin, &self.ns, command, Some(att), &env, conf.to_string().as_bytes())
     }
@@ -128,10 +136,19 @@ impl Vm {
         self.try_add_pod_as(conf).unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
     }
 
+    /// ADD a pod with `extra` environment for the plugin's ADD only; panics if it fails.
+    pub fn add_pod_with_env(&self, extra: &[(&str, &str)]) -> Pod<'_> {
+        self.try_add_pod_with(self.conf.clone(), extra).unwrap_or_else(|out| panic!("ADD failed: {}{}", out.stdout, out.stderr))
+    }
+
     fn try_add_pod_as(&self, conf: Value) -> Result<Pod<'_>, Outcome> {
+        self.try_add_pod_with(conf, &[])
+    }
+
+    fn try_add_pod_with(&self, conf: Value, extra: &[(&str, &str)]) -> Result<Pod<'_>, Outcome> {
         let ns = NetNs::new("fp");
         let att = Attachment { container_id: format!("{}-ctr", unique("f")), netns: Some(ns.path().to_path_buf()), ifname: "eth0".into() };
-        let out = self.cni_as(&conf, "ADD", &att, None);
+        let out = self.cni_with(&conf, "ADD", &att, None, extra);
         if out.exit != 0 {
             return Err(out);
         }
@@ -198,6 +215,11 @@ impl Vm {
     pub fn iptables(&self, args: &[&str]) {
         self.ns.sh("iptables", args);
     }
+
+    /// A stateful host firewall (the INVALID drop kube-proxy installs): conntrack runs.
+    pub fn drop_invalid(&self) {
+        self.iptables(&["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    }
 }
 
 impl Drop for Vm {
@@ -250,6 +272,20 @@ pub fn tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: S
 
 /// [`tcp_transfer`], with failures (no connection, reset, timeout) as `Err`.
 pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> Result<usize, String> {
+    try_tcp_transfer_with(client, server, listen_port, connect, bytes, 0, || {})
+}
+
+/// [`try_tcp_transfer`] that runs `midway` once the connection is established and the
+/// first `first` bytes are written (something that happens to a live connection).
+pub fn try_tcp_transfer_with(
+    client: &NetNs,
+    server: &NetNs,
+    listen_port: u16,
+    connect: SocketAddrV4,
+    bytes: usize,
+    first: usize,
+    midway: impl FnOnce(),
+) -> Result<usize, String> {
     let port = if listen_port == 0 { connect.port() } else { listen_port };
     let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).expect("bind"));
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -274,7 +310,10 @@ pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connec
                 client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT)).map_err(|e| format!("connect: {e}"))?;
             conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-            conn.write_all(&payload).map_err(|e| format!("client write: {e}"))?;
+            let (head, tail) = payload.split_at(first.min(payload.len()));
+            conn.write_all(head).map_err(|e| format!("client write: {e}"))?;
+            midway();
+            conn.write_all(tail).map_err(|e| format!("client write: {e}"))?;
             conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
             let mut reply = [0u8; 16];
             conn.read_exact(&mut reply).map_err(|e| format!("server's reply: {e}"))?;
@@ -289,6 +328,36 @@ pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connec
         server?;
         Ok(n)
     })
+}
+
+/// Delete every conntrack entry of `ns` (ctnetlink's flush, what `conntrack -F` sends): a
+/// flow the fast path bypasses after its first packet is in conntrack only until that
+/// entry times out (2 minutes for a TCP flow conntrack saw only the SYN of); this is the
+/// same state without the wait.
+pub fn forget_conntrack(ns: &NetNs) {
+    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+    const IPCTNL_MSG_CT_DELETE: u16 = 2;
+    ns.run(|| {
+        // SAFETY: a netlink socket we own, closed below; buffers outlive the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER);
+            assert!(fd >= 0, "netfilter netlink socket: {}", std::io::Error::last_os_error());
+            // nlmsghdr, then nfgenmsg { family AF_UNSPEC, version 0, res_id 0 }: no tuple = flush.
+            let mut req = [0u8; 20];
+            req[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            req[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE).to_ne_bytes());
+            req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+            req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            let sent = libc::send(fd, req.as_ptr().cast(), req.len(), 0);
+            assert_eq!(sent, 20, "ctnetlink flush: {}", std::io::Error::last_os_error());
+            let mut ack = [0u8; 256];
+            let n = libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0);
+            libc::close(fd);
+            assert!(n >= 20, "ctnetlink flush: no answer");
+            let errno = -i32::from_ne_bytes(ack[16..20].try_into().unwrap());
+            assert_eq!(errno, 0, "ctnetlink flush: {}", std::io::Error::from_raw_os_error(errno));
+        }
+    });
 }
 
 fn checksum(data: &[u8]) -> u64 {
@@ -376,18 +445,24 @@ pub fn udp_socket_at(ns: &NetNs, bind: std::net::IpAddr) -> UdpSocket {
 /// a datagram did not arrive without waiting for a timeout.
 pub fn udp_send_in_order(ns: &NetNs, datagrams: &[(std::net::IpAddr, SocketAddr, &[u8])]) {
     ns.run(|| {
-        // SAFETY: sched_getcpu/sched_setaffinity on the calling thread with a cpu_set_t we own.
-        unsafe {
-            let cpu = libc::sched_getcpu();
-            assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut set);
-            let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
-        }
+        stay_on_this_cpu();
         for (from, to, payload) in datagrams {
             let sock = UdpSocket::bind((*from, 0)).unwrap_or_else(|e| panic!("bind {from}: {e}"));
             sock.send_to(payload, to).unwrap_or_else(|e| panic!("send {from} -> {to}: {e}"));
         }
     });
+}
+
+/// Pin the calling thread to the CPU it runs on, so what it sends stays in order (see
+/// [`udp_send_in_order`]).
+pub fn stay_on_this_cpu() {
+    // SAFETY: sched_getcpu/sched_setaffinity on the calling thread with a cpu_set_t we own.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
 }

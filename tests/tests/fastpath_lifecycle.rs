@@ -281,7 +281,7 @@ fn a_new_program_build_takes_over_existing_links_on_the_next_add() {
     assert!(vm.counter("from_pod", "redirected") > redirected);
 }
 
-/// A host without bpffs mounted: the first ADDs mount it, once, even when racing. Runs in a
+/// A host without bpffs mounted: the first ADDs mount it (mode 0700), once, even when racing. Runs in a
 /// private mount namespace where /sys/fs/bpf is unmounted, so the machine's is untouched.
 #[test]
 fn missing_bpffs_is_mounted_once_by_concurrent_adds() {
@@ -298,13 +298,15 @@ fn missing_bpffs_is_mounted_once_by_concurrent_adds() {
             pod = p.path().display(),
         );
     }
-    script += "wait\necho mounts=$(grep -c ' /sys/fs/bpf ' /proc/self/mountinfo)\n";
+    script += "wait\necho mounts=$(grep -c ' /sys/fs/bpf ' /proc/self/mountinfo) mode=$(stat -c %a /sys/fs/bpf)\n";
     script += &format!("nsenter --net={} {bin} endpoints --json --pin-dir {}\n", vm.ns.path().display(), vm.pin_dir.display());
     let out = std::process::Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("ADD-FAILED"), "{stdout}");
     assert!(stdout.contains("mounts=1"), "bpffs must be mounted exactly once: {stdout}");
+    // Not bpffs's default 1777: nobody but root may create the pin dir first.
+    assert!(stdout.contains("mode=1700"), "bpffs must be mounted with mode 0700 (bpffs adds the sticky bit): {stdout}");
     let endpoints: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(endpoints.as_array().unwrap().len(), 5, "{endpoints}");
     // The pins lived in the private bpffs; the pods' veths go with their namespaces.
@@ -324,4 +326,72 @@ fn del_of_a_kernel_path_pod_on_a_fast_path_host_succeeds() {
     assert!(!vm.endpoint_ips().contains(&slow.ip));
     slow.del();
     assert!(vm.endpoint_ips().is_empty());
+}
+
+/// A pin directory someone else could have planted (world-writable) or that points
+/// elsewhere (a symbolic link) is refused with a CNI error naming it, and nothing is pinned
+/// or left behind.
+#[test]
+fn a_pin_directory_others_could_write_or_redirect_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    // Interface names, but the node's gateway device (which outlives pods by design).
+    let links = || -> Vec<String> {
+        let out = vm.ns.ip("-o link show");
+        out.lines().filter_map(|l| l.split(':').nth(1)).map(|n| n.trim().to_string()).filter(|n| n != "dummy0").collect()
+    };
+    let links_before = links();
+
+    std::fs::create_dir(&vm.pin_dir).unwrap();
+    std::fs::set_permissions(&vm.pin_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = vm.try_add_pod().err().expect("ADD with a world-writable pin dir must fail");
+    let (code, msg, _) = out.error();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains(&vm.pin_dir.display().to_string()) && msg.contains("writable by group or others"), "{msg}");
+    assert_eq!(std::fs::read_dir(&vm.pin_dir).unwrap().count(), 0, "nothing may be pinned there");
+
+    // The pin dir is a link to another bpffs directory (which is fine in itself).
+    let elsewhere = std::path::Path::new("/sys/fs/bpf").join(testbed::netns::unique("fpelse"));
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::remove_dir(&vm.pin_dir).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &vm.pin_dir).unwrap();
+    let out = vm.try_add_pod().err().expect("ADD with a symlinked pin dir must fail");
+    let (code, msg, _) = out.error();
+    let planted = std::fs::read_dir(&elsewhere).unwrap().count();
+    std::fs::remove_file(&vm.pin_dir).unwrap();
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+    assert_eq!(planted, 0, "nothing may be pinned where the link points");
+    assert_eq!(links(), links_before, "a failed ADD leaves no interface behind");
+}
+
+/// CHECK compares an attachment with what its ADD did, not with what the node has: a pod
+/// added while its network had `fastPath: off` (or eBPF was unusable) passes CHECK once the
+/// network is back on `auto` and other pods have the fast path; a pod that had the fast path
+/// and lost part of it still fails.
+#[test]
+fn check_goes_by_what_add_did_for_the_attachment() {
+    let router = Router::new();
+    let vm = Vm::new(&router, 1, "auto");
+    let fast = vm.add_pod();
+    let mut off = vm.conf.clone();
+    off["fastPath"] = json!("off");
+    let slow = vm.add_pod_as(off);
+    assert!(!vm.endpoint_ips().contains(&slow.ip));
+    vm.cni("CHECK", &slow.att, Some(&slow.result)).assert_ok();
+    fast.check().assert_ok();
+
+    let veth = vm.host_veth_of(fast.ip);
+    for prog in ["from_pod", "to_pod"] {
+        let pin = vm.pins().join("links").join(prog).join(&veth);
+        if pin.is_dir() {
+            std::fs::remove_dir(&pin).unwrap();
+        } else {
+            std::fs::remove_file(&pin).unwrap();
+        }
+    }
+    let (_, msg, err) = fast.check().error();
+    assert!(format!("{msg} {err}").contains("not attached"), "{err}");
 }

@@ -45,7 +45,9 @@ pub struct Endpoint {
     pub host_mac: [u8; 6],
 }
 
-/// Value of the `sources` map (key: host veth ifindex, `u32`).
+/// Value of the `sources` map (key: host veth ifindex, `u32`): the pod behind that host veth.
+/// Also what a redirect checks before it delivers to the veth: the entry must name the
+/// destination, so an endpoint whose veth is gone or reused is never delivered to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct PodSource {
@@ -58,6 +60,11 @@ pub struct PodSource {
 /// Drop packets from this pod whose source is not [`PodSource::ip`], and IPv6 other than
 /// link-local neighbour discovery and MLD (pods are IPv4-only).
 pub const SOURCE_F_ANTI_SPOOF: u32 = 1;
+/// This pod's network redirects only verified flows (`fastPath: auto`).
+pub const SOURCE_F_MODE_AUTO: u32 = 2;
+/// This pod's network redirects every endpoint hit (`fastPath: always`).
+/// Neither mode bit (an entry written before modes were per network): the `settings` map's.
+pub const SOURCE_F_MODE_ALWAYS: u32 = 4;
 
 /// Key of the `flows` map: one direction of a TCP or UDP flow, as the packet carries it.
 ///
@@ -100,7 +107,9 @@ pub const FLOW_VERIFIED: u32 = 2;
 /// uplink's egress program can tell them from packets the kernel forwarded (it clears it).
 pub const MARK_REDIRECTED: u32 = 0x0080_0000;
 
-/// Value of the `settings` map (single entry, index 0).
+/// Value of the `settings` map (single entry, index 0): the redirect mode of pods whose
+/// `sources` entry carries no mode bit (written by an older build, which kept one mode per
+/// pin directory). Current builds never write it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Settings {
@@ -141,7 +150,8 @@ pub struct Counters {
     pub redirected: u64,
     /// `from_pod`: packet of a verified flow sent out of the VM after a FIB lookup.
     pub redirected_out: u64,
-    /// Neither IPv4 nor IPv6 (ARP...).
+    /// Neither IPv4 nor IPv6 (ARP...), or a VLAN-tagged frame (802.1Q/802.1ad: the tag
+    /// names another network, so the frame is the kernel's).
     pub pass_not_ip: u64,
     /// IPv6 the pod may send (link-local neighbour discovery, MLD), or any IPv6 from an uplink.
     pub pass_ipv6: u64,
@@ -162,7 +172,9 @@ pub struct Counters {
     pub pass_kernel_flow: u64,
     /// `auto`: not TCP or UDP (ICMP...): the kernel decides.
     pub pass_untracked_proto: u64,
-    /// The redirect (or its FIB lookup) failed; the kernel routes the packet.
+    /// The redirect could not be done; the kernel routes the packet: the FIB lookup or the
+    /// helper failed, the target host veth is gone or now another pod's, or the packet is
+    /// larger than the target's MTU (the kernel sends the ICMP "fragmentation needed").
     pub pass_redirect_failed: u64,
     /// IPv4 source is not the sending pod's.
     pub drop_spoofed: u64,

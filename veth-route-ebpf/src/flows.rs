@@ -26,7 +26,7 @@ use aya_ebpf::programs::TcContext;
 use veth_route_common::{FlowKey, FlowState, FLOW_PENDING, FLOW_VERIFIED, MARK_REDIRECTED};
 
 use crate::maps::FLOWS;
-use crate::packet::{Ipv4Packet, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN};
+use crate::packet::{Ipv4Packet, QuotedFlow, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN};
 
 const PENDING: FlowState = FlowState { state: FLOW_PENDING, reserved: 0 };
 const VERIFIED: FlowState = FlowState { state: FLOW_VERIFIED, reserved: 0 };
@@ -40,6 +40,17 @@ pub fn key_of(ctx: &TcContext, pkt: &Ipv4Packet) -> Option<FlowKey> {
     }
     let (sport, dport) = pkt.ports(ctx)?;
     Some(FlowKey { saddr: pkt.saddr(), daddr: pkt.daddr(), sport, dport, proto, pad: [0; 3] })
+}
+
+/// Whether the flow an ICMP error is about is verified: then the error belongs on the path
+/// the flow takes. The kernel's conntrack has not seen such a flow since its first packet
+/// (its entry may have expired), so on the kernel path the error would be INVALID, and
+/// kube-proxy's `--ctstate INVALID -j DROP` would swallow "fragmentation needed" (PMTUD).
+#[inline(always)]
+pub fn quoted_flow_verified(q: &QuotedFlow) -> bool {
+    let key = FlowKey { saddr: q.saddr, daddr: q.daddr, sport: q.sport, dport: q.dport, proto: q.proto, pad: [0; 3] };
+    // SAFETY: the state is copied out at once.
+    matches!(unsafe { FLOWS.get(&key) }.map(|s| s.state), Some(FLOW_VERIFIED))
 }
 
 /// What the ingress programs know about a packet's flow.

@@ -8,7 +8,7 @@
 //!   which flows it does not translate (see `flows`).
 //!
 //! Each ingress program is a pipeline of small steps: parse -> (anti-spoof) -> forwardable
-//! -> lookup -> flow state -> rewrite -> redirect. A step either continues or returns a
+//! -> lookup -> flow state -> check the target -> rewrite -> redirect. A step either continues or returns a
 //! [`Verdict`] that is counted and turned into a tc action.
 #![no_std]
 #![no_main]
@@ -23,6 +23,7 @@ use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext}
 use veth_route_common::{CounterSlot, SOURCE_F_ANTI_SPOOF};
 
 use crate::flows::Known;
+use crate::maps::LocalPod;
 use crate::packet::{Frame, Ipv4Packet, NotForwardable};
 
 /// Outcome of one packet; every outcome has a counter.
@@ -81,11 +82,16 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 /// tc ingress of an uplink: packets arriving from the tenant network.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    let verdict = match packet::parse(&ctx) {
-        Some(Frame::Ipv4(pkt)) => forward(&ctx, &pkt, Ingress::Uplink),
-        Some(Frame::Ipv6(_)) => Verdict::Pass(PassReason::Ipv6),
-        Some(Frame::Arp | Frame::Other) => Verdict::Pass(PassReason::NotIp),
-        None => Verdict::Pass(PassReason::Malformed),
+    let verdict = if packet::vlan_tagged(&ctx) {
+        // A frame of another network (a trunk's subport) is never one of our pods'.
+        Verdict::Pass(PassReason::NotIp)
+    } else {
+        match packet::parse(&ctx) {
+            Some(Frame::Ipv4(pkt)) => forward(&ctx, &pkt, Ingress::Uplink),
+            Some(Frame::Ipv6(_)) => Verdict::Pass(PassReason::Ipv6),
+            Some(Frame::Arp | Frame::Other) => Verdict::Pass(PassReason::NotIp),
+            None => Verdict::Pass(PassReason::Malformed),
+        }
     };
     counters::record(CounterSlot::FromUplink, verdict)
 }
@@ -113,21 +119,27 @@ pub fn to_uplink(ctx: TcContext) -> i32 {
 fn from_pod_verdict(ctx: &TcContext) -> Verdict {
     // SAFETY: reading a field of the context the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    let src = maps::pod_source(ifindex);
-    let policed = match src {
-        Some(s) => s.flags & SOURCE_F_ANTI_SPOOF != 0,
-        None => true,
+    // Plain values, not an Option kept alive across the pipeline: LLVM may merge a `None`'s
+    // undefined payload into later code, which the verifier rejects (reading an
+    // uninitialised register). No entry: no source matches, no mode of its own.
+    let (src_ip, src_flags, policed) = match maps::pod_source(ifindex) {
+        Some(s) => (s.ip, s.flags, s.flags & SOURCE_F_ANTI_SPOOF != 0),
+        None => ([0; 4], 0, true),
     };
+    // A tag would carry the frame to a network nothing here checks (as other EtherTypes).
+    if packet::vlan_tagged(ctx) {
+        return if policed { Verdict::Drop(DropReason::Malformed) } else { Verdict::Pass(PassReason::NotIp) };
+    }
     let Some(frame) = packet::parse(ctx) else {
         return if policed { Verdict::Drop(DropReason::Malformed) } else { Verdict::Pass(PassReason::Malformed) };
     };
     match frame {
         Frame::Ipv4(pkt) => {
-            if policed && src.map(|s| s.ip) != Some(pkt.saddr()) {
+            if policed && src_ip != pkt.saddr() {
                 aya_log_ebpf::debug!(ctx, "drop spoofed source {:i} on ifindex {}", u32::from_be_bytes(pkt.saddr()), ifindex);
                 return Verdict::Drop(DropReason::Spoofed);
             }
-            forward(ctx, &pkt, Ingress::Pod)
+            forward(ctx, &pkt, Ingress::Pod { mode_flags: src_flags })
         }
         // Pods are IPv4-only: link-local neighbour discovery and MLD are all they may send.
         Frame::Ipv6(pkt) if policed && !pkt.is_link_local_control(ctx) => Verdict::Drop(DropReason::Ipv6),
@@ -140,43 +152,50 @@ fn from_pod_verdict(ctx: &TcContext) -> Verdict {
 }
 
 /// Where a packet entered the VM.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Ingress {
-    /// From a pod (tc ingress of its host veth).
-    Pod,
+    /// From a pod (tc ingress of its host veth), with the flags of its `sources` entry.
+    Pod { mode_flags: u32 },
     /// From the tenant network (tc ingress of an uplink).
     Uplink,
 }
 
 /// Route one IPv4 packet: redirect into a local pod or out of the VM when its flow is
-/// verified (`auto`) or its destination is a pod (`always`); else the kernel's.
+/// verified (`auto`) or its destination is a pod (`always`); else the kernel's. The mode is
+/// the destination pod's network's, else the sending pod's.
 #[inline(always)]
 fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
     if let Err(n) = pkt.forwardable() {
         return Verdict::Pass(n.into());
     }
-    let ep = maps::endpoint(pkt.daddr());
-    if !maps::mode_is_auto() {
-        return match ep {
-            Some(ep) => redirect::deliver(pkt, &ep),
+    let pod = maps::local_pod(pkt.daddr());
+    let mode_flags = match (&pod, ingress) {
+        (Some(p), _) => p.owner_flags,
+        (None, Ingress::Pod { mode_flags }) => mode_flags,
+        (None, Ingress::Uplink) => 0,
+    };
+    if !maps::mode_is_auto(mode_flags) {
+        return match pod {
+            Some(p) => redirect::deliver(ctx, pkt, &p),
             None => Verdict::Pass(PassReason::NotLocal),
         };
     }
-    let Some(key) = flows::key_of(ctx, pkt) else {
-        return Verdict::Pass(if ep.is_some() { PassReason::UntrackedProto } else { PassReason::NotLocal });
-    };
     // From the network, only pods are ours to deliver; the VM's own traffic is the kernel's.
-    if ep.is_none() && ingress == Ingress::Uplink {
+    if pod.is_none() && matches!(ingress, Ingress::Uplink) {
         return Verdict::Pass(PassReason::NotLocal);
     }
+    let Some(key) = flows::key_of(ctx, pkt) else {
+        // An ICMP error about a bypassed flow goes the flow's way (see flows).
+        return match pkt.icmp_error_quote(ctx) {
+            Some(q) if flows::quoted_flow_verified(&q) => along_the_flow(ctx, pkt, pod),
+            _ => Verdict::Pass(if pod.is_some() { PassReason::UntrackedProto } else { PassReason::NotLocal }),
+        };
+    };
     match flows::classify(ctx, pkt, &key) {
         Known::New => Verdict::Pass(PassReason::NewFlow),
         Known::Kernel => Verdict::Pass(PassReason::KernelFlow),
         Known::Verified => {
-            let verdict = match ep {
-                Some(ep) => redirect::deliver(pkt, &ep),
-                None => redirect::route_out(ctx, pkt),
-            };
+            let verdict = along_the_flow(ctx, pkt, pod);
             if let Verdict::Pass(_) = verdict {
                 flows::pending(&key);
             }
@@ -185,12 +204,20 @@ fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
     }
 }
 
-/// Egress side of `auto`: what the kernel delivered tells which flows it left untranslated.
+/// Where a verified flow's packets go: into the local pod, else out of the VM.
+#[inline(always)]
+fn along_the_flow(ctx: &TcContext, pkt: &Ipv4Packet, pod: Option<LocalPod>) -> Verdict {
+    match pod {
+        Some(p) => redirect::deliver(ctx, pkt, &p),
+        None => redirect::route_out(ctx, pkt),
+    }
+}
+
+/// Egress side of `auto`: what the kernel delivered tells which flows it left untranslated
+/// (for pods of `always` networks too: modes are per network, and the state is harmless to
+/// a pod whose packets never consult it).
 #[inline(always)]
 fn observe(ctx: &TcContext, slot: CounterSlot, ours: bool) {
-    if !maps::mode_is_auto() {
-        return;
-    }
     let Some(Frame::Ipv4(pkt)) = packet::parse(ctx) else { return };
     if pkt.plain().is_err() {
         return;

@@ -4,7 +4,10 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use veth_route_common::{Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS};
+use veth_route_common::{
+    Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS, SOURCE_F_MODE_ALWAYS,
+    SOURCE_F_MODE_AUTO,
+};
 
 /// Upper bound on pods per host; a kubelet allows 110 by default, this leaves room.
 const MAX_ENDPOINTS: usize = 4096;
@@ -41,6 +44,26 @@ pub fn endpoint(ip: [u8; 4]) -> Option<Endpoint> {
     unsafe { ENDPOINTS.get(EndpointKey { ip }).copied() }
 }
 
+/// A pod of this host that a packet is addressed to: its endpoint, and the `sources` entry
+/// of the host veth the endpoint names (whether the veth is still this pod's; its mode).
+/// Plain values (no entry: address 0.0.0.0, no flags), see `from_pod_verdict`.
+pub struct LocalPod {
+    pub ep: Endpoint,
+    pub owner_ip: [u8; 4],
+    pub owner_flags: u32,
+}
+
+/// The local pod with address `ip`, if the endpoint map has one.
+#[inline(always)]
+pub fn local_pod(ip: [u8; 4]) -> Option<LocalPod> {
+    let ep = endpoint(ip)?;
+    let (owner_ip, owner_flags) = match pod_source(ep.ifindex) {
+        Some(s) => (s.ip, s.flags),
+        None => ([0; 4], 0),
+    };
+    Some(LocalPod { ep, owner_ip, owner_flags })
+}
+
 /// The source address expected from the pod behind host veth `ifindex`.
 #[inline(always)]
 pub fn pod_source(ifindex: u32) -> Option<PodSource> {
@@ -48,9 +71,17 @@ pub fn pod_source(ifindex: u32) -> Option<PodSource> {
     unsafe { SOURCES.get(ifindex).copied() }
 }
 
-/// `true` unless the host is configured for `always` (unset means `auto`: the safe choice).
+/// Whether a pod whose `sources` entry has `flags` redirects only verified flows: its own
+/// mode bit, else (an entry of an older build, or no entry) the pin directory's
+/// `settings`, unset meaning `auto` (the safe choice).
 #[inline(always)]
-pub fn mode_is_auto() -> bool {
+pub fn mode_is_auto(flags: u32) -> bool {
+    if flags & SOURCE_F_MODE_ALWAYS != 0 {
+        return false;
+    }
+    if flags & SOURCE_F_MODE_AUTO != 0 {
+        return true;
+    }
     match SETTINGS.get(0) {
         Some(s) => s.mode != MODE_ALWAYS,
         None => true,

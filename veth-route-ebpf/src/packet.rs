@@ -17,6 +17,7 @@ const WANT_LINEAR: usize = ETH_HLEN + IPV4_HLEN + 14;
 /// More-fragments flag and fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_FLAG_SYN: u8 = 0x02;
@@ -71,6 +72,25 @@ struct TcpHead {
     flags: u8,
 }
 
+/// Where an ICMP error quotes the offending packet: behind the 8-byte ICMP header.
+const ICMP_QUOTE: usize = ETH_HLEN + IPV4_HLEN + 8;
+
+/// The start of the packet an ICMP error quotes: its IPv4 header and its ports.
+#[repr(C)]
+struct Quoted {
+    ip: Ipv4Hdr,
+    ports: L4Ports,
+}
+
+/// What an ICMP error says about the packet it quotes.
+pub struct QuotedFlow {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub proto: u8,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
 /// What a frame carries, as far as the programs care.
 pub enum Frame {
     Ipv4(Ipv4Packet),
@@ -99,6 +119,15 @@ pub fn header<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     Some(start as *mut T)
+}
+
+/// Whether the frame came with a VLAN tag (802.1Q or 802.1ad). The kernel moves the outer
+/// tag out of the packet data into the skb before tc ingress, so the data looks untagged:
+/// only this says the frame belongs to another network (a trunk's subport).
+#[inline(always)]
+pub fn vlan_tagged(ctx: &TcContext) -> bool {
+    // SAFETY: reading a field of the context the kernel passed in.
+    unsafe { (*ctx.skb.skb).vlan_present != 0 }
 }
 
 /// Parse the frame; `None` when its headers are truncated or not what they claim.
@@ -184,6 +213,31 @@ impl Ipv4Packet {
             return Err(NotForwardable::Fragment);
         }
         Ok(())
+    }
+
+    /// For an ICMP error (destination unreachable, time exceeded, parameter problem) about a
+    /// TCP or UDP packet that this packet's destination sent: that packet's addresses and
+    /// ports. The quote is read with `bpf_skb_load_bytes` (it may lie beyond the linear
+    /// area); a quote with IP options or of a non-first fragment carries no ports here.
+    #[inline(always)]
+    pub fn icmp_error_quote(&self, ctx: &TcContext) -> Option<QuotedFlow> {
+        if self.proto() != IPPROTO_ICMP {
+            return None;
+        }
+        let ty: u8 = ctx.load(ETH_HLEN + IPV4_HLEN).ok()?;
+        // Destination unreachable (with "fragmentation needed"), time exceeded, parameter
+        // problem: the errors that quote the packet they are about.
+        if !matches!(ty, 3 | 11 | 12) {
+            return None;
+        }
+        let q: Quoted = ctx.load(ICMP_QUOTE).ok()?;
+        let plain = q.ip.ver_ihl == 0x45 && u16::from_be_bytes(q.ip.frag_off) & 0x1fff == 0;
+        // An error goes back to whoever sent the quoted packet; anything else is not about
+        // one of that host's flows.
+        if !plain || (q.ip.proto != IPPROTO_TCP && q.ip.proto != IPPROTO_UDP) || q.ip.saddr != self.daddr() {
+            return None;
+        }
+        Some(QuotedFlow { saddr: q.ip.saddr, daddr: q.ip.daddr, proto: q.ip.proto, sport: q.ports.sport, dport: q.ports.dport })
     }
 
     /// TCP flags, for a TCP packet whose IPv4 header has no options.

@@ -1,18 +1,30 @@
 //! Delivery: rewrite like a router would, then hand the packet to the pod's veth peer, or
 //! out of the VM after a FIB lookup.
 
+use crate::{flows, maps::LocalPod, packet::Ipv4Packet, PassReason, Verdict};
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibLookupC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, TC_ACT_REDIRECT},
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    bindings::{
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_fib_lookup as FibLookupC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        TC_ACT_REDIRECT,
+    },
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use veth_route_common::Endpoint;
 
-use crate::{flows, packet::Ipv4Packet, PassReason, Verdict};
-
-/// Rewrite MACs and TTL, then `bpf_redirect_peer` into the pod behind `ep.ifindex`.
+/// Rewrite MACs and TTL, then `bpf_redirect_peer` into the pod behind `pod.ep.ifindex`.
+///
+/// `bpf_redirect_peer` cannot fail here: it only records the target, and a target that is
+/// gone is a silent drop later, in the kernel. So the target is checked first, and the
+/// kernel gets the packet instead (`pass_redirect_failed`) when the endpoint is stale (the
+/// pod went without a DEL, so its veth and ifindex are gone; or the ifindex now belongs to
+/// another pod, whose `sources` entry names another address) or the packet does not fit
+/// the veth's MTU (the kernel answers with "fragmentation needed", as a router does).
 #[inline(always)]
-pub fn deliver(pkt: &Ipv4Packet, ep: &Endpoint) -> Verdict {
+pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, pod: &LocalPod) -> Verdict {
+    let ep = &pod.ep;
+    if pod.owner_ip != pkt.daddr() || !fits(ctx, ep.ifindex) {
+        return Verdict::Pass(PassReason::RedirectFailed);
+    }
     rewrite_macs(pkt, &ep.pod_mac, &ep.host_mac);
     decrement_ttl(pkt);
     // SAFETY: plain helper call; flags must be 0.
@@ -22,6 +34,16 @@ pub fn deliver(pkt: &Ipv4Packet, ep: &Endpoint) -> Verdict {
     } else {
         Verdict::Pass(PassReason::RedirectFailed)
     }
+}
+
+/// Whether interface `ifindex` exists and the packet (each segment, for a GSO packet) fits
+/// its MTU. `bpf_check_mtu` looks the interface up by index: -ENODEV when it is gone.
+#[inline(always)]
+fn fits(ctx: &TcContext, ifindex: u32) -> bool {
+    let mut mtu_len = 0u32;
+    // SAFETY: `mtu_len` is a valid u32; with BPF_MTU_CHK_SEGS it must be 0, as len_diff.
+    let rc = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), ifindex, &mut mtu_len, 0, BPF_MTU_CHK_SEGS as u64) };
+    rc == 0
 }
 
 /// `struct bpf_fib_lookup` (64 bytes), IPv4 view; addresses in network order.

@@ -34,8 +34,10 @@ pub const CAPABILITIES: &str = "capabilities";
 const MODULES: &[&str] = &[
     "veth",
     "dummy",
+    "8021q",
     "ifb",
     "nf_conntrack",
+    "nf_conntrack_netlink",
     "nf_nat",
     "nf_tables",
     "nft_compat",

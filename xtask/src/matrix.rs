@@ -24,10 +24,12 @@ pub const DATAPATH_TESTS: &[&str] = &[
     "plugin_gateway",
     "plugin_antispoof_kernel",
     "fastpath_traffic",
+    "fastpath_edges",
     "fastpath_services",
     "fastpath_antispoof",
     "fastpath_bandwidth",
     "fastpath_lifecycle",
+    "fastpath_upgrade",
     "plugin_chain",
     "plugin_check",
 ];

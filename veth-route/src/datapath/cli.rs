@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use aya::programs::TcAttachType;
-use veth_route_common::{Counters, Endpoint, MODE_ALWAYS, SOURCE_F_ANTI_SPOOF};
+use veth_route_common::{Counters, Endpoint, PodSource, MODE_ALWAYS, SOURCE_F_ANTI_SPOOF, SOURCE_F_MODE_ALWAYS, SOURCE_F_MODE_AUTO};
 
 use super::loader::Prog;
 use super::maps::PinnedMaps;
@@ -110,10 +110,7 @@ fn usage_error(msg: &str) -> i32 {
 
 fn open(layout: &PinLayout) -> Result<PinnedMaps, DatapathError> {
     if !layout.exists() {
-        return Err(DatapathError::Other(format!(
-            "no fast path pinned at {} (no pod added with eBPF yet, or another bpfPinDir)",
-            layout.root().display()
-        )));
+        return Err(DatapathError::NotPinned(layout.root().to_path_buf()));
     }
     PinnedMaps::open(layout)
 }
@@ -137,7 +134,12 @@ fn counters_table(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
     let c = counters_by_program(&maps)?;
     let flows = maps.flow_counts()?;
-    let mut s = format!("fast path pins: {}  mode: {}  attach: {}\n", layout.root().display(), redirect_mode(&maps)?, AttachMode::detect().as_str());
+    let mut s = format!(
+        "fast path pins: {}  mode: per pod (endpoints), else {}  attach: {}\n",
+        layout.root().display(),
+        redirect_mode(&maps)?,
+        AttachMode::detect().as_str()
+    );
     s += &format!("flows: {} verified, {} pending (directions)\n", flows.verified, flows.pending);
     s += &format!("{:<22}", "counter");
     for (p, _) in &c {
@@ -183,13 +185,14 @@ struct SourceGuard {
 /// Every host veth of veth-route (any network: they carry its alias tag) in this namespace.
 fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
-        .map_err(|e| DatapathError::Other(format!("listing interfaces: {e}")))?;
+        .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
     let mode = AttachMode::detect();
     let mut out: Vec<SourceGuard> = links
         .into_iter()
         .filter(|l| l.alias.as_deref().is_some_and(crate::names::is_tag))
         .map(|l| SourceGuard {
-            from_pod: layout.link(Prog::FromPod, &l.name).exists() && programs_on(&l.name, TcAttachType::Ingress, mode).iter().any(|p| p == Prog::FromPod.name()),
+            from_pod: layout.link(Prog::FromPod, &l.name).exists()
+                && programs_on(&l.name, TcAttachType::Ingress, mode).iter().any(|p| p == Prog::FromPod.name()),
             kernel: crate::antispoof::in_force(&l.name).ok().flatten(),
             host_veth: l.name,
         })
@@ -204,31 +207,44 @@ fn counters_by_program(maps: &PinnedMaps) -> Result<Vec<(Prog, Counters)>, Datap
     Ok(Prog::ALL.iter().map(|p| (*p, c.get(p.counter_slot() as usize).copied().unwrap_or_default())).collect())
 }
 
+/// The pin directory's mode: what pods without a mode of their own (added by an older
+/// build) get.
 fn redirect_mode(maps: &PinnedMaps) -> Result<&'static str, DatapathError> {
     Ok(if maps.mode()? == MODE_ALWAYS { "always" } else { "auto" })
+}
+
+/// The redirect mode of the pod whose `sources` entry is `src` (its network's `fastPath`).
+fn pod_mode(src: Option<PodSource>, maps: &PinnedMaps) -> Result<&'static str, DatapathError> {
+    match src.map(|s| s.flags) {
+        Some(f) if f & SOURCE_F_MODE_ALWAYS != 0 => Ok("always"),
+        Some(f) if f & SOURCE_F_MODE_AUTO != 0 => Ok("auto"),
+        _ => redirect_mode(maps),
+    }
 }
 
 /// Endpoint table.
 pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
-    let mut s = format!("{:<16} {:<18} {:<18} {:<18} {}\n", "POD IP", "HOST VETH", "POD MAC", "HOST MAC", "ANTI-SPOOF");
+    let mut s = format!("{:<16} {:<18} {:<18} {:<18} {:<10} {}\n", "POD IP", "HOST VETH", "POD MAC", "HOST MAC", "ANTI-SPOOF", "MODE");
     for (ip, ep) in maps.all_endpoints()? {
         let veth = format!("{}({})", ifname(ep.ifindex).unwrap_or_else(|| "?".into()), ep.ifindex);
-        let spoof = match maps.source(ep.ifindex)? {
+        let src = maps.source(ep.ifindex)?;
+        let spoof = match src {
             Some(src) if src.ip == ip.octets() && src.flags & SOURCE_F_ANTI_SPOOF != 0 => "on",
             Some(src) if src.ip == ip.octets() => "off",
             Some(_) => "other-ip",
             None => "none",
         };
-        s += &format!("{:<16} {:<18} {:<18} {:<18} {spoof}\n", ip.to_string(), veth, mac(&ep.pod_mac), mac(&ep.host_mac));
+        let mode = pod_mode(src, &maps)?;
+        s += &format!("{:<16} {:<18} {:<18} {:<18} {spoof:<10} {mode}\n", ip.to_string(), veth, mac(&ep.pod_mac), mac(&ep.host_mac));
     }
     Ok(s)
 }
 
-/// `{"pinned": true, "anti_spoofing": [..], "mode": "auto", "attach": "tcx", "flows": {..},
+/// `{"pinned": true, "anti_spoofing": [..], "default_mode": "auto", "attach": "tcx", "flows": {..},
 /// "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`; without pins only the first two.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
-    let guards = serde_json::to_value(guards(layout)?).map_err(|e| DatapathError::Other(e.to_string()))?;
+    let guards = serde_json::to_value(guards(layout)?)?;
     if !layout.exists() {
         return Ok(format!("{}\n", serde_json::json!({ "pinned": false, "anti_spoofing": guards })));
     }
@@ -238,7 +254,7 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let mut v = serde_json::json!({
         "pinned": true,
         "anti_spoofing": guards,
-        "mode": redirect_mode(&maps)?,
+        "default_mode": redirect_mode(&maps)?,
         "attach": match mode { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
         "flows": { "verified": flows.verified, "pending": flows.pending },
     });
@@ -262,7 +278,8 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(format!("{v}\n"))
 }
 
-/// `[{"ip": "10.10.10.19", "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true}]`.
+/// `[{"ip": "10.10.10.19", "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true,
+/// "mode": "auto", ...}]`.
 pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
     let mode = AttachMode::detect();
@@ -276,6 +293,7 @@ pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
             "pod_mac": mac(&ep.pod_mac),
             "host_mac": mac(&ep.host_mac),
             "anti_spoof": src.is_some_and(|s| s.ip == ip.octets() && s.flags & SOURCE_F_ANTI_SPOOF != 0),
+            "mode": pod_mode(src, &maps)?,
             "ingress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Ingress, mode)).unwrap_or_default(),
             "egress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Egress, mode)).unwrap_or_default(),
         }));

@@ -16,6 +16,7 @@ use aya::{Ebpf, EbpfLoader};
 use veth_route_common::{map_names, CounterSlot};
 
 use super::pins::{unpin, PinLayout};
+use super::tc::{self, AttachMode};
 use super::DatapathError;
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded by build.rs.
@@ -100,7 +101,7 @@ pub fn load_or_reuse(layout: &PinLayout) -> Result<Programs, DatapathError> {
         return Ok(progs);
     }
     load_and_pin(layout, id)?;
-    let mut progs = reuse(layout, id)?.ok_or_else(|| DatapathError::Other("programs vanished right after pinning".into()))?;
+    let mut progs = reuse(layout, id)?.ok_or_else(|| DatapathError::Internal("programs vanished right after pinning".into()))?;
     upgrade_links(layout, &mut progs);
     remove_other_builds(layout, id);
     Ok(progs)
@@ -133,7 +134,7 @@ fn reuse(layout: &PinLayout, id: &str) -> Result<Option<Programs>, DatapathError
 pub fn open_pinned(pin: &Path, name: &'static str) -> Result<SchedClassifier, DatapathError> {
     ProgramInfo::from_pin(pin)
         .and_then(|info| SchedClassifier::from_program_info(info, name.into()))
-        .map_err(|e| DatapathError::Other(format!("opening pinned program {name}: {}", error_chain(&e))))
+        .map_err(|source| DatapathError::Program { op: format!("opening pinned program {name}"), source })
 }
 
 /// Verify and load every program; maps are pinned by aya (and reused if already pinned),
@@ -143,7 +144,7 @@ fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
         unpin(&layout.program(id, p.name()))?;
     }
     let dir = layout.programs().join(id);
-    std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Other(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Fs { op: "creating", path: dir.clone(), source })?;
     let mut loader = EbpfLoader::new();
     for m in MAPS {
         loader.map_pin_path(m, layout.map(m));
@@ -152,46 +153,60 @@ fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
     // the disabled logging code entirely.
     let log_level = log_level_from_env();
     loader.override_global("AYA_LOG_LEVEL", &log_level, true);
-    let mut ebpf: Ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
+    let mut ebpf: Ebpf = loader.load(OBJECT).map_err(load_error)?;
     for name in Prog::ALL.map(Prog::name) {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
-            .ok_or_else(|| DatapathError::Other(format!("program {name} missing from object")))?
+            .ok_or_else(|| DatapathError::Internal(format!("program {name} missing from the embedded object")))?
             .try_into()
-            .map_err(|e| DatapathError::Other(format!("program {name}: {e}")))?;
+            .map_err(|source| DatapathError::Program { op: format!("program {name}"), source })?;
         prog.load().map_err(|e| DatapathError::Unavailable(format!("verifier rejected {name}: {}", error_chain(&e))))?;
-        prog.pin(layout.program(id, name)).map_err(|e| DatapathError::Other(format!("pinning program {name}: {e}")))?;
+        prog.pin(layout.program(id, name)).map_err(|source| DatapathError::Pin { op: format!("pinning program {name}"), source })?;
     }
     log::info!("loaded eBPF fast path programs (build {id}) and pinned them under {}", layout.root().display());
     Ok(())
 }
 
-/// Move every pinned TCX link to the freshly loaded programs (atomic `bpf_link_update`).
-/// Best effort: a link whose interface is gone is skipped (its pod's DEL removes it).
-fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
+/// Move every attachment to the freshly loaded programs, so no program of an older build
+/// keeps running: a pinned TCX link atomically (`bpf_link_update`); a netlink filter
+/// (recorded by a directory) cannot be moved and is replaced, which leaves the hook to the
+/// kernel path for a moment. Best effort: an attachment whose interface is gone is skipped
+/// (its pod's DEL removes it).
+pub fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
     for p in Prog::ALL {
         let Ok(entries) = std::fs::read_dir(layout.links(p)) else { continue };
         for pin in entries.flatten().map(|e| e.path()) {
-            if let Err(e) = relink(progs.get_mut(p), &pin) {
+            let moved = if pin.is_dir() {
+                let ifname = pin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                tc::attach(progs.get_mut(p), p, &ifname, &pin, AttachMode::Netlink)
+            } else {
+                relink(progs.get_mut(p), &pin)
+            };
+            if let Err(e) = moved {
                 log::warn!("keeping {} on the previous program build: {e}", pin.display());
             }
         }
     }
 }
 
-fn relink(prog: &mut SchedClassifier, pin: &Path) -> Result<(), String> {
-    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
-    let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
-    let id = prog.attach_to_link(link).map_err(|e| error_chain(&e))?;
+/// Move the TCX link pinned at `pin` to `prog` (atomic) and pin it there again.
+pub fn relink(prog: &mut SchedClassifier, pin: &Path) -> Result<(), DatapathError> {
+    let at = || pin.display().to_string();
+    let pinned = PinnedLink::from_pin(pin).map_err(|source| DatapathError::Link { op: format!("opening link {}", at()), source })?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .map_err(|source| DatapathError::Link { op: format!("link {}", at()), source })?;
+    let moved = |source| DatapathError::Program { op: format!("moving link {}", at()), source };
+    let id = prog.attach_to_link(link).map_err(moved)?;
     let link: FdLink =
-        prog.take_link(id).map_err(|e| e.to_string())?.try_into().map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+        prog.take_link(id).map_err(moved)?.try_into().map_err(|source| DatapathError::Link { op: format!("link {}", at()), source })?;
     // The fd keeps the link alive between unpinning and pinning it again.
-    unpin(pin).map_err(|e| e.to_string())?;
-    link.pin(pin).map_err(|e| e.to_string())?;
+    unpin(pin)?;
+    link.pin(pin).map_err(|source| DatapathError::Pin { op: format!("pinning link {}", at()), source })?;
     Ok(())
 }
 
-/// Unpin programs of other builds (still-attached netlink filters keep theirs alive).
+/// Unpin programs of other builds (once [`upgrade_links`] moved everything off them, the
+/// kernel frees them).
 fn remove_other_builds(layout: &PinLayout, id: &str) {
     let Ok(entries) = std::fs::read_dir(layout.programs()) else { return };
     for e in entries.flatten() {
@@ -213,12 +228,13 @@ fn log_level_from_env() -> u8 {
     }
 }
 
-fn load_error(e: &aya::EbpfError) -> DatapathError {
-    let msg = format!("loading eBPF object: {}", error_chain(e));
+fn load_error(e: aya::EbpfError) -> DatapathError {
     // No privilege, or a kernel without the program/map types: "no eBPF here", not a bug.
-    match errno_in_chain(e) {
-        Some(libc::EPERM | libc::EACCES | libc::ENOSYS | libc::EOPNOTSUPP) => DatapathError::Unavailable(msg),
-        _ => DatapathError::Other(msg),
+    match errno_in_chain(&e) {
+        Some(libc::EPERM | libc::EACCES | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            DatapathError::Unavailable(format!("loading eBPF object: {}", error_chain(&e)))
+        }
+        _ => DatapathError::Object(e),
     }
 }
 

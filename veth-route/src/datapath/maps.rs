@@ -3,7 +3,9 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use veth_route_common::{map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED};
+use veth_route_common::{
+    map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED,
+};
 
 use super::pins::PinLayout;
 use super::DatapathError;
@@ -26,13 +28,14 @@ pub struct FlowCounts {
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map, DatapathError> {
     let path = layout.map(name);
-    let data = MapData::from_pin(&path).map_err(|e| DatapathError::Other(format!("opening pinned map {}: {e}", path.display())))?;
-    Map::from_map_data(data).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+    let data =
+        MapData::from_pin(&path).map_err(|source| DatapathError::Map { op: format!("opening pinned map {}", path.display()), source })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map { op: format!("pinned map {name}"), source })
 }
 
 fn typed<T: TryFrom<Map, Error = MapError>>(layout: &PinLayout, name: &str) -> Result<T, DatapathError> {
     // A wrong key/value size here means the pins are from another layout version.
-    T::try_from(open(layout, name)?).map_err(|e| DatapathError::Other(format!("pinned map {name}: {e}")))
+    T::try_from(open(layout, name)?).map_err(|source| DatapathError::Map { op: format!("pinned map {name}"), source })
 }
 
 impl PinnedMaps {
@@ -85,6 +88,16 @@ impl PinnedMaps {
         Ok(v)
     }
 
+    /// Every flow direction (entries evicted while we walk are left out).
+    pub fn all_flows(&self) -> Vec<(FlowKey, FlowState)> {
+        self.flows.iter().flatten().collect()
+    }
+
+    /// Insert or replace the state of one flow direction.
+    pub fn put_flow(&mut self, key: FlowKey, state: FlowState) -> Result<(), DatapathError> {
+        self.flows.insert(key, state, 0).map_err(|e| map_err("writing flow", e))
+    }
+
     /// Insert or replace the endpoint for `ip`.
     pub fn put_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<(), DatapathError> {
         self.endpoints.insert(key(ip), ep, 0).map_err(|e| map_err("writing endpoint", e))
@@ -105,12 +118,8 @@ impl PinnedMaps {
         ignore_missing(self.sources.remove(&ifindex), "removing source")
     }
 
-    /// Set the host-wide redirect mode (`MODE_*`).
-    pub fn set_mode(&mut self, mode: u32) -> Result<(), DatapathError> {
-        self.settings.set(0, Settings { mode, reserved: 0 }, 0).map_err(|e| map_err("writing settings", e))
-    }
-
-    /// The host-wide redirect mode.
+    /// The pin directory's redirect mode, for pods whose `sources` entry has no mode bit
+    /// (written by a build that kept one mode per pin directory).
     pub fn mode(&self) -> Result<u32, DatapathError> {
         Ok(self.settings.get(&0, 0).map_err(|e| map_err("reading settings", e))?.mode)
     }
@@ -159,5 +168,5 @@ fn ignore_missing(r: Result<(), MapError>, what: &str) -> Result<(), DatapathErr
 }
 
 fn map_err(what: &str, e: MapError) -> DatapathError {
-    DatapathError::Other(format!("{what}: {e}"))
+    DatapathError::Map { op: what.to_string(), source: e }
 }

@@ -10,6 +10,7 @@
 pub mod cli;
 mod loader;
 mod maps;
+mod migrate;
 mod pins;
 mod tc;
 mod trace;
@@ -18,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use veth_route_common::{Endpoint, PodSource, MODE_ALWAYS, MODE_AUTO, SOURCE_F_ANTI_SPOOF};
+use veth_route_common::{Endpoint, PodSource, SOURCE_F_ANTI_SPOOF, SOURCE_F_MODE_ALWAYS, SOURCE_F_MODE_AUTO};
 
 use self::loader::{Prog, Programs};
 use self::maps::PinnedMaps;
@@ -64,13 +65,12 @@ pub struct DatapathConfig {
 }
 
 impl DatapathConfig {
-    /// The `sources` map flags this config asks for.
+    /// The `sources` map flags this config asks for: anti-spoofing, and the redirect mode of
+    /// this network's pods (per pod, so networks sharing a pin directory keep their own).
     fn source_flags(&self) -> u32 {
-        if self.anti_spoof {
-            SOURCE_F_ANTI_SPOOF
-        } else {
-            0
-        }
+        let spoof = if self.anti_spoof { SOURCE_F_ANTI_SPOOF } else { 0 };
+        let mode = if self.fast_path == FastPath::Always { SOURCE_F_MODE_ALWAYS } else { SOURCE_F_MODE_AUTO };
+        spoof | mode
     }
 }
 
@@ -124,7 +124,9 @@ pub enum Attached {
     KernelOnly { reason: String },
 }
 
-/// Datapath failures.
+/// Datapath failures: each keeps the error it comes from as its source (with the errno of
+/// the system call, see [`DatapathError::errno`]); `Unavailable` and `Mismatch` are
+/// decisions (kernel path; CHECK differs) and carry their reason.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// eBPF is unusable and the config requires it.
@@ -133,9 +135,59 @@ pub enum DatapathError {
     /// A CHECK found a difference.
     #[error("datapath check failed: {0}")]
     Mismatch(String),
-    /// Any other failure, with context.
+    /// The pin directory (or one above it on bpffs) could be planted, redirected or changed
+    /// by someone other than root.
+    #[error("bpfPinDir: {} {problem}; the fast path's pins must be root's alone: fix or remove it", .path.display())]
+    InsecurePins { path: PathBuf, problem: String },
+    /// A file system operation on bpffs (a pin directory, pin, lock or record) failed.
+    #[error("{op} {}: {source}", .path.display())]
+    Fs { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// A pinned map could not be opened, read or written (or is of another layout).
+    #[error("{op}: {source}")]
+    Map { op: String, source: aya::maps::MapError },
+    /// A program could not be opened, attached or queried.
+    #[error("{op}: {}", loader::error_chain(.source))]
+    Program { op: String, source: aya::programs::ProgramError },
+    /// A TCX link could not be opened or converted.
+    #[error("{op}: {source}")]
+    Link { op: String, source: aya::programs::links::LinkError },
+    /// A program or link could not be pinned.
+    #[error("{op}: {source}")]
+    Pin { op: String, source: aya::pin::PinError },
+    /// A netlink tc request (clsact qdisc, cls_bpf filter) failed.
+    #[error("{op}: {source}")]
+    Tc { op: String, source: aya::programs::tc::TcError },
+    /// The embedded eBPF object could not be loaded for another reason than missing eBPF.
+    #[error("loading eBPF object: {}", loader::error_chain(.0))]
+    Object(#[source] aya::EbpfError),
+    /// An interface the config or the attachment names does not exist.
+    #[error("{role} {name}: no such interface")]
+    NoInterface { role: &'static str, name: String },
+    /// A netlink request of the plugin's own (listing interfaces or tc filters) failed.
+    #[error("{op}: {source}")]
+    Netlink { op: &'static str, source: Box<crate::error::Error> },
+    /// `veth-route trace` could not attach to the programs' log buffer.
+    #[error("attaching to the programs' log buffer: {0}")]
+    Log(#[source] aya_log::Error),
+    /// `veth-route stats --json` could not render its output.
+    #[error("rendering JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Nothing is pinned where an operator command looks.
+    #[error("no fast path pinned at {} (no pod added with eBPF yet, or another bpfPinDir)", .0.display())]
+    NotPinned(PathBuf),
+    /// A bug rather than the host: the attach thread panicked, the object lacks a program.
     #[error("datapath: {0}")]
-    Other(String),
+    Internal(String),
+}
+
+impl DatapathError {
+    /// The errno of the system call behind this failure, if one failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DatapathError::Program { source, .. } => loader::program_errno(source),
+            other => loader::errno_in_chain(other),
+        }
+    }
 }
 
 /// Attach the programs for one pod and insert its endpoint.
@@ -182,7 +234,7 @@ impl PendingAttach {
     /// delivers to it.
     pub fn finish(mut self, ep: &PodEndpoint) -> Result<Attached, DatapathError> {
         let early = match self.work.take() {
-            Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Other("attach thread panicked".into()))),
+            Some(handle) => handle.join().unwrap_or_else(|_| Err(DatapathError::Internal("attach thread panicked".into()))),
             None => match self.early.take() {
                 Some(early) => early,
                 None => return Ok(Attached::KernelOnly { reason: self.cfg.kernel_path_reason.unwrap_or("fastPath is off").into() }),
@@ -207,21 +259,21 @@ impl Drop for PendingAttach {
     }
 }
 
-/// Load (or reuse) the programs, set the mode, attach the uplinks, then put a placeholder
-/// anti-spoof entry (no IPv4 source passes) and attach the pod programs to the host veth, in
-/// that order, so the check holds from the first packet. Leaves nothing of the pod behind on
-/// failure.
+/// Load (or reuse) the programs, migrate an older pin generation, attach the uplinks, then
+/// put a placeholder anti-spoof entry (no IPv4 source passes) and attach the pod programs
+/// to the host veth, in that order, so the check holds from the first packet. Leaves
+/// nothing of the pod behind on failure.
 fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps, DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
     let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
+    migrate::migrate(&layout, &mut progs, &mut maps)?;
     let mode = AttachMode::detect();
-    maps.set_mode(if cfg.fast_path == FastPath::Always { MODE_ALWAYS } else { MODE_AUTO })?;
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
 
-    let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::Other(format!("host veth {host_ifname}: no such interface")))?;
+    let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::NoInterface { role: "host veth", name: host_ifname.into() })?;
     let flags = cfg.source_flags();
     let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
         Prog::POD.iter().try_for_each(|&p| tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode))
@@ -264,7 +316,7 @@ fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint
 fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs, mode: AttachMode) -> Result<(), DatapathError> {
     for uplink in &cfg.uplinks {
         if ifindex(uplink).is_none() {
-            return Err(DatapathError::Other(format!("uplink {uplink}: no such interface")));
+            return Err(DatapathError::NoInterface { role: "uplink", name: uplink.clone() });
         }
         for p in Prog::UPLINK {
             let pin = layout.link(p, uplink);
@@ -333,14 +385,33 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
         return Ok(());
     }
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
-    if !layout.exists() || loader::pinned_program(&layout, Prog::FromPod).is_none() {
+    // What ADD did for this attachment, not what the host has: its link pins (or netlink
+    // records), its anti-spoof entry and its endpoint. None of them: ADD gave it the kernel
+    // path (eBPF was unusable then, or the network's fastPath was off), which other pods'
+    // pins do not make wrong.
+    let maps = if layout.exists() { PinnedMaps::open(&layout).ok() } else { None };
+    let in_maps = maps.as_ref().is_some_and(|m| {
+        m.source(ep.host_ifindex).ok().flatten().is_some()
+            || m.endpoint(ep.pod_ip).ok().flatten().is_some_and(|e| e.ifindex == ep.host_ifindex)
+    });
+    let recorded = in_maps || Prog::POD.iter().any(|p| layout.link(*p, &ep.host_ifname).exists());
+    if !recorded {
         return match cfg.fast_path {
-            FastPath::Required => Err(DatapathError::Mismatch(format!("no eBPF programs pinned under {}", layout.root().display()))),
-            // ADD fell back to the kernel path on this host.
+            FastPath::Required => Err(DatapathError::Mismatch(format!(
+                "{} has no fast path under {} (fastPath is required)",
+                ep.host_ifname,
+                layout.root().display()
+            ))),
             _ => Ok(()),
         };
     }
-    let maps = PinnedMaps::open(&layout)?;
+    let Some(maps) = maps else {
+        return Err(DatapathError::Mismatch(format!(
+            "the fast path of {} is gone: no maps pinned under {}",
+            ep.host_ifname,
+            layout.root().display()
+        )));
+    };
     let want = ep.endpoint();
     match maps.endpoint(ep.pod_ip)? {
         None => return Err(DatapathError::Mismatch(format!("no endpoint for {} in {}", ep.pod_ip, layout.map("endpoints").display()))),
@@ -365,7 +436,8 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
     }
     let mode = AttachMode::detect();
     for p in Prog::POD {
-        let pin = loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
+        let pin =
+            loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
         let prog = loader::open_pinned(&pin, p.name())?;
         if !tc::is_attached(&prog, p, &ep.host_ifname, &layout.link(p, &ep.host_ifname), mode)? {
             return Err(DatapathError::Mismatch(format!("{} is not attached to tc {:?} of {}", p.name(), p.attach_type(), ep.host_ifname)));
@@ -402,16 +474,23 @@ pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
     sweep_vanished(&mut maps)
 }
 
-/// Drop map entries whose host veth no longer exists.
+/// Drop map entries whose host veth no longer exists: an endpoint whose ifindex is gone or
+/// now has another MAC (a new interface got the index), or whose `sources` entry names
+/// another pod; an anti-spoof entry whose ifindex is gone.
 fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
-    let stale = |idx: u32| ifname(idx).is_none();
+    let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
+        .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
+    let mac_of: std::collections::HashMap<u32, Option<[u8; 6]>> = links.into_iter().map(|l| (l.index, l.mac)).collect();
     for (ip, ep) in maps.all_endpoints()? {
-        if stale(ep.ifindex) {
+        let owner = maps.source(ep.ifindex)?.map(|s| s.ip);
+        let live = mac_of.get(&ep.ifindex) == Some(&Some(ep.host_mac)) && owner.is_none_or(|o| o == ip.octets());
+        if !live {
+            log::info!("removing stale endpoint {ip} (host veth ifindex {} is gone or another pod's)", ep.ifindex);
             maps.remove_endpoint(ip)?;
         }
     }
     for (idx, _) in maps.all_sources()? {
-        if stale(idx) {
+        if !mac_of.contains_key(&idx) {
             maps.remove_source(idx)?;
         }
     }

@@ -34,7 +34,28 @@ pub struct PinLayout {
 impl PinLayout {
     /// Layout under `<pin_dir>/v<PIN_LAYOUT_VERSION>`.
     pub fn new(pin_dir: &Path) -> Self {
-        Self { root: pin_dir.join(format!("v{PIN_LAYOUT_VERSION}")) }
+        Self { root: pin_dir.join(format!("v{}", layout_version())) }
+    }
+
+    /// The layout of an older generation at `root` (see [`Self::older_generations`]).
+    pub fn at(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Directories of older layout generations next to this one (`v<k>`, k smaller),
+    /// oldest first: left by a build before the last layout change, for `migrate`.
+    pub fn older_generations(&self) -> Vec<PathBuf> {
+        let current = layout_version();
+        let Some(Ok(entries)) = self.root.parent().map(std::fs::read_dir) else { return Vec::new() };
+        let mut older: Vec<(u32, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let k = e.file_name().to_str()?.strip_prefix('v')?.parse::<u32>().ok()?;
+                (k < current).then(|| (k, e.path()))
+            })
+            .collect();
+        older.sort();
+        older.into_iter().map(|(_, p)| p).collect()
     }
 
     /// The versioned directory.
@@ -80,8 +101,27 @@ impl PinLayout {
         if !is_bpffs(existing)? {
             return Err(DatapathError::Unavailable(format!("{} is not on a bpf filesystem", self.root.display())));
         }
-        for dir in Prog::ALL.map(|p| self.links(p)) {
-            std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        // The pin dir itself and everything below it: root's alone. The bpffs directories
+        // above it may be shared (mounted 1777 by someone else), but only with the sticky
+        // bit, so nobody can replace what root created there.
+        let mut above = Vec::new();
+        for dir in self.root.ancestors().skip(2) {
+            if dir.exists() && !is_bpffs(dir)? {
+                break;
+            }
+            above.push(dir);
+        }
+        for dir in above.into_iter().rev() {
+            if dir.exists() {
+                check_dir(dir, Shared::IfSticky)?;
+            } else {
+                private_dir(dir)?;
+            }
+        }
+        let parent = self.root.parent().unwrap_or(Path::new("/"));
+        let dirs = [parent.to_path_buf(), self.root.clone(), self.root.join("links"), self.programs()];
+        for dir in dirs.into_iter().chain(Prog::ALL.map(|p| self.links(p))) {
+            private_dir(&dir)?;
         }
         Ok(())
     }
@@ -91,19 +131,73 @@ impl PinLayout {
     /// bpffs holds no regular files, but directories can be flocked; every plugin process on
     /// the host serialises loading, pinning and map updates on it.
     pub fn lock(&self) -> Result<PinLock, DatapathError> {
-        let dir = File::open(&self.root).map_err(|e| DatapathError::Other(format!("opening {}: {e}", self.root.display())))?;
+        check_dir(&self.root, Shared::No)?;
+        let dir = File::open(&self.root).map_err(|source| DatapathError::Fs { op: "opening", path: self.root.clone(), source })?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(DatapathError::Other(format!("locking {}: {e}", self.root.display())));
+            return Err(DatapathError::Fs { op: "locking", path: self.root.clone(), source: io::Error::last_os_error() });
         }
         Ok(PinLock { _dir: dir })
     }
 }
 
+/// The layout version this build uses: [`PIN_LAYOUT_VERSION`]. Tests set
+/// `VETH_ROUTE_TEST_PIN_LAYOUT_VERSION` to play an older generation with this build's map
+/// formats (a fake: there is no older build to run), so that the migration can be tested.
+fn layout_version() -> u32 {
+    std::env::var("VETH_ROUTE_TEST_PIN_LAYOUT_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PIN_LAYOUT_VERSION)
+}
+
 /// Holds the host-wide datapath lock until dropped (closing the fd releases the flock).
 pub struct PinLock {
     _dir: File,
+}
+
+/// Whether a directory may be writable by others.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    No,
+    /// Yes, with the sticky bit (others cannot rename or remove what is not theirs).
+    IfSticky,
+}
+
+/// Create `dir` (mode 0700) if it does not exist, then [`check_dir`] it.
+fn private_dir(dir: &Path) -> Result<(), DatapathError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        // Also a concurrent ADD's: checked like any other.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(DatapathError::Unavailable(format!("creating {}: {e}", dir.display()))),
+    }
+    check_dir(dir, Shared::No)
+}
+
+/// Refuse a pin directory someone else could have planted or could change: one that is a
+/// symbolic link (it would take the pins elsewhere), not a directory, not owned by us
+/// (root), or writable by group or others (they could swap its maps for their own).
+/// `lstat`, so a symbolic link is seen as such.
+fn check_dir(dir: &Path, shared: Shared) -> Result<(), DatapathError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let insecure = |problem: String| DatapathError::InsecurePins { path: dir.to_path_buf(), problem };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| DatapathError::Unavailable(format!("lstat {}: {e}", dir.display())))?;
+    if meta.file_type().is_symlink() {
+        return Err(insecure("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(insecure("is not a directory".into()));
+    }
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(insecure(format!("is owned by uid {}, not {me}", meta.uid())));
+    }
+    let mode = meta.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(shared == Shared::IfSticky && sticky) {
+        return Err(insecure(format!("is writable by group or others (mode {:04o})", mode & 0o7777)));
+    }
+    Ok(())
 }
 
 /// `true` if `path` lives on bpffs.
@@ -133,9 +227,11 @@ fn ensure_bpffs_mounted() -> Result<(), DatapathError> {
     if is_bpffs(root)? {
         return Ok(()); // another ADD mounted it while we waited
     }
-    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+    // mode=0700: bpffs defaults to 01777, which would let any local user create the pin dir
+    // first.
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
         .map_err(|e| DatapathError::Unavailable(format!("mounting bpffs on {BPFFS_ROOT}: {e}")))?;
-    log::info!("mounted bpffs on {BPFFS_ROOT}");
+    log::info!("mounted bpffs on {BPFFS_ROOT} (mode 0700)");
     Ok(())
 }
 
@@ -145,6 +241,6 @@ pub fn unpin(path: &Path) -> Result<(), DatapathError> {
     match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DatapathError::Other(format!("removing pin {}: {e}", path.display()))),
+        Err(source) => Err(DatapathError::Fs { op: "removing pin", path: path.to_path_buf(), source }),
     }
 }

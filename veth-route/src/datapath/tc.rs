@@ -11,7 +11,7 @@ use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, NlOptions, TcAtt
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 
-use super::loader::{error_chain, program_errno, Prog};
+use super::loader::{program_errno, Prog};
 use super::pins::unpin;
 use super::DatapathError;
 
@@ -51,47 +51,48 @@ impl AttachMode {
 /// Attach `prog` (program `which`) to its hook on `ifname`, replacing an earlier attachment
 /// of ours. TCX: the link is pinned at `pin`.
 pub fn attach(prog: &mut SchedClassifier, which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<(), DatapathError> {
-    let fail = |e: ProgramError| DatapathError::Other(format!("attaching {} to {ifname}: {}", which.name(), error_chain(&e)));
+    let fail = |source: ProgramError| DatapathError::Program { op: format!("attaching {} to {ifname}", which.name()), source };
     match mode {
         AttachMode::Tcx => {
             // Dropping the old pin releases the old link (detaching it) before we add ours.
             unpin(pin)?;
             let id = prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
-            let link = FdLink::try_from(link).map_err(|e| DatapathError::Other(format!("link of {ifname}: {e}")))?;
-            link.pin(pin).map_err(|e| DatapathError::Other(format!("pinning link {}: {e}", pin.display())))?;
+            let link = FdLink::try_from(link).map_err(|source| DatapathError::Link { op: format!("link of {ifname}"), source })?;
+            link.pin(pin).map_err(|source| DatapathError::Pin { op: format!("pinning link {}", pin.display()), source })?;
         }
         AttachMode::Netlink => {
             match qdisc_add_clsact(ifname) {
                 Ok(()) => {}
                 Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(DatapathError::Other(format!("adding clsact to {ifname}: {e}"))),
+                Err(source) => return Err(DatapathError::Tc { op: format!("adding clsact to {ifname}"), source }),
             }
             detach_netlink(ifname, which)?;
             let id = prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::Netlink(NlOptions::default())).map_err(fail)?;
             let link = prog.take_link(id).map_err(fail)?;
             // The filter lives in the kernel; dropping the link would delete it.
             std::mem::forget(link);
-            std::fs::create_dir_all(pin).map_err(|e| DatapathError::Other(format!("recording the filter at {}: {e}", pin.display())))?;
+            let recorded = std::fs::create_dir_all(pin);
+            recorded.map_err(|source| DatapathError::Fs { op: "recording the filter at", path: pin.to_path_buf(), source })?;
         }
     }
     Ok(())
 }
 
 /// Whether `prog` is attached to its hook on `ifname`: its pin (or record) is there and the
-/// interface runs it (TCX: this program; netlink: a filter of that name, of any build,
-/// since netlink filters are not moved to a new build).
+/// interface runs it (TCX: this program; netlink: a filter of that name, which a new build
+/// replaces under the same name).
 pub fn is_attached(prog: &SchedClassifier, which: Prog, ifname: &str, pin: &Path, mode: AttachMode) -> Result<bool, DatapathError> {
     if !pin.exists() {
         return Ok(false);
     }
     match mode {
         AttachMode::Tcx => {
-            let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();
+            let id = prog.info().map_err(|source| DatapathError::Program { op: "program info".into(), source })?.id();
             match SchedClassifier::query_tcx(ifname, which.attach_type()) {
                 Ok((_, progs)) => Ok(progs.iter().any(|p| p.id() == id)),
                 Err(e) if program_errno(&e) == Some(libc::ENODEV) => Ok(false),
-                Err(e) => Err(DatapathError::Other(format!("querying tcx of {ifname}: {}", error_chain(&e)))),
+                Err(source) => Err(DatapathError::Program { op: format!("querying tcx of {ifname}"), source }),
             }
         }
         AttachMode::Netlink => Ok(netlink_filters(ifname, which.attach_type())?.iter().any(|n| n == which.name())),
@@ -125,7 +126,7 @@ fn detach_netlink(ifname: &str, which: Prog) -> Result<(), DatapathError> {
         // The interface, its clsact qdisc or the filter is already gone.
         Err(TcError::IoError(e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) || e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(TcError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::EINVAL | libc::ENOENT)) => Ok(()),
-        Err(e) => Err(DatapathError::Other(format!("detaching {} from {ifname}: {e}", which.name()))),
+        Err(source) => Err(DatapathError::Tc { op: format!("detaching {} from {ifname}", which.name()), source }),
     }
 }
 
@@ -153,7 +154,7 @@ fn netlink_filters(ifname: &str, hook: TcAttachType) -> Result<Vec<String>, Data
         let msgs: Vec<_> = req.execute().try_collect().await.map_err(|e| crate::error::Error::Command(format!("listing tc filters: {e}")))?;
         Ok(msgs)
     });
-    let msgs = listed.map_err(|e| DatapathError::Other(format!("tc filters of {ifname}: {e}")))?;
+    let msgs = listed.map_err(|e| DatapathError::Netlink { op: "listing tc filters", source: Box::new(e) })?;
     let mut names = Vec::new();
     for m in msgs {
         for attr in m.attributes {

@@ -29,12 +29,11 @@ impl log::Log for StdoutLog {
 
 /// Follow the log ring buffer of the programs pinned under `layout` until interrupted.
 pub fn follow(layout: &PinLayout) -> Result<(), DatapathError> {
-    let pin = pinned_program(layout, Prog::FromPod)
-        .ok_or_else(|| DatapathError::Other(format!("no programs pinned under {}", layout.root().display())))?;
-    let prog = SchedClassifier::from_pin(&pin).map_err(|e| DatapathError::Other(format!("opening {}: {e}", pin.display())))?;
-    let id = prog.info().map_err(|e| DatapathError::Other(format!("program info: {e}")))?.id();
-    let mut logger = EbpfLogger::init_from_id_with_logger(id, StdoutLog)
-        .map_err(|e| DatapathError::Other(format!("attaching to the programs' log buffer: {e}")))?;
+    let pin = pinned_program(layout, Prog::FromPod).ok_or_else(|| DatapathError::NotPinned(layout.root().to_path_buf()))?;
+    let prog =
+        SchedClassifier::from_pin(&pin).map_err(|source| DatapathError::Program { op: format!("opening {}", pin.display()), source })?;
+    let id = prog.info().map_err(|source| DatapathError::Program { op: "program info".into(), source })?.id();
+    let mut logger = EbpfLogger::init_from_id_with_logger(id, StdoutLog).map_err(DatapathError::Log)?;
     eprintln!("following eBPF program logs (records appear only if the programs were loaded with VETH_ROUTE_BPF_LOG set)");
     loop {
         let mut pfd = libc::pollfd { fd: logger.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -42,7 +41,7 @@ pub fn follow(layout: &PinLayout) -> Result<(), DatapathError> {
         if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(DatapathError::Other(format!("poll: {e}")));
+                return Err(DatapathError::Fs { op: "polling the log buffer of", path: pin, source: e });
             }
         }
         logger.flush();

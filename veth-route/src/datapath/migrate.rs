@@ -1,0 +1,111 @@
+//! Migrating an older pin layout generation (`<bpfPinDir>/v<k>`, k below this build's) to
+//! the current one, on the first ADD after an upgrade that changed the layout.
+//!
+//! Left alone, the old generation's programs stay attached (its `from_uplink` first on the
+//! uplink) and its endpoints survive every DEL, so a new pod reusing an old address would
+//! be sent to a veth that is gone. So, under both generations' locks:
+//! 1. the old maps' entries are carried over, when their formats are this build's
+//!    (anti-spoof entries first, so a moved `from_pod` never meets a pod without one);
+//! 2. every attachment of the old generation is moved to this build's programs: a TCX link
+//!    atomically (`bpf_link_update`, then its pin moves), a netlink filter by replacement.
+//!    Where the entries could not be carried, the old pod programs are only detached: those
+//!    pods keep the kernel path (and the kernel's anti-spoofing) until they are re-created,
+//!    instead of meeting a `from_pod` that knows nothing of them and drops all they send;
+//! 3. the old directory is removed, and with it the last reference to its programs and maps.
+
+use std::path::Path;
+
+use super::loader::{relink, Prog, Programs};
+use super::maps::PinnedMaps;
+use super::pins::{unpin, PinLayout};
+use super::tc::{self, AttachMode};
+use super::DatapathError;
+
+/// Migrate every older generation next to `layout` into it. Caller holds `layout`'s lock.
+pub fn migrate(layout: &PinLayout, progs: &mut Programs, maps: &mut PinnedMaps) -> Result<(), DatapathError> {
+    for root in layout.older_generations() {
+        let old = PinLayout::at(root);
+        // A plugin of the old build may still be running an ADD or DEL there.
+        let _lock = old.lock()?;
+        let carried = match PinnedMaps::open(&old) {
+            Ok(old_maps) => carry(&old_maps, maps).map(|n| Some(n))?,
+            Err(e) => {
+                log::warn!(
+                    "{}: its maps are not in this build's format ({e}); its pods keep the kernel path until re-created",
+                    old.root().display()
+                );
+                None
+            }
+        };
+        for p in Prog::ALL {
+            let Ok(entries) = std::fs::read_dir(old.links(p)) else { continue };
+            for pin in entries.flatten().map(|e| e.path()) {
+                let ifname = pin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let keep = carried.is_some() || Prog::UPLINK.contains(&p);
+                if let Err(e) = move_attachment(progs, p, &ifname, &pin, &layout.link(p, &ifname), keep) {
+                    log::warn!("migrating {}: {e}", pin.display());
+                }
+            }
+        }
+        std::fs::remove_dir_all(old.root()).map_err(|source| DatapathError::Fs {
+            op: "removing the old pin generation",
+            path: old.root().to_path_buf(),
+            source,
+        })?;
+        log::info!(
+            "migrated the pin layout {} to {} ({} entries carried)",
+            old.root().display(),
+            layout.root().display(),
+            carried.map_or("no".into(), |n| n.to_string())
+        );
+    }
+    Ok(())
+}
+
+/// Copy the old generation's entries (anti-spoof, endpoints, flows) into `maps`, keeping
+/// what the current generation already has. Returns how many were copied.
+fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError> {
+    let mut n = 0;
+    for (idx, src) in old.all_sources()? {
+        if maps.source(idx)?.is_none() {
+            maps.put_source(idx, src)?;
+            n += 1;
+        }
+    }
+    for (ip, ep) in old.all_endpoints()? {
+        if maps.endpoint(ip)?.is_none() {
+            maps.put_endpoint(ip, ep)?;
+            n += 1;
+        }
+    }
+    // Verified flows stay verified: else they would drop to the kernel path mid-stream.
+    for (key, state) in old.all_flows() {
+        maps.put_flow(key, state)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Move one attachment of the old generation (`old_pin`) to this build's program `p`, or
+/// with `keep` false only detach it.
+fn move_attachment(progs: &mut Programs, p: Prog, ifname: &str, old_pin: &Path, new_pin: &Path, keep: bool) -> Result<(), DatapathError> {
+    let netlink = old_pin.is_dir();
+    if new_pin.exists() || !keep {
+        // Already attached in this generation (netlink: under the same filter name, which
+        // replaced the old one), or to be detached.
+        if netlink && !new_pin.exists() {
+            tc::detach(p, ifname, old_pin, AttachMode::Netlink)?;
+        }
+        return unpin(old_pin);
+    }
+    if netlink {
+        tc::attach(progs.get_mut(p), p, ifname, new_pin, AttachMode::Netlink)?;
+        return unpin(old_pin);
+    }
+    relink(progs.get_mut(p), old_pin)?;
+    std::fs::rename(old_pin, new_pin).map_err(|source| DatapathError::Fs {
+        op: "moving the old generation's link to",
+        path: new_pin.to_path_buf(),
+        source,
+    })
+}
