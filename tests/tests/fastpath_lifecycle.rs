@@ -347,7 +347,7 @@ fn a_pin_directory_others_could_write_or_redirect_is_refused() {
     std::fs::set_permissions(&vm.pin_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = vm.try_add_pod().err().expect("ADD with a world-writable pin dir must fail");
     let (code, msg, _) = out.error();
-    assert_eq!(code, 102, "{msg}");
+    assert_eq!(code, 122, "{msg}");
     assert!(msg.contains(&vm.pin_dir.display().to_string()) && msg.contains("writable by group or others"), "{msg}");
     assert_eq!(std::fs::read_dir(&vm.pin_dir).unwrap().count(), 0, "nothing may be pinned there");
 
@@ -361,7 +361,7 @@ fn a_pin_directory_others_could_write_or_redirect_is_refused() {
     let planted = std::fs::read_dir(&elsewhere).unwrap().count();
     std::fs::remove_file(&vm.pin_dir).unwrap();
     let _ = std::fs::remove_dir_all(&elsewhere);
-    assert_eq!(code, 102, "{msg}");
+    assert_eq!(code, 122, "{msg}");
     assert!(msg.contains("symbolic link"), "{msg}");
     assert_eq!(planted, 0, "nothing may be pinned where the link points");
     assert_eq!(links(), links_before, "a failed ADD leaves no interface behind");
