@@ -135,7 +135,7 @@ impl FaultProxy {
 }
 
 /// Reads an HTTP/1.1 message head and its `Content-Length` body; None at EOF or on error.
-fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+pub fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {

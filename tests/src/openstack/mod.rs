@@ -21,7 +21,7 @@ mod start;
 mod vm;
 
 pub use config::PAGINATION_MAX_LIMIT;
-pub use fault_proxy::{Fault, FaultProxy, ProxyCounts};
+pub use fault_proxy::{read_message, Fault, FaultProxy, ProxyCounts};
 pub use forward::Forwarder;
 pub use vm::{random_mac, StackVm};
 

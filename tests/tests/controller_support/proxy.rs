@@ -72,25 +72,8 @@ impl HoldProxy {
     }
 }
 
-/// Reads one HTTP message (head and `Content-Length` body).
-pub fn read_message(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
+/// One HTTP message (head and `Content-Length` body), as the fault proxy reads it.
+pub use testbed::openstack::read_message;
 
 /// The head with `Connection: close` instead of whatever it said.
 fn closing(head: &str) -> String {
