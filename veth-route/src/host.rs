@@ -29,8 +29,7 @@ pub async fn uplink_mtu(h: &Handle) -> Result<Option<(String, u32)>> {
     let Some(oif) = routes.iter().filter(|r| r.dst.prefix_len() == 0).min_by_key(|r| r.priority).and_then(|r| r.oif) else {
         return Ok(None);
     };
-    let links = netlink::links(h).await?;
-    Ok(links.into_iter().find(|l| l.index == oif).and_then(|l| l.mtu.map(|m| (l.name, m))))
+    Ok(netlink::link_by_index(h, oif).await?.and_then(|l| l.mtu.map(|m| (l.name, m))))
 }
 
 /// Wire the host end `host_name` for the pod at `pod_ip`.

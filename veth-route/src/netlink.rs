@@ -81,6 +81,15 @@ pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<Link>> {
     }
 }
 
+/// The link with index `index`, if it exists.
+pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<Link>> {
+    match h.link().get().match_index(index).execute().try_next().await {
+        Ok(m) => Ok(m.map(Link::from_message)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(Error::netlink(format!("look up link #{index}"))(e)),
+    }
+}
+
 /// Every link of the namespace.
 pub async fn links(h: &Handle) -> Result<Vec<Link>> {
     let msgs: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(Error::netlink("list links"))?;
