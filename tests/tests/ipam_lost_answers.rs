@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use ipam_support::{address_of, Node};
 use serde_json::{json, Value};
 use testbed::netns::unique;
-use testbed::openstack::{shared, Fault, FaultProxy};
+use testbed::openstack::{block_on, shared, Fault, FaultProxy};
 
 /// The node's config with Neutron reached through `proxy`.
 fn through(node: &Node, proxy: &FaultProxy, extra: Value) -> Value {
@@ -138,4 +138,39 @@ fn an_unsettled_update_is_settled_by_the_next_add_or_by_gc() {
         node.run("DEL", cid, &conf).assert_ok();
     }
     assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+#[test]
+fn a_lost_answer_to_a_tag_write_does_not_fail_the_add() {
+    // The first ADD of a node marks its port (a tag write) before it adds an address; with
+    // a quarantine, DEL tags the released address. Both writes are idempotent: a lost
+    // answer must not fail the operation (the 1000-operation bench met this as code 11).
+    let node = Node::new(shared());
+    let proxy = FaultProxy::start(node.ns(), &node.stack.env().neutron_url).expect("fault proxy");
+    let conf = through(&node, &proxy, json!({ "quarantineSeconds": 3600 }));
+    for fault in [Fault::DropResponse, Fault::GatewayTimeout] {
+        let cid = unique("c");
+        // Stripped, as Terraform would: this ADD's first write is the marking.
+        block_on(node.stack.neutron().set_port_tags(&node.port_id, &[])).expect("strip tags");
+        proxy.fail_next_writes(&[fault]);
+        let ip = address_of(&node.run("ADD", &cid, &conf).result());
+        assert_eq!(proxy.pending_faults(), 0, "{fault:?} was not met");
+        let tags = node.port().tags;
+        assert!(tags.iter().any(|t| t == "veth-route:managed"), "{fault:?}: port not marked: {tags:?}");
+        // The DEL's first write is the quarantine tag.
+        proxy.fail_next_writes(&[fault]);
+        node.run("DEL", &cid, &conf).assert_ok();
+        assert_eq!(proxy.pending_faults(), 0, "{fault:?} was not met");
+        let tags = node.port().tags;
+        assert!(tags.contains(&format!("veth-route:released={ip}")), "{fault:?}: {ip} not quarantined: {tags:?}");
+        assert!(node.port_ips().contains(&ip), "{fault:?}: quarantined {ip} must stay on the port");
+    }
+    // Quarantine over: GC releases them (and their tags).
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["ipam"]["quarantineSeconds"] = json!(0);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
+    assert!(!node.port().tags.iter().any(|t| t.starts_with("veth-route:released=")));
 }
