@@ -1,6 +1,6 @@
 //! tcnp-ipam against the real Keystone and Neutron (shared stack): ADD/DEL round trip with
 //! the seed's config, idempotency, the port marks, concurrency on one node and across two,
-//! GC, the warm pool, re-authentication after token revocation, STATUS, and clear errors
+//! GC, the default and a configured warm pool, re-authentication after token revocation, STATUS, and clear errors
 //! that leave nothing behind.
 
 mod ipam_support;
@@ -156,6 +156,53 @@ fn warm_pool_serves_adds_without_neutron_writes_and_shrinks_on_gc() {
     node.run("GC", "", &gc).assert_ok();
     assert_eq!(node.port_ips().len(), 1 + 1);
     assert_eq!(node.recorded(), 0);
+}
+
+#[test]
+fn the_defaults_keep_two_spares_so_most_adds_and_dels_write_nothing() {
+    // No pool key at all: what a user of the design note's config gets.
+    let node = Node::new(shared());
+    let ipam = node.default_ipam();
+    assert!(ipam.get("pool").is_none(), "{ipam}");
+    let conf = node.conf(ipam);
+    let cids: Vec<String> = (0..4).map(|_| unique("c")).collect();
+    let add = |cid: &str| address_of(&node.run("ADD", cid, &conf).result());
+    let spares = || node.state()["spares"].as_array().map_or(0, Vec::len);
+
+    // The first ADD puts its address and two spares on the port in one PUT.
+    let first = add(&cids[0]);
+    assert_eq!(node.port_ips().len(), 1 + 1 + 2);
+    assert_eq!(spares(), 2);
+    let rev = node.port().revision_number;
+    add(&cids[1]);
+    add(&cids[2]);
+    assert_eq!(node.port().revision_number, rev, "spare-served ADDs must not write to Neutron");
+    // No spare left: one PUT for this ADD's address and two new spares.
+    add(&cids[3]);
+    assert_eq!(node.port_ips().len(), 1 + 4 + 2);
+    assert_eq!(spares(), 2);
+
+    // Pods replaced within the pool write nothing either: an ADD takes a spare, a DEL
+    // gives its address back as one.
+    let rev = node.port().revision_number;
+    add(&unique("c"));
+    node.run("DEL", &cids[0], &conf).assert_ok();
+    assert!(node.port_ips().contains(&first), "{first} is a spare now");
+    add(&unique("c"));
+    assert_eq!(node.port().revision_number, rev, "churn within the pool must not write to Neutron");
+
+    // GC with no pod left: the port keeps the VM's address and two spares, no more.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.recorded(), 0);
+    assert_eq!(spares(), 2);
+    assert_eq!(node.port_ips().len(), 1 + 2);
+    // Turning the pool off (`"max": 0`) and GC again releases them.
+    gc["ipam"]["pool"] = json!({ "max": 0 });
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
 }
 
 #[test]
