@@ -197,6 +197,10 @@ pub fn faulted_churn(stack: &Stack, extra: &Value, ops: usize, kinds: &[Fault], 
     Ok(f)
 }
 
+/// The client's timeout in the fault part (what a withheld answer costs): short, but long
+/// enough that a loaded 2-core machine does not time out Neutron's ordinary answers.
+const WITHHELD_TIMEOUT: u64 = 5;
+
 /// The configurations compared: the defaults a user gets, and the plain mode.
 const CONFIGS: [(&str, &str); 2] = [("defaults (pool max 2)", "{}"), ("plain (`pool: {max: 0}`)", r#"{ "pool": { "max": 0 } }"#)];
 
@@ -206,9 +210,8 @@ fn measure(ops: usize) -> Result<String, BenchError> {
     let mut causes = String::new();
     let kinds = [Fault::DropResponse, Fault::GatewayTimeout, Fault::ResetAfterSend, Fault::Withhold];
     for (label, extra) in CONFIGS {
-        let f = faulted_churn(&stack, &serde_json::from_str(extra)?, ops, &kinds, 3)?;
-        let _ = writeln!(
-            out,
+        let f = faulted_churn(&stack, &serde_json::from_str(extra)?, ops, &kinds, WITHHELD_TIMEOUT)?;
+        let row = format!(
             "| {label} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} s |",
             f.operations,
             f.adds,
@@ -224,6 +227,9 @@ fn measure(ops: usize) -> Result<String, BenchError> {
             ms(f.add_p50),
             f.elapsed.as_secs_f64()
         );
+        // A long run shows each row as it is done.
+        eprintln!("reliability: {row}");
+        let _ = writeln!(out, "{row}");
         for cause in f.failures.iter().collect::<std::collections::BTreeSet<_>>() {
             let _ = writeln!(causes, "- {label}: {cause}");
         }
@@ -237,7 +243,7 @@ fn measure(ops: usize) -> Result<String, BenchError> {
     Ok(format!(
         "{ops} ADD/DEL operations per row over 3 VM nodes, each node's Neutron reached through `FaultProxy`, a fake \
          relay in front of the real Neutron that loses the answer to 20% of writes after forwarding them (drop, 504, reset, \
-         or withheld past the client's 3 s timeout; seeded). A failed ADD is cleaned up with DEL as a runtime does; a failed \
+         or withheld past the client's {WITHHELD_TIMEOUT} s timeout; seeded). A failed ADD is cleaned up with DEL as a runtime does; a failed \
          DEL is retried. Then GC with the remaining pods. Lost = a live pod's address not on its port; without a pod = on the \
          port, neither a pod's nor a recorded spare; spares are the pool's, on purpose. Neutron requests per ADD are the \
          plugin's own counts (reads to settle lost answers included).\n\n\
@@ -299,6 +305,7 @@ fn scaling(stack: &Stack) -> Result<String, BenchError> {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             cells.push((ms(percentile(&samples, 50)), ms(percentile(&samples, 90)), per_add));
         }
+        eprintln!("reliability: {pods} pods on the port: {cells:?} (p50 ms, p90 ms, requests per ADD per config)");
         rows.push((pods, cells));
     }
     for (pods, cells) in &rows {
