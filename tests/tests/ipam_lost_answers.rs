@@ -189,3 +189,46 @@ fn a_short_churn_under_random_lost_answers_loses_leaks_and_fails_nothing() {
     assert_eq!((f.lost, f.orphans, f.duplicates), (0, 0, 0), "{f:?}");
     assert!(f.failures.is_empty(), "ADDs failed: {:?}", f.failures);
 }
+
+#[test]
+fn two_networks_with_their_own_data_dirs_on_one_port_never_take_each_others_addresses() {
+    // Two CNI networks of one node put addresses on the same VM port, each with its own
+    // dataDir (so its own node lock), while the FAKE relay loses the answer to 30% of
+    // writes. The node-wide port lock makes each lost answer be read back before the other
+    // network writes: neither may count the other's new address as its own.
+    let node = Node::new(shared());
+    let proxy = FaultProxy::start(node.ns(), &node.stack.env().neutron_url).expect("fault proxy");
+    proxy.fail_writes_at_random(300, &[Fault::DropResponse, Fault::GatewayTimeout, Fault::ResetAfterSend], 0xb0b);
+    let other = testbed::netns::TempDir::new("ipd2");
+    let conf_a = through(&node, &proxy, json!({}));
+    let mut conf_b = through(&node, &proxy, json!({ "dataDir": other.path() }));
+    conf_b["name"] = json!("ipamtest-b");
+    let cids: Vec<(String, &Value)> = (0..12).map(|i| (unique("c"), if i % 2 == 0 { &conf_a } else { &conf_b })).collect();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = cids.iter().map(|(cid, conf)| s.spawn(|| node.run("ADD", cid, conf))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        out.result();
+    }
+    assert!(proxy.faulted() > 0, "no answer was lost");
+    let held = |state: Value| -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> =
+            state["attachments"].as_object().into_iter().flatten().map(|(_, l)| l["ip"].as_str().unwrap().parse().unwrap()).collect();
+        ips.extend(state["spares"].as_array().into_iter().flatten().map(|l| l["ip"].as_str().unwrap().parse::<IpAddr>().unwrap()));
+        ips
+    };
+    let a = held(node.state());
+    let b_state: Value = serde_json::from_slice(&std::fs::read(other.path().join("ipamtest-b/state.json")).unwrap()).unwrap();
+    let b = held(b_state);
+    let (sa, sb): (HashSet<IpAddr>, HashSet<IpAddr>) = (a.iter().copied().collect(), b.iter().copied().collect());
+    assert!(sa.is_disjoint(&sb), "an address counted by both networks: {:?}", sa.intersection(&sb).collect::<Vec<_>>());
+    assert_eq!((sa.len(), sb.len()), (a.len(), b.len()), "an address recorded twice");
+    let on_port: HashSet<IpAddr> = node.port_ips().into_iter().filter(|ip| *ip != node.primary).collect();
+    assert_eq!(on_port, &sa | &sb, "port and the two networks' records differ\n{}", node.log());
+    proxy.fail_writes_at_random(0, &[Fault::Pass], 1);
+    for (cid, conf) in &cids {
+        node.run("DEL", cid, conf).assert_ok();
+    }
+    assert_eq!(node.port_ips(), vec![node.primary]);
+}
