@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use cni::{CniError, CniResult, ErrorCode, IpConfig, NetConf, Plugin, Request};
@@ -14,7 +15,7 @@ use crate::config::Settings;
 use crate::error::{state_err, IpamError};
 use crate::port;
 use crate::quarantine;
-use crate::store::{attachment_key, Lease, PortInfo, State, Store};
+use crate::store::{attachment_key, Lease, PortInfo, PortLock, State, Store, PORT_LOCK_DIR};
 use crate::token_cache::FileTokenStore;
 
 /// The tcnp-ipam plugin.
@@ -27,6 +28,8 @@ struct Op {
     store: Store,
     state: State,
     neutron: Option<Neutron>,
+    /// The VM port's node-wide lock, taken once the port is known.
+    port_lock: Option<PortLock>,
 }
 
 fn settings_of(req: &Request) -> Result<(NetConf<serde_json::Value>, Settings), CniError> {
@@ -75,7 +78,7 @@ impl Op {
         let dir = settings.data_dir.clone();
         let store = Store::lock(&dir).map_err(state_err(&dir))?;
         let state = store.load().map_err(state_err(&dir))?;
-        Ok(Op { verb, settings, store, state, neutron: None })
+        Ok(Op { verb, settings, store, state, neutron: None, port_lock: None })
     }
 
     async fn neutron(&mut self) -> Result<Neutron, IpamError> {
@@ -89,7 +92,9 @@ impl Op {
         self.store.save(&self.state).map_err(state_err(self.store.dir()))
     }
 
-    /// The VM port, found once per node (ADD marks it: [`Op::verify`]).
+    /// The VM port, found once per node (ADD marks it: [`Op::verify`]), and its node-wide
+    /// lock, held from here to the end of the operation: every Neutron write and read-back
+    /// of the port comes after this.
     async fn port(&mut self) -> Result<PortInfo, IpamError> {
         if self.state.port.is_none() {
             let neutron = self.neutron().await?;
@@ -98,7 +103,12 @@ impl Op {
             self.state.port = Some(info);
             self.save()?;
         }
-        Ok(self.state.port.clone().expect("just set"))
+        let info = self.state.port.clone().expect("just set");
+        if self.port_lock.is_none() {
+            let dir = Path::new(PORT_LOCK_DIR);
+            self.port_lock = Some(PortLock::take(dir, &info.id).map_err(state_err(dir))?);
+        }
+        Ok(info)
     }
 
     /// Addresses this node knows on the port: its attachments, spares and the VM's own.

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::config::{PortLookup, Settings};
 use crate::error::IpamError;
 use crate::host;
+use crate::resend;
 use crate::store::{Lease, Pending, PortInfo, SubnetInfo};
 
 /// Tag marking a port whose extra fixed IPs are pod addresses (read by vrouter-route-controller).
@@ -159,7 +160,8 @@ pub async fn mark(neutron: &Neutron, info: &PortInfo, current: &Port) -> Result<
     have.sort();
     if have != tags {
         log::info!("port {}: marking it {:?}", info.id, marks(info));
-        neutron.set_port_tags(&info.id, &tags).await?;
+        let what = format!("marking port {}", info.id);
+        resend::idempotent(&what, || neutron.set_port_tags(&info.id, &tags)).await?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use openstack::Neutron;
 
 use crate::error::IpamError;
+use crate::resend;
 use crate::store::{Lease, Quarantined, State};
 
 /// Prefix of the tag of a quarantined address (tags hold at most 60 characters).
@@ -31,7 +32,8 @@ pub async fn enter(neutron: &Neutron, port_id: &str, state: &mut State, leases: 
             overflow.push(lease.ip);
             continue;
         }
-        neutron.add_port_tag(port_id, &tag(lease.ip)).await?;
+        let tag = tag(lease.ip);
+        resend::idempotent(&format!("tagging port {port_id} {tag}"), || neutron.add_port_tag(port_id, &tag)).await?;
         state.quarantine.push(Quarantined { lease, since: now });
     }
     Ok(overflow)
@@ -45,7 +47,8 @@ pub fn expired(state: &State, seconds: u64, now: u64) -> Vec<IpAddr> {
 /// Forgets `released` (already removed from the port) and removes their tags.
 pub async fn leave(neutron: &Neutron, port_id: &str, state: &mut State, released: &[IpAddr]) -> Result<(), IpamError> {
     for ip in released {
-        neutron.remove_port_tag(port_id, &tag(*ip)).await?;
+        let tag = tag(*ip);
+        resend::idempotent(&format!("untagging port {port_id} {tag}"), || neutron.remove_port_tag(port_id, &tag)).await?;
     }
     state.quarantine.retain(|q| !released.contains(&q.lease.ip));
     Ok(())

@@ -1,7 +1,8 @@
 //! Node-local state under the data directory: which address belongs to which attachment,
 //! the warm spares, the VM port facts, and a journal of an in-flight allocation. Every
 //! operation holds an exclusive flock on the directory's `lock` file, which serialises
-//! plugin processes on this node; writes are atomic (temp file + rename, mode 0600).
+//! plugin processes on this node, and, once it knows the VM port, the node-wide lock of
+//! that port ([`PortLock`]); writes are atomic (temp file + rename, mode 0600).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -125,10 +126,7 @@ impl Store {
     pub fn lock(dir: &Path) -> std::io::Result<Store> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join("lock"))?;
-        // SAFETY: flock on an fd we own; released when the file closes.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        flock(&lock)?;
         Ok(Store { dir: dir.to_path_buf(), _lock: lock })
     }
 
@@ -155,6 +153,58 @@ impl Store {
     }
 }
 
+/// Blocks until `file` is locked exclusively (released when it closes).
+fn flock(file: &File) -> std::io::Result<()> {
+    // SAFETY: flock on an fd we own; released when the file closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Node-wide directory of the per-port locks: fixed, so that every CNI network of this node
+/// finds the same lock for one VM port whatever its `dataDir`.
+pub const PORT_LOCK_DIR: &str = "/run/tcnp-ipam";
+
+/// An exclusive lock on one VM port, shared by every CNI network (lock domain) of the node
+/// that puts addresses on it: a lost answer is then read back before another network can
+/// change the port. Taken after the data directory's lock, always in that order, so two
+/// operations never wait for each other in a cycle. Its file is removed on drop.
+pub struct PortLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl PortLock {
+    /// Takes the lock of `port_id` in `dir` (created 0700; blocks until free).
+    pub fn take(dir: &Path, port_id: &str) -> std::io::Result<PortLock> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // A configured portId is text: keep only what a Neutron id is made of.
+        let name: String = port_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let path = dir.join(format!("port-{name}.lock"));
+        loop {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+            flock(&file)?;
+            // The holder before us may have removed the file after we opened it: then this
+            // lock guards nothing, and the file at the path (if any) is the one to lock.
+            let held = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
+            match fs::metadata(&path) {
+                Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == held => return Ok(PortLock { path, _file: file }),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a waiter that opened it re-checks and opens anew.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Writes `path` atomically with mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -162,4 +212,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_lock_excludes_other_holders_and_removes_its_file() {
+        let dir = std::env::temp_dir().join(format!("tcnp-portlock-{}", std::process::id()));
+        let lock = PortLock::take(&dir, "0f1e/../x").unwrap();
+        // The id cannot climb out of the directory.
+        let path = dir.join("port-0f1ex.lock");
+        assert!(path.exists());
+        let other = File::open(&path).unwrap();
+        // SAFETY: flock on an fd we own.
+        let busy = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!((busy, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EWOULDBLOCK)));
+        drop(lock);
+        assert!(!path.exists(), "the lock file must go with the lock");
+        drop(PortLock::take(&dir, "0f1e/../x").unwrap());
+        fs::remove_dir(&dir).unwrap();
+    }
 }

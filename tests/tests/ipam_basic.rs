@@ -1,7 +1,8 @@
 //! tcnp-ipam against the real Keystone and Neutron (shared stack): ADD/DEL round trip with
 //! the seed's config, idempotency, the port marks, concurrency on one node and across two,
-//! GC, the warm pool, re-authentication after token revocation, STATUS, and clear errors
-//! that leave nothing behind.
+//! GC, the default and a configured warm pool, node blocks (six nodes at bring-up among
+//! them), re-authentication after token revocation, STATUS, and clear errors that leave
+//! nothing behind.
 
 mod ipam_support;
 
@@ -9,6 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipam_support::{address_of, Node};
+use ipnet::IpNet;
 use serde_json::json;
 use testbed::netns::unique;
 use testbed::openstack::{block_on, shared};
@@ -156,6 +158,53 @@ fn warm_pool_serves_adds_without_neutron_writes_and_shrinks_on_gc() {
     node.run("GC", "", &gc).assert_ok();
     assert_eq!(node.port_ips().len(), 1 + 1);
     assert_eq!(node.recorded(), 0);
+}
+
+#[test]
+fn the_defaults_keep_two_spares_so_most_adds_and_dels_write_nothing() {
+    // No pool key at all: what a user of the design note's config gets.
+    let node = Node::new(shared());
+    let ipam = node.default_ipam();
+    assert!(ipam.get("pool").is_none(), "{ipam}");
+    let conf = node.conf(ipam);
+    let cids: Vec<String> = (0..4).map(|_| unique("c")).collect();
+    let add = |cid: &str| address_of(&node.run("ADD", cid, &conf).result());
+    let spares = || node.state()["spares"].as_array().map_or(0, Vec::len);
+
+    // The first ADD puts its address and two spares on the port in one PUT.
+    let first = add(&cids[0]);
+    assert_eq!(node.port_ips().len(), 1 + 1 + 2);
+    assert_eq!(spares(), 2);
+    let rev = node.port().revision_number;
+    add(&cids[1]);
+    add(&cids[2]);
+    assert_eq!(node.port().revision_number, rev, "spare-served ADDs must not write to Neutron");
+    // No spare left: one PUT for this ADD's address and two new spares.
+    add(&cids[3]);
+    assert_eq!(node.port_ips().len(), 1 + 4 + 2);
+    assert_eq!(spares(), 2);
+
+    // Pods replaced within the pool write nothing either: an ADD takes a spare, a DEL
+    // gives its address back as one.
+    let rev = node.port().revision_number;
+    add(&unique("c"));
+    node.run("DEL", &cids[0], &conf).assert_ok();
+    assert!(node.port_ips().contains(&first), "{first} is a spare now");
+    add(&unique("c"));
+    assert_eq!(node.port().revision_number, rev, "churn within the pool must not write to Neutron");
+
+    // GC with no pod left: the port keeps the VM's address and two spares, no more.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.recorded(), 0);
+    assert_eq!(spares(), 2);
+    assert_eq!(node.port_ips().len(), 1 + 2);
+    // Turning the pool off (`"max": 0`) and GC again releases them.
+    gc["ipam"]["pool"] = json!({ "max": 0 });
+    node.run("GC", "", &gc).assert_ok();
+    assert_eq!(node.port_ips(), vec![node.primary]);
 }
 
 #[test]
@@ -401,4 +450,56 @@ fn two_lock_domains_on_one_port_stay_consistent_through_if_match() {
         node.run("DEL", cid, if *a { &conf_a } else { &conf_b }).assert_ok();
     }
     assert_eq!(node.port_ips(), vec![node.primary]);
+}
+
+/// Node-affine blocks at cluster bring-up: six nodes make their first ADD at the same moment
+/// on a fresh subnet. Each starts its claim at a hash of its port among the free blocks;
+/// were they all to start at the lowest free block, each collision would cost a node one of
+/// its 5 claim attempts, and the sixth would run out.
+#[test]
+fn nodes_brought_up_together_claim_distinct_blocks_without_running_out_of_attempts() {
+    let stack = shared();
+    let (net, _) = stack.create_network(&unique("bring"), "10.89.0.0/24".parse().unwrap(), None).unwrap();
+    {
+        let nodes: Vec<Node> = (0..6).map(|_| Node::on(stack, &net)).collect();
+        let confs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let mut ipam = n.ipam();
+                ipam["nodeBlocks"] = json!({ "prefixLength": 28 });
+                n.conf(ipam)
+            })
+            .collect();
+        let cids: Vec<String> = nodes.iter().map(|_| unique("c")).collect();
+        let outs: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = nodes.iter().zip(&confs).zip(&cids).map(|((n, c), cid)| s.spawn(move || n.run("ADD", cid, c))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut blocks = HashSet::new();
+        let mut retries = 0;
+        for (node, out) in nodes.iter().zip(&outs) {
+            assert_eq!(out.exit, 0, "a node could not claim a block: {}\n{}", out.stdout, node.log());
+            let ip = address_of(&out.result());
+            let state = node.state();
+            let claimed: Vec<IpNet> = state["blocks"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().parse().unwrap()).collect();
+            assert_eq!(claimed.len(), 1, "{state}");
+            assert!(claimed[0].contains(&ip), "{ip} is not in the node's block {}", claimed[0]);
+            // The whole block is on this node's port, and only there.
+            let on_port: HashSet<IpAddr> = node.port_ips().into_iter().filter(|a| *a != node.primary).collect();
+            assert_eq!(on_port.len(), 16, "{:?}", on_port);
+            assert!(on_port.iter().all(|a| claimed[0].contains(a)), "{on_port:?} outside {}", claimed[0]);
+            assert!(blocks.insert(claimed[0]), "block {} claimed twice", claimed[0]);
+            retries += node.log().matches("was taken meanwhile").count();
+        }
+        println!("6 nodes at once: {retries} claim(s) repeated after a collision");
+        for ((node, conf), cid) in nodes.iter().zip(&confs).zip(&cids) {
+            node.run("DEL", cid, conf).assert_ok();
+            let mut gc = conf.clone();
+            gc["cniVersion"] = json!("1.1.0");
+            gc["cni.dev/valid-attachments"] = json!([]);
+            node.run("GC", "", &gc).assert_ok();
+            assert_eq!(node.port_ips(), vec![node.primary], "GC must release the idle block");
+        }
+    }
+    block_on(stack.neutron().delete_network(&net)).unwrap();
 }

@@ -3,7 +3,8 @@
 //! `install_venv` builds `$VETH_ROUTE_CACHE/openstack-venv` (default `/var/cache/veth-route`)
 //! from the committed `tests/openstack/constraints.txt`; it is a quick no-op when the venv
 //! already holds exactly those versions. `up`/`down`/`env` drive the test bed's
-//! `veth-route-openstack` binary, which keeps a stack running in `$VETH_ROUTE_CACHE/openstack-run`.
+//! `veth-route-openstack` binary, which keeps a stack running in
+//! `$VETH_ROUTE_CACHE/openstack-run-<hash of this checkout's path>` (one per worktree).
 
 use std::path::PathBuf;
 use std::process::Command;

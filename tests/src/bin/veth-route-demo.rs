@@ -146,15 +146,31 @@ fn demo() -> DemoResult {
         }
     }
 
-    step("11. cnitool del: the pods go, and so do their addresses on Neutron");
+    step("11. cnitool del: the pods go; GC with the pool off releases the warm spares too");
     for (pod, res) in pods.iter().zip(&results) {
         let out = vm.del(&conf, pod, Some(res));
         if out.exit != 0 {
             return Err(format!("DEL failed: {}{}", out.stdout, out.stderr).into());
         }
     }
+    // tcnp-ipam's default warm pool keeps up to two addresses on the port for the next pods.
+    let kept = block_on(neutron.get_port(&port.id))?;
+    let spares = kept.fixed_ips.len() - 1;
+    println!("VM port fixed IPs after DEL: {:?} (the VM's and {spares} warm spares)", ips_of(&kept));
+    if spares > 2 {
+        return Err(format!("DEL left {spares} addresses on the port; the default pool keeps at most 2").into());
+    }
+    // A node drained for good: GC with the pool turned off releases the spares too.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["ipam"]["pool"] = json!({ "max": 0 });
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let out = vm.plugin("GC", &gc, None);
+    if out.exit != 0 {
+        return Err(format!("GC failed: {}{}", out.stdout, out.stderr).into());
+    }
     let after = block_on(neutron.get_port(&port.id))?;
-    println!("VM port fixed IPs now: {:?}", after.fixed_ips.iter().map(|f| f.ip_address.to_string()).collect::<Vec<_>>());
+    println!("VM port fixed IPs now: {:?}", ips_of(&after));
     if after.fixed_ips.len() != 1 {
         return Err("pod addresses were not released".into());
     }
@@ -168,6 +184,11 @@ fn demo() -> DemoResult {
     }
     block_on(neutron.delete_port(&port.id))?;
     Ok(())
+}
+
+/// A port's addresses, as text.
+fn ips_of(port: &openstack::Port) -> Vec<String> {
+    port.fixed_ips.iter().map(|f| f.ip_address.to_string()).collect()
 }
 
 /// The first IPv4 address of a CNI result.

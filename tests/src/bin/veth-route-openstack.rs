@@ -1,21 +1,29 @@
 //! `veth-route-openstack up|down|env`: a local Keystone + Neutron that outlives this command,
 //! for people trying veth-route and for CI runs that share one stack across test binaries.
 //! Run through `cargo xtask openstack ...`. The run directory is `$VETH_ROUTE_OS_RUN_DIR`,
-//! else `$VETH_ROUTE_CACHE/openstack-run` (default `/var/cache/veth-route`); secrets stay in
-//! its 0600 files and are never printed.
+//! else `$VETH_ROUTE_CACHE/openstack-run-<hash of the checkout's path>` (cache default
+//! `/var/cache/veth-route`); secrets stay in its 0600 files and are never printed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use testbed::openstack::{Stack, StackOptions, ENV_VAR};
 
-/// `$VETH_ROUTE_OS_RUN_DIR`, else `$VETH_ROUTE_CACHE/openstack-run` (a test run keeps its
-/// stack apart from one a person started).
+/// `$VETH_ROUTE_OS_RUN_DIR` (a test run keeps its stack apart from one a person started),
+/// else one directory per checkout: two worktrees on one machine each get their own stack,
+/// and `down` in one never stops the other's.
 fn run_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VETH_ROUTE_OS_RUN_DIR") {
         return PathBuf::from(dir);
     }
-    testbed::openstack::cache_dir().join("openstack-run")
+    let root = testbed::cni_runner::workspace_root();
+    testbed::openstack::cache_dir().join(format!("openstack-run-{:08x}", fnv1a(root.as_os_str().as_encoded_bytes()) as u32))
+}
+
+/// FNV-1a: a hash that stays the same across builds and toolchains (the directory must be
+/// found again by the next command).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn print_env(stack: &Stack) {

@@ -16,6 +16,7 @@
 mod config;
 mod fault_proxy;
 mod forward;
+mod member;
 mod process;
 mod start;
 mod vm;
@@ -23,6 +24,7 @@ mod vm;
 pub use config::PAGINATION_MAX_LIMIT;
 pub use fault_proxy::{read_message, Fault, FaultProxy, ProxyCounts};
 pub use forward::Forwarder;
+pub use member::{member, Member};
 pub use vm::{random_mac, StackVm};
 
 use std::fs;

@@ -61,8 +61,18 @@ impl<'a> Node<'a> {
         &self.vm.ns
     }
 
-    /// The `ipam` section for this node (password from the stack's 0600 file).
+    /// The `ipam` section for this node (password from the stack's 0600 file), in the plain
+    /// mode (`"pool": {"max": 0}`): these tests account for every address on the port, which
+    /// the default pool's spares would blur. The defaults as users get them:
+    /// [`Node::default_ipam`].
     pub fn ipam(&self) -> Value {
+        let mut ipam = self.default_ipam();
+        ipam["pool"] = json!({ "max": 0 });
+        ipam
+    }
+
+    /// The `ipam` section with tcnp-ipam's defaults (a small warm pool).
+    pub fn default_ipam(&self) -> Value {
         let mut ipam = self.stack.ipam_config(&self.network_id);
         ipam["dataDir"] = json!(self.data.path());
         ipam["logFile"] = json!(self.data.path().join("tcnp-ipam.log"));
