@@ -144,8 +144,10 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
         ("VETH_ROUTE_BIN".to_string(), bin_dir.join("veth-route").display().to_string()),
         ("VETH_ROUTE_BENCH_ONLY".to_string(), "datapath".to_string()),
     ];
-    if let Ok(seconds) = std::env::var("VETH_ROUTE_BENCH_SECONDS") {
-        env.push(("VETH_ROUTE_BENCH_SECONDS".to_string(), seconds));
+    for knob in ["VETH_ROUTE_BENCH_SECONDS", "VETH_ROUTE_BENCH_ROUNDS", "VETH_ROUTE_BENCH_PODS", "VETH_ROUTE_BENCH_SERVICES"] {
+        if let Ok(value) = std::env::var(knob) {
+            env.push((knob.to_string(), value));
+        }
     }
     let plan = |guest: bool| Plan {
         prepare: guest,
@@ -175,10 +177,9 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
     if !report.ok() {
         return Err(format!("the datapath benchmark failed on {}", report.label).into());
     }
-    let rows = bench_table::ratio_rows(&log);
-    if rows.is_empty() {
+    let Some((header, rows)) = bench_table::ratio_table(&log) else {
         return Err(format!("the datapath benchmark on {} printed no ratio table", report.label).into());
-    }
+    };
     let kernel = match choice {
         KernelChoice::Host => format!("{} (host)", crate::capabilities::release()),
         _ => report.label.clone(),
@@ -186,7 +187,7 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
     // "attach TCX, dummy yes, ..." -> "TCX"; "attach clsact/cls_bpf (no TCX ...), ..." -> "clsact/cls_bpf".
     let attach =
         report.capabilities.as_deref().and_then(|c| c.strip_prefix("attach ")).and_then(|c| c.split([',', '(']).next()).unwrap_or("?");
-    let file = bench_table::record(&kernel, attach.trim(), &rows)?;
+    let file = bench_table::record(&kernel, attach.trim(), &header, &rows)?;
     println!("ratios recorded in {}", file.display());
     Ok(())
 }
