@@ -19,6 +19,9 @@ use crate::netns::NetNs;
 /// recognisable).
 const REQUEST: &[u8] = b"GET";
 const RESPONSE: &[u8] = b"200";
+/// Thread names (what `perf report --comm` selects, see `bench::profile`).
+pub const CLIENT_THREAD: &str = "crr-client";
+pub const SERVER_THREAD: &str = "crr-server";
 /// Only so a broken path fails instead of hanging.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,7 +37,7 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = ns.run(|| TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}")));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().name(SERVER_THREAD.into()).spawn(move || {
             pin_to_cpu(cpu);
             let mut served = 0;
             while !flag.load(Ordering::Relaxed) {
@@ -53,7 +56,7 @@ impl Server {
             }
             served
         });
-        Server { stop, thread: Some(thread) }
+        Server { stop, thread: Some(thread.expect("spawn the CRR server")) }
     }
 
     /// Stop and return how many transactions it answered.
@@ -99,6 +102,7 @@ impl Outcome {
 pub fn client(ns: &NetNs, server: SocketAddrV4, cpu: usize, limit: Limit) -> Outcome {
     ns.run(|| {
         pin_to_cpu(cpu);
+        name_this_thread(CLIENT_THREAD);
         let start = Instant::now();
         let mut transactions = 0;
         loop {
@@ -125,6 +129,12 @@ fn transaction(server: SocketAddrV4) -> std::io::Result<()> {
         return Err(std::io::Error::other(format!("answer {answer:?}")));
     }
     Ok(())
+}
+
+fn name_this_thread(name: &str) {
+    let name = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string we own.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
 /// Pin the calling thread to `cpu` (the benchmark keeps client and server apart, the same

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::crr;
 use super::datapath_report as report;
 use super::kube_proxy;
+use super::profile;
 use super::tools::{self, CLIENT_CPU, SERVER_CPU};
 use crate::bench::Section;
 use crate::cni_runner::REFERENCE_PLUGINS;
@@ -202,7 +203,16 @@ pub fn run(cfg: &Config) -> Section {
             }
         }
     }
-    let cost = fast_path_cost(&vms[0].1, &ends(Variant::FastPath, Topology::PodToPod), cfg.seconds);
+    let mut cost = fast_path_cost(&vms[0].1, &ends(Variant::FastPath, Topology::PodToPod), cfg.seconds).unwrap_or_default();
+    for v in [Variant::KernelPath, Variant::FastPath] {
+        let e = ends(v, Topology::PodToPod);
+        let mut connections = 0.0;
+        let shares =
+            profile::record(scratch.path(), "crr", || connections = measure(Measurement::Crr, &e, cfg.seconds)[0].1 * cfg.seconds as f64);
+        if let Some(shares) = shares {
+            cost.profiles.push((v.label(), connections, shares));
+        }
+    }
     let mut body = report::render(&samples, cfg, &cost);
     body.push_str(&format!("\nThis section took {} s.\n", started.elapsed().as_secs()));
     if let Some(file) = report::write_chart(&samples) {

@@ -9,6 +9,9 @@ use super::datapath::{Config, Load, Quantity, Samples, Topology, Variant};
 #[derive(Default)]
 pub struct Cost {
     pub runs: Vec<CostRun>,
+    /// `(datapath, connections, CPU µs per kernel function group)` of a profiled
+    /// connection-rate run (`bench::profile`).
+    pub profiles: Vec<(&'static str, f64, super::profile::Shares)>,
 }
 
 pub struct CostRun {
@@ -96,7 +99,7 @@ fn ratio_cell(r: Option<(f64, Vec<f64>)>, target: Option<Target>) -> String {
 }
 
 /// The section body: method, the table of medians, the ratio table, the fast path's cost.
-pub fn render(samples: &Samples, cfg: &Config, cost: &Option<Cost>) -> String {
+pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
     let mut s = format!(
         "Each cell: median over {rounds} rounds (min–max). Per round, every datapath runs each measurement once, \
          the datapaths taking turns in an order rotated every round; clients on CPU 0, servers on CPU 1 \
@@ -141,9 +144,10 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Option<Cost>) -> String {
         "\nRatios of medians, with the min–max of the per-round ratios. Targets: latency fast/direct ≤ 1.05 and \
          throughput fast/direct ≥ 0.95 on both hosts; on the kube-proxy host fast/kernel path ≥ 1.5 for transactions \
          and ≥ 2 for connections (the kernel path is veth-route with `fastPath: off`). A target is \"met\" only when \
-         every per-round ratio is on its side; ptp's ratios are given for comparison.\n\n\
+         every per-round ratio is on its side. direct/kernel path is the ceiling of fast/kernel path: no datapath \
+         between two pods is faster than a veth pair with nothing in between.\n\n\
          | host | traffic | latency fast/direct | Gbit/s 1 stream fast/direct | Gbit/s 4 streams fast/direct | \
-         tps fast/kernel path | conn/s fast/kernel path | tps ptp/kernel path | conn/s ptp/kernel path |\n\
+         tps fast/kernel path | conn/s fast/kernel path | tps direct/kernel path | conn/s direct/kernel path |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     use Variant::*;
@@ -161,18 +165,44 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Option<Cost>) -> String {
                 ratio_cell(r(FastPath, Direct, Quantity::Gbps4), Some(Target::AtLeast(0.95))),
                 ratio_cell(r(FastPath, KernelPath, Quantity::Tps), loaded.then_some(Target::AtLeast(1.5))),
                 ratio_cell(r(FastPath, KernelPath, Quantity::ConnRate), loaded.then_some(Target::AtLeast(2.0))),
-                ratio_cell(r(Ptp, KernelPath, Quantity::Tps), None),
-                ratio_cell(r(Ptp, KernelPath, Quantity::ConnRate), None),
+                ratio_cell(r(Direct, KernelPath, Quantity::Tps), None),
+                ratio_cell(r(Direct, KernelPath, Quantity::ConnRate), None),
             );
         }
     }
-    if let Some(cost) = cost {
-        render_cost(&mut s, cost);
-    }
+    render_per_connection(&mut s, samples);
+    render_cost(&mut s, cost);
     s
 }
 
+/// Time per transaction and per connection (1 / median rate), idle and loaded: the
+/// difference is what the kube-proxy rules cost each one.
+fn render_per_connection(s: &mut String, samples: &Samples) {
+    s.push_str(
+        "\nTime per ping-pong transaction and per connection, µs (1 / median rate), and what the kube-proxy rules add:\n\n\
+         | traffic | datapath | transaction idle | kube-proxy | added | connection idle | kube-proxy | added |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for t in Topology::ALL {
+        for v in Variant::ALL {
+            let us = |load, q| samples.get(&(load, t, v, q)).filter(|x| !x.is_empty()).map(|x| 1e6 / spread(x).0);
+            let mut row = format!("| {} | {} |", t.label(), v.label());
+            for q in [Quantity::Tps, Quantity::ConnRate] {
+                match (us(Load::Idle, q), us(Load::KubeProxy, q)) {
+                    (Some(i), Some(k)) => row += &format!(" {i:.1} | {k:.1} | {:+.1} |", k - i),
+                    _ => row += " – | – | – |",
+                }
+            }
+            s.push_str(&row);
+            s.push('\n');
+        }
+    }
+}
+
 fn render_cost(s: &mut String, cost: &Cost) {
+    if cost.runs.is_empty() && cost.profiles.is_empty() {
+        return;
+    }
     s.push_str(
         "\nThe fast path's own cost, on the kube-proxy host, pod<->pod (one run each after the rounds, with the \
          kernel's BPF run-time statistics on, `BPF_ENABLE_STATS`: they include the statistics' own clock reads):\n\n\
@@ -193,6 +223,38 @@ fn render_cost(s: &mut String, cost: &Cost) {
             .collect();
         let unit = if run.transactions.is_some() { "per connection" } else { "in the run" };
         let _ = writeln!(s, "| {} | counters {unit} | {} | | |", run.name, counters.join(", "));
+    }
+    if cost.profiles.is_empty() {
+        return;
+    }
+    s.push_str(
+        "\nCPU time per connection of the client and server threads (softirq work included: a packet is processed \
+         in the thread that sends it), by kernel function group, one connection-rate run each on the kube-proxy host, \
+         pod<->pod, sampled with `perf record -e cpu-clock` (software clock, every 100 µs of CPU):\n\n",
+    );
+    let _ = write!(s, "| group |");
+    for (label, _, _) in &cost.profiles {
+        let _ = write!(s, " {label}: µs per connection |");
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(1));
+    s.push_str(&"|---:".repeat(cost.profiles.len()));
+    s.push_str("|\n");
+    let mut groups: Vec<&str> = Vec::new();
+    for (_, _, shares) in &cost.profiles {
+        for (g, _) in shares {
+            if !groups.contains(g) {
+                groups.push(g);
+            }
+        }
+    }
+    for g in groups.iter().copied().chain(["total"]) {
+        let _ = write!(s, "| {g} |");
+        for (_, connections, shares) in &cost.profiles {
+            let us: f64 = shares.iter().filter(|(n, _)| g == "total" || *n == g).map(|(_, us)| us).sum();
+            let _ = write!(s, " {:.1} |", us / connections.max(1.0));
+        }
+        s.push('\n');
     }
 }
 

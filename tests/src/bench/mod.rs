@@ -9,6 +9,7 @@ pub mod datapath;
 mod datapath_report;
 pub mod ipam;
 pub mod kube_proxy;
+mod profile;
 pub mod reliability;
 mod tools;
 
