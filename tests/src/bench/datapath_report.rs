@@ -12,6 +12,8 @@ pub struct Cost {
     /// `(datapath, connections, CPU µs per kernel function group)` of a profiled
     /// connection-rate run (`bench::profile`).
     pub profiles: Vec<(&'static str, f64, super::profile::Shares)>,
+    /// `(datapath, connections/s, connections/s with the pods' SYNs skipping KUBE-SERVICES)`.
+    pub early_return: Vec<(&'static str, f64, f64)>,
 }
 
 pub struct CostRun {
@@ -101,7 +103,7 @@ fn ratio_cell(r: Option<(f64, Vec<f64>)>, target: Option<Target>) -> String {
 /// The section body: method, the table of medians, the ratio table, the fast path's cost.
 pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
     let mut s = format!(
-        "Each cell: median over {rounds} rounds (min–max). Per round, every datapath runs each measurement once, \
+        "Measured on {stamp}. Each cell: median over {rounds} rounds (min–max). Per round, every datapath runs each measurement once, \
          the datapaths taking turns in an order rotated every round; clients on CPU 0, servers on CPU 1 \
          (`taskset`, `sched_setaffinity`) for every datapath. Tools, {secs} s per run: sockperf TCP ping-pong \
          (latency: its p50, half the round trip; transactions/s: round trips completed per second), \
@@ -117,6 +119,7 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
          The direct veth pair has no VM: it is measured again in every block as the limit.\n\n\
          | host | traffic | datapath | latency p50 (us) | transactions/s | connections/s | Gbit/s, 1 stream | Gbit/s, 4 streams |\n\
          |---|---|---|---:|---:|---:|---:|---:|\n",
+        stamp = super::machine_stamp(),
         rounds = cfg.rounds,
         secs = cfg.seconds,
         pods = cfg.pods,
@@ -170,6 +173,10 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
             );
         }
     }
+    s.push_str(
+        "\nWhy a target is not met, measured, and what would change it: \
+         [fastpath.md, \"What limits the fast path\"](fastpath.md#what-limits-the-fast-path).\n",
+    );
     render_per_connection(&mut s, samples);
     render_cost(&mut s, cost);
     s
@@ -200,7 +207,7 @@ fn render_per_connection(s: &mut String, samples: &Samples) {
 }
 
 fn render_cost(s: &mut String, cost: &Cost) {
-    if cost.runs.is_empty() && cost.profiles.is_empty() {
+    if cost.runs.is_empty() && cost.profiles.is_empty() && cost.early_return.is_empty() {
         return;
     }
     s.push_str(
@@ -223,6 +230,16 @@ fn render_cost(s: &mut String, cost: &Cost) {
             .collect();
         let unit = if run.transactions.is_some() { "per connection" } else { "in the run" };
         let _ = writeln!(s, "| {} | counters {unit} | {} | | |", run.name, counters.join(", "));
+    }
+    if !cost.early_return.is_empty() {
+        s.push_str(
+            "\nConnections/s on the kube-proxy host, pod<->pod, one run each: as loaded, and with \
+             `iptables -t nat -I PREROUTING 1 -d 10.10.0.0/16 -j RETURN` (the SYN of a flow to a pod skips KUBE-SERVICES):\n\n\
+             | datapath | kube-proxy rules | SYN skips KUBE-SERVICES |\n|---|---:|---:|\n",
+        );
+        for (label, loaded, skipping) in &cost.early_return {
+            let _ = writeln!(s, "| {label} | {loaded:.0} | {skipping:.0} |");
+        }
     }
     if cost.profiles.is_empty() {
         return;
