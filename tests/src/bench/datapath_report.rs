@@ -269,7 +269,8 @@ fn render_cost(s: &mut String, cost: &Cost) {
         let _ = write!(s, "| {g} |");
         for (_, connections, shares) in &cost.profiles {
             let us: f64 = shares.iter().filter(|(n, _)| g == "total" || *n == g).map(|(_, us)| us).sum();
-            let _ = write!(s, " {:.1} |", us / connections.max(1.0));
+            // + 0.0: an empty f64 sum is -0.0.
+            let _ = write!(s, " {:.1} |", us / connections.max(1.0) + 0.0);
         }
         s.push('\n');
     }
