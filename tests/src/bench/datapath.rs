@@ -203,30 +203,7 @@ pub fn run(cfg: &Config) -> Section {
             }
         }
     }
-    let mut cost = fast_path_cost(&vms[0].1, &ends(Variant::FastPath, Topology::PodToPod), cfg.seconds).unwrap_or_default();
-    for v in [Variant::KernelPath, Variant::FastPath] {
-        let e = ends(v, Topology::PodToPod);
-        let mut connections = 0.0;
-        let shares =
-            profile::record(scratch.path(), "crr", || connections = measure(Measurement::Crr, &e, cfg.seconds)[0].1 * cfg.seconds as f64);
-        if let Some(shares) = shares {
-            cost.profiles.push((v.label(), connections, shares));
-        }
-    }
-    // The experiment behind the connection-rate explanation: the same connections when the
-    // SYN of a flow to a pod skips KUBE-SERVICES (an early RETURN for the cluster CIDR).
-    for v in [Variant::KernelPath, Variant::FastPath] {
-        let e = ends(v, Topology::PodToPod);
-        let rule = ["-t", "nat", "-I", "PREROUTING", "1", "-d", "10.10.0.0/16", "-j", "RETURN"];
-        let vm = e.vm.expect("a VM");
-        let (loaded, skipping) = (measure(Measurement::Crr, &e, cfg.seconds)[0].1, {
-            vm.iptables(&rule);
-            let rate = measure(Measurement::Crr, &e, cfg.seconds)[0].1;
-            vm.iptables(&["-t", "nat", "-D", "PREROUTING", "1"]);
-            rate
-        });
-        cost.early_return.push((v.label(), loaded, skipping));
-    }
+    let cost = diagnose(&ends, scratch.path(), cfg.seconds);
     let mut body = report::render(&samples, cfg, &cost);
     body.push_str(&format!("\nThis section took {} s.\n", started.elapsed().as_secs()));
     if let Some(file) = report::write_chart(&samples) {
@@ -266,6 +243,32 @@ fn measure(m: Measurement, e: &Ends, seconds: u32) -> Vec<(Quantity, f64)> {
         Measurement::Stream1 => vec![(Quantity::Gbps1, tools::iperf3(e.client, e.server, e.ip, seconds, 1))],
         Measurement::Stream4 => vec![(Quantity::Gbps4, tools::iperf3(e.client, e.server, e.ip, seconds, 4))],
     }
+}
+
+/// Where the time goes, on the kube-proxy-loaded VMs after the rounds, pod<->pod: the fast
+/// path's own cost, a CPU profile of a connection-rate run per datapath, and the connection
+/// rate when the SYN skips KUBE-SERVICES. One run each: causes, not the table's numbers.
+fn diagnose<'a>(ends: &dyn Fn(Variant, Topology) -> Ends<'a>, scratch: &Path, seconds: u32) -> report::Cost {
+    let fast = ends(Variant::FastPath, Topology::PodToPod);
+    let mut cost = fast_path_cost(fast.vm.expect("a VM"), &fast, seconds).unwrap_or_default();
+    for v in [Variant::KernelPath, Variant::FastPath] {
+        let e = ends(v, Topology::PodToPod);
+        let mut connections = 0.0;
+        let shares = profile::record(scratch, "crr", || connections = measure(Measurement::Crr, &e, seconds)[0].1 * seconds as f64);
+        if let Some(shares) = shares {
+            cost.profiles.push((v.label(), connections, shares));
+        }
+    }
+    for v in [Variant::KernelPath, Variant::FastPath] {
+        let e = ends(v, Topology::PodToPod);
+        let vm = e.vm.expect("a VM");
+        let loaded = measure(Measurement::Crr, &e, seconds)[0].1;
+        vm.iptables(&["-t", "nat", "-I", "PREROUTING", "1", "-d", "10.10.0.0/16", "-j", "RETURN"]);
+        let skipping = measure(Measurement::Crr, &e, seconds)[0].1;
+        vm.iptables(&["-t", "nat", "-D", "PREROUTING", "1"]);
+        cost.early_return.push((v.label(), loaded, skipping));
+    }
+    cost
 }
 
 /// Where the fast path's time goes, measured after the rounds on the kube-proxy-loaded
