@@ -10,7 +10,8 @@
 //! `rounds` times; within a round the datapaths take turns per measurement, in an order
 //! rotated each round, so drift of a shared machine spreads over all of them. Rows give
 //! the median and the min-max over rounds; ratios are ratios of medians, with the spread
-//! of the per-round ratios (`datapath_report`).
+//! of the per-round ratios (`datapath_report`). After the rounds, `diagnose` measures
+//! where the time goes on the loaded VMs (program run time, counters, a CPU profile).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -114,7 +114,7 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
          (`bench::kube_proxy`: nat PREROUTING/OUTPUT → KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-* with \
          `statistic --mode random`, DNAT, KUBE-MARK-MASQ, KUBE-POSTROUTING; filter KUBE-FORWARD with ctstate), \
          loaded with iptables-restore; the measured traffic is pod to pod, not to a Service, as most of a node's is. \
-         Before each connection-rate run the VM's conntrack table is flushed. \
+         Before each connection-rate run the VM's conntrack table, where it has one (kube-proxy), is flushed. \
          uplink<->pod: the client is the router namespace, so both directions cross the VM's uplink. \
          The direct veth pair has no VM: it is measured again in every block as the limit.\n\n\
          | host | traffic | datapath | latency p50 (us) | transactions/s | connections/s | Gbit/s, 1 stream | Gbit/s, 4 streams |\n\

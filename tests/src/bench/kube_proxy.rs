@@ -10,8 +10,9 @@
 //! `addrtype LOCAL` jump to `KUBE-NODEPORTS`; `KUBE-POSTROUTING` masquerades marked packets.
 //! filter `FORWARD` carries `KUBE-PROXY-FIREWALL`, `KUBE-FORWARD` (INVALID drop, mark
 //! accept, RELATED/ESTABLISHED accept) and the `ctstate NEW` jumps to `KUBE-SERVICES` and
-//! `KUBE-EXTERNAL-SERVICES`. Only the parts no packet of a benchmark reaches are left out
-//! (nodeports, load balancers, the nfacct counter of the INVALID drop).
+//! `KUBE-EXTERNAL-SERVICES`. Left out: NodePorts and load balancers, which no packet of
+//! the benchmark reaches, and the nfacct counter on the INVALID drop (a counter only, and
+//! not every kernel has `xt_nfacct`).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
