@@ -144,8 +144,20 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
         ("VETH_ROUTE_BIN".to_string(), bin_dir.join("veth-route").display().to_string()),
         ("VETH_ROUTE_BENCH_ONLY".to_string(), "datapath".to_string()),
     ];
-    if let Ok(seconds) = std::env::var("VETH_ROUTE_BENCH_SECONDS") {
-        env.push(("VETH_ROUTE_BENCH_SECONDS".to_string(), seconds));
+    // Under emulation (about 30x slower) the host's defaults would outlast the guest's
+    // 25-minute limit: fewer rounds, pods and Services unless asked for.
+    let guest_defaults = [
+        ("VETH_ROUTE_BENCH_SECONDS", "3"),
+        ("VETH_ROUTE_BENCH_ROUNDS", "2"),
+        ("VETH_ROUTE_BENCH_PODS", "20"),
+        ("VETH_ROUTE_BENCH_SERVICES", "200"),
+    ];
+    for (knob, default) in guest_defaults {
+        match std::env::var(knob) {
+            Ok(value) => env.push((knob.to_string(), value)),
+            Err(_) if *choice != KernelChoice::Host => env.push((knob.to_string(), default.to_string())),
+            Err(_) => {}
+        }
     }
     let plan = |guest: bool| Plan {
         prepare: guest,
@@ -175,10 +187,9 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
     if !report.ok() {
         return Err(format!("the datapath benchmark failed on {}", report.label).into());
     }
-    let rows = bench_table::ratio_rows(&log);
-    if rows.is_empty() {
+    let Some((header, rows)) = bench_table::ratio_table(&log) else {
         return Err(format!("the datapath benchmark on {} printed no ratio table", report.label).into());
-    }
+    };
     let kernel = match choice {
         KernelChoice::Host => format!("{} (host)", crate::capabilities::release()),
         _ => report.label.clone(),
@@ -186,7 +197,7 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
     // "attach TCX, dummy yes, ..." -> "TCX"; "attach clsact/cls_bpf (no TCX ...), ..." -> "clsact/cls_bpf".
     let attach =
         report.capabilities.as_deref().and_then(|c| c.strip_prefix("attach ")).and_then(|c| c.split([',', '(']).next()).unwrap_or("?");
-    let file = bench_table::record(&kernel, attach.trim(), &rows)?;
+    let file = bench_table::record(&kernel, attach.trim(), &header, &rows)?;
     println!("ratios recorded in {}", file.display());
     Ok(())
 }

@@ -2,10 +2,16 @@
 //! same run and returns a Markdown section; the runner prints them and writes
 //! `docs/benchmarks.md`. Numbers are reported, never asserted.
 
+mod bpf_stats;
 pub mod cni_latency;
+pub mod crr;
 pub mod datapath;
+mod datapath_report;
 pub mod ipam;
+pub mod kube_proxy;
+mod profile;
 pub mod reliability;
+mod tools;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ fn main() {
     let runs: usize = std::env::var("VETH_ROUTE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let stamp = bench::machine_stamp();
     println!("benchmarks on {stamp}");
-    let seconds: u32 = std::env::var("VETH_ROUTE_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let seconds: u32 = std::env::var("VETH_ROUTE_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     // VETH_ROUTE_BENCH_ONLY=cni,datapath,ipam,reliability picks sections (all by default); a partial run
     // prints its tables but leaves docs/benchmarks.md alone.
     let only = std::env::var("VETH_ROUTE_BENCH_ONLY").ok();
@@ -19,7 +19,13 @@ fn main() {
         sections.push(bench::cni_latency::run(runs));
     }
     if wanted("datapath") {
-        sections.push(bench::datapath::run(seconds));
+        let number = |var: &str, default: usize| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        sections.push(bench::datapath::run(&bench::datapath::Config {
+            seconds,
+            rounds: number("VETH_ROUTE_BENCH_ROUNDS", 5),
+            pods: number("VETH_ROUTE_BENCH_PODS", 100),
+            services: number("VETH_ROUTE_BENCH_SERVICES", 2000),
+        }));
     }
     if wanted("ipam") {
         sections.push(bench::ipam::run(runs));
