@@ -110,7 +110,8 @@ fn setup(
     let gw = conf.plugin.gateway;
     stages.end("ipam");
 
-    // Its first request waits while the attach thread holds the RTNL lock.
+    // Its first request may wait for the RTNL lock, held by the attach thread through the
+    // TCX grace periods.
     let (host_link, placement) = nl.host(|h| async move { host::wire(&h, &conf.plugin, name, tag, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
     stages.end("host");
