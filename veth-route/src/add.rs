@@ -14,6 +14,7 @@ use crate::names::AttachmentNames;
 use crate::netlink::{self, mac_string};
 use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan};
+use crate::timings::Stages;
 use crate::{antispoof, host, masq, proxy_neigh, veth};
 
 /// Run ADD.
@@ -21,6 +22,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
+    let mut stages = Stages::start(format!("ADD {}", inv.container_id));
     let netns_path = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for ADD"))?;
     let pod_ns = NetNs::open(netns_path)?;
     let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
@@ -55,6 +57,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     // `required` must not create the gateway, the veth or an address only to find that the
     // programs cannot load here.
     datapath::status(&conf.plugin.datapath)?;
+    stages.end("checks");
 
     let mut undo = Undo {
         conf: &conf,
@@ -67,7 +70,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         masq_chain: false,
         datapath: false,
     };
-    let outcome = setup(&conf, req, &pod_ns, &nl, &names, &mut undo);
+    let outcome = setup(&conf, req, &pod_ns, &nl, &names, &mut undo, &mut stages);
     if let Err(e) = &outcome {
         log::warn!("ADD {} failed, rolling back: {e}", inv.container_id);
         undo.run();
@@ -75,7 +78,15 @@ pub fn add(req: &Request) -> Result<CniResult> {
     outcome
 }
 
-fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &AttachmentNames, undo: &mut Undo) -> Result<CniResult> {
+fn setup(
+    conf: &Conf,
+    req: &Request,
+    pod_ns: &NetNs,
+    nl: &Netlink,
+    names: &AttachmentNames,
+    undo: &mut Undo,
+    stages: &mut Stages,
+) -> Result<CniResult> {
     let inv = &req.inv;
     let (name, tag) = (names.host_veth.as_str(), names.tag.as_str());
 
@@ -92,13 +103,18 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &Attac
     undo.host_veth = true;
     undo.datapath = true;
     let datapath = datapath::attach_early(&conf.plugin.datapath, name);
+    stages.end("veth");
 
     let ipam = addresses(conf, req, undo)?;
     let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
     let gw = conf.plugin.gateway;
+    stages.end("ipam");
 
+    // Its first request may wait for the RTNL lock, held by the attach thread through the
+    // TCX grace periods.
     let (host_link, placement) = nl.host(|h| async move { host::wire(&h, &conf.plugin, name, tag, pod_addr.addr()).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
+    stages.end("host");
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         undo.proxy_neigh = Some(pod_addr.addr());
@@ -108,10 +124,12 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &Attac
     let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes).with_gateway_mac(host_link.mac);
     let plan_ref = &plan;
     let pod_if = nl.pod(|h| async move { pod::configure(&h, pod_ns, plan_ref).await })?;
+    stages.end("pod");
 
     if conf.plugin.ip_masq {
         undo.masq_chain = true;
         masq::setup(&names.masq_chain, tag, pod_addr)?;
+        stages.end("masq");
     }
     let ep = PodEndpoint {
         pod_ip: pod_addr.addr(),
@@ -121,6 +139,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &Attac
         host_mac: host_link.mac.unwrap_or_default(),
     };
     let attached = datapath.finish(&ep)?;
+    stages.end("datapath");
     match &attached {
         Attached::Fast => log::info!("fast path attached for {}", pod_addr.addr()),
         Attached::KernelOnly { reason } => log::info!("kernel path only for {}: {reason}", pod_addr.addr()),
@@ -128,6 +147,7 @@ fn setup(conf: &Conf, req: &Request, pod_ns: &NetNs, nl: &Netlink, names: &Attac
     // Once attached, from_pod polices both IPv4 sources and IPv6 (docs/fastpath.md).
     let fast = attached == Attached::Fast;
     antispoof::settle(&conf.plugin.datapath, pod_addr.addr(), name, antispoof::EbpfGuard { ipv4: fast, ipv6: fast });
+    stages.end("antispoof");
 
     let ours = CniResult {
         interfaces: vec![

@@ -1,16 +1,15 @@
 //! DEL: idempotent, needs no state and no netns. The host veth name, masquerade chain
 //! and IPAM identity all derive from the container ID, ifname and network name.
 
-use std::net::Ipv4Addr;
-
 use cni::{delegate, Request, Verb};
 
-use crate::config;
+use crate::config::{self, Conf};
 use crate::datapath;
 use crate::error::{Error, Result};
 use crate::names::AttachmentNames;
-use crate::netlink;
+use crate::netlink::{self, Route4};
 use crate::netns::Netlink;
+use crate::timings::Stages;
 use crate::{masq, proxy_neigh};
 
 /// Run DEL: every step runs even if an earlier one failed; the first error is returned.
@@ -18,6 +17,7 @@ pub fn del(req: &Request) -> Result<()> {
     let conf = config::parse(req)?;
     config::init_logging(&conf);
     let inv = &req.inv;
+    let mut stages = Stages::start(format!("DEL {}", inv.container_id));
     let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
     let host_name = names.host_veth.as_str();
     log::info!("DEL {} {} host veth {host_name}", inv.container_id, inv.ifname);
@@ -38,13 +38,18 @@ pub fn del(req: &Request) -> Result<()> {
             _ => None,
         })
     });
-    let routed_ip = nl.host(|h| async move { routed_pod_ip(&h, host_name).await }).unwrap_or(None);
-    let pod_ip = routed_ip.or(prev_ip);
+    let route = nl.host(|h| async move { pod_route(&h, host_name).await }).unwrap_or(None);
+    let pod_ip = route.as_ref().map(|r| r.dst.addr()).or(prev_ip);
+    stages.end("lookup");
     note(datapath::detach(&conf.plugin.datapath, pod_ip, host_name).map_err(Error::from));
+    stages.end("datapath");
 
-    // Deleting the host end also removes the pod end (netns or not) and the host route.
-    note(nl.host(|h| async move { netlink::delete_link(&h, host_name).await.map(drop) }));
-
+    // The address is free for another pod once IPAM releases it below, which may be before
+    // the veth is gone: so first remove what would catch that pod's traffic or undo its
+    // setup (the endpoint is out of the map already), as the veth's deletion would.
+    if let Some(r) = &route {
+        note(nl.host(|h| async move { netlink::del_route(&h, r).await.map(drop) }));
+    }
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         // Without a known address, drop every entry of ours whose pod route is gone.
         note(nl.block_on(async move {
@@ -54,18 +59,39 @@ pub fn del(req: &Request) -> Result<()> {
             }
         }));
     }
-    if conf.plugin.ip_masq {
-        note(masq::teardown(&names.masq_chain));
-    }
-    if let Some(ipam) = conf.ipam_type() {
-        note(delegate::run(ipam, inv, Verb::Del, &req.config).map_err(Error::from));
-    }
+    stages.end("route");
+
+    // Deleting the host end also removes the pod end (netns or not). It waits for RCU grace
+    // periods holding the RTNL lock (two more with TCX links, which the kernel detaches), so
+    // the masquerade chain and IPAM, which do not depend on it, go meanwhile; the
+    // reference plugins release the address before deleting the interface too.
+    let (deleted, rest) = std::thread::scope(|s| {
+        let rest = s.spawn(|| release(&conf, req, &names));
+        let deleted = nl.host(|h| async move { netlink::delete_link(&h, host_name).await.map(drop) });
+        let rest = rest.join().unwrap_or_else(|_| vec![Err(Error::Command("DEL worker thread panicked".into()))]);
+        (deleted, rest)
+    });
+    note(deleted);
+    rest.into_iter().for_each(&mut note);
+    stages.end("veth+ipam");
     first.map_or(Ok(()), Err)
 }
 
+/// Remove the masquerade chain and release the address: the results in that order.
+fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()>> {
+    let mut results = Vec::new();
+    if conf.plugin.ip_masq {
+        results.push(masq::teardown(&names.masq_chain));
+    }
+    if let Some(ipam) = conf.ipam_type() {
+        results.push(delegate::run(ipam, &req.inv, Verb::Del, &req.config).map_err(Error::from));
+    }
+    results
+}
+
 /// The /32 routed through `host_veth`, if the veth and its route still exist.
-async fn routed_pod_ip(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Ipv4Addr>> {
+async fn pod_route(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route4>> {
     let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
     let routes = netlink::ipv4_routes(h).await?;
-    Ok(routes.iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 32).map(|r| r.dst.addr()))
+    Ok(routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 32))
 }

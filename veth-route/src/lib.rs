@@ -4,7 +4,8 @@
 //! Where things happen: `add`/`del`/`check`/`status`/`gc` orchestrate one verb each;
 //! `veth`, `host`, `pod`, `gateway`, `antispoof`, `masq` and `sysctl` do one kernel concern each;
 //! `netns` runs work inside a namespace; `netlink` wraps rtnetlink; `names` derives the
-//! stateless names; `config` parses the network config; `datapath` is the eBPF fast path.
+//! stateless names; `config` parses the network config; `timings` logs where a verb's time
+//! goes; `datapath` is the eBPF fast path.
 
 pub mod add;
 pub mod antispoof;
@@ -24,6 +25,7 @@ pub mod pod;
 pub mod proxy_neigh;
 pub mod status;
 pub mod sysctl;
+pub mod timings;
 pub mod veth;
 
 use cni::{CniError, CniResult, Plugin, Request};

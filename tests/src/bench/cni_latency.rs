@@ -106,6 +106,11 @@ pub fn run(runs: usize) -> Section {
         ));
     }
     body.push_str("\nTarget: veth-route ADD and DEL p50 no slower than ptp's (ratio <= 1.00); with eBPF, ADD p50 <= ptp's + 5 ms.\n");
+    body.push_str(
+        "Where the fast path's extra milliseconds go (two RCU grace periods per TCX attach on ADD, two more inside the veth's \
+         deletion on DEL), per-stage timings and what would remove them: docs/fastpath.md, \"Costs\"; `logLevel: debug` logs \
+         each ADD's and DEL's stages.\n",
+    );
     Section { title: "CNI ADD/DEL latency: veth-route vs reference ptp".into(), body }
 }
 

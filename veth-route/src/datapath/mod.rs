@@ -264,19 +264,27 @@ impl Drop for PendingAttach {
 /// to the host veth, in that order, so the check holds from the first packet. Leaves
 /// nothing of the pod behind on failure.
 fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps, DatapathError> {
+    let mut stages = crate::timings::Stages::start(format!("datapath attach {host_ifname}"));
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     layout.prepare()?;
     let _lock = layout.lock()?;
+    stages.end("lock");
     let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
     migrate::migrate(&layout, &mut progs, &mut maps)?;
     let mode = AttachMode::detect();
     ensure_uplinks(cfg, &layout, &mut progs, mode)?;
+    stages.end("programs");
 
     let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::NoInterface { role: "host veth", name: host_ifname.into() })?;
     let flags = cfg.source_flags();
     let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
-        Prog::POD.iter().try_for_each(|&p| tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode))
+        // A TCX attach waits for an RCU grace period holding the RTNL lock.
+        Prog::POD.iter().try_for_each(|&p| {
+            let r = tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode);
+            stages.end(p.name());
+            r
+        })
     });
     if let Err(e) = attached {
         // Leave nothing behind: the plugin rolls back the veth, we roll back our entries.
