@@ -27,8 +27,11 @@ pub const NODE_BINARIES: &[&str] = &["veth-route", "tcnp-ipam", "vrouter-route-c
 const NODE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// glibc linked in statically: the binaries run on any node's libc (Debian 11, RHEL 8 ...).
-/// They resolve names in-process (reqwest's hickory-dns), so glibc's getaddrinfo and NSS,
-/// which would dlopen the node's own glibc modules, are not linked in.
+/// reqwest resolves names in-process (its hickory-dns feature, on by default once built
+/// in), so glibc's getaddrinfo, which in a static binary dlopens the node's own NSS
+/// modules, is not what resolves Keystone's and Neutron's names. It is still linked into
+/// tcnp-ipam and the controller (reqwest keeps its getaddrinfo resolver as the
+/// alternative, and std's lookup_host), and the link still warns about it.
 const STATIC_RUSTFLAGS: &str = "target.x86_64-unknown-linux-gnu.rustflags=[\"-C\", \"target-feature=+crt-static\"]";
 
 /// Where the static node binaries land.
