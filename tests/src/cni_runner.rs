@@ -53,6 +53,23 @@ pub fn workspace_binary(name: &str, override_var: &str) -> PathBuf {
     bin
 }
 
+/// The binaries nodes get (veth-route, tcnp-ipam, vrouter-route-controller): static,
+/// built by `cargo xtask build --release` (run once per test process; a no-op when up to
+/// date) into `<target dir>/x86_64-unknown-linux-gnu/release`.
+pub fn node_binaries_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["xtask", "build", "--release"])
+            .current_dir(workspace_root())
+            .status()
+            .unwrap_or_else(|e| panic!("run cargo xtask build --release: {e}"));
+        assert!(status.success(), "cargo xtask build --release failed");
+        target_dir().join("x86_64-unknown-linux-gnu/release")
+    })
+}
+
 /// CNI_PATH for tests: the directory of veth-route, then the reference plugins.
 pub fn cni_path() -> String {
     format!("{}:{REFERENCE_PLUGINS}", plugin_binary().parent().expect("binary has a dir").display())

@@ -2,10 +2,12 @@
 
 pub mod bench;
 pub mod cni_runner;
+pub mod elf;
 pub mod fastpath_support;
 pub mod kernel;
 pub mod mutate;
 pub mod netns;
 pub mod openstack;
+pub mod podman;
 pub mod probe;
 pub mod vm;

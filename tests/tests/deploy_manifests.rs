@@ -84,11 +84,14 @@ fn cni_installer_and_config_match_the_plugins() {
     assert_eq!(plugin["ipam"]["type"], "tcnp-ipam");
     let pw_file = plugin["ipam"]["openstackConf"]["passwordFile"].as_str().unwrap();
 
-    // The install script copies exactly the binaries we build, writes the password where the
-    // config reads it, and the conflist under the ConfigMap's file name.
+    // The install script (deploy/install-cni, in the image: tests/tests/node_image.rs runs
+    // it) copies exactly the binaries we build, writes the password where the config reads
+    // it, and the conflist under the ConfigMap's file name, reading what the DaemonSet mounts.
     let ds = find(&docs, "DaemonSet", "veth-route-node");
     let init = &ds["spec"]["template"]["spec"]["initContainers"][0];
-    let script = init["args"][0].as_str().unwrap();
+    assert_eq!(init["command"], json!(["/opt/veth-route/install-cni"]));
+    assert!(init["args"].is_null(), "the script takes no arguments");
+    let script = std::fs::read_to_string(deploy_dir().join("install-cni")).unwrap();
     let binaries: Vec<&str> = script
         .lines()
         .find_map(|l| l.trim().strip_prefix("for b in ").and_then(|r| r.split(';').next()))
@@ -105,11 +108,17 @@ fn cni_installer_and_config_match_the_plugins() {
             "plugin {t} is neither installed nor a reference plugin"
         );
     }
-    assert!(script.contains(&format!("/host{pw_file}")), "script must install the password at {pw_file}");
-    assert!(script.contains(&format!("/host/etc/cni/net.d/{file}")));
+    let pw_in_net_d = pw_file.strip_prefix("/etc/cni/net.d/").expect("the password file lives under /etc/cni/net.d");
+    let (pw_dir, pw_name) = pw_in_net_d.rsplit_once('/').unwrap();
+    assert!(script.contains(&format!("PASSWORD_DIR=$NET_DIR/{pw_dir}\n")), "script must install the password at {pw_file}");
+    assert!(script.contains(&format!("\"$PASSWORD_DIR/{pw_name}\"")), "script must install the password at {pw_file}");
+    assert!(script.contains(&format!("CONFLIST={file}\n")));
     let mounts = init["volumeMounts"].as_array().unwrap();
-    let secret_mount = mounts.iter().find(|m| m["name"] == "openstack-secret").unwrap()["mountPath"].as_str().unwrap();
-    assert!(script.contains(&format!("{secret_mount}/password")));
+    let mount = |name: &str| mounts.iter().find(|m| m["name"] == name).unwrap()["mountPath"].as_str().unwrap();
+    assert!(script.contains(&format!("BIN_DIR={}\n", mount("cni-bin"))));
+    assert!(script.contains(&format!("NET_DIR={}\n", mount("cni-net"))));
+    assert!(script.contains(&format!("{}/password", mount("openstack-secret"))));
+    assert!(script.contains(&format!("\"{}/$CONFLIST\"", mount("cni-config"))));
 
     // The shipped list as a runtime runs it: libcni's STATUS and GC, in a namespace playing
     // a VM of a lab network. Only site values are substituted (cloud, network, log files,
@@ -253,8 +262,11 @@ fn controller_deployment_runs_as_written() {
         Command::new(bin("vrouter-route-controller")).arg("--config").arg(&file).env_clear().stderr(Stdio::piped()).spawn().unwrap();
     let live = c["livenessProbe"]["httpGet"]["path"].as_str().unwrap();
     let ready = c["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
+    assert_eq!((live, ready), ("/healthz", "/readyz"), "liveness and readiness are the controller's two probe endpoints");
     let (code, _) = wait_for("the health server", || get(free, live));
     assert_eq!(code, 200);
+    // A path the controller does not serve would fail the probe.
+    assert_eq!(get(free, "/health").map(|(c, _)| c), Some(404));
     wait_for("readiness", || get(free, ready).filter(|(c, _)| *c == 200));
     let (_, metrics) = get(free, "/metrics").unwrap();
     assert!(metrics.contains(&format!("vrouter_routes_applied{{router=\"{}\"}} 1", lab.router_id)), "{metrics}");

@@ -4,6 +4,7 @@ mod bench_table;
 mod capabilities;
 mod ebpf;
 mod guest_runner;
+mod image;
 mod kernels;
 mod matrix;
 mod openstack;
@@ -12,6 +13,7 @@ mod process;
 mod report;
 mod setup;
 mod suite;
+mod userland;
 mod vng;
 
 use clap::{Parser, Subcommand};
@@ -29,11 +31,17 @@ enum Task {
     Setup,
     /// Build the eBPF programs (release, with BTF) that the plugin embeds.
     BuildEbpf,
-    /// Build the eBPF programs and every binary of the workspace.
+    /// Build the eBPF programs and every binary of the workspace; with --release, the static node binaries.
     Build {
-        /// Build the binaries in release mode.
+        /// Release mode: veth-route, tcnp-ipam and vrouter-route-controller, static, in target/x86_64-unknown-linux-gnu/release.
         #[arg(long)]
         release: bool,
+    },
+    /// Build the node image of deploy/Containerfile with podman (static binaries, FROM scratch).
+    Image {
+        /// The image's name.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
     },
     /// The main job: a local OpenStack, namespaces as VM, vrouter and pods, wired by the plugins (needs root).
     Demo,
@@ -84,6 +92,7 @@ fn main() {
         Task::Setup => setup::setup().and_then(|()| kernels::prepare_defaults()),
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
+        Task::Image { tag } => image::image(&tag),
         Task::Demo => suite::demo(),
         Task::Bench { kernel } => suite::bench(kernel.as_deref()),
         Task::Test { kernels, no_guests, args } => suite::test(&suite::TestOptions { kernels, no_guests, args }),

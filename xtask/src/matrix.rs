@@ -53,10 +53,11 @@ fn guest_test_threads() -> usize {
     std::env::var("VETH_ROUTE_GUEST_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(GUEST_TEST_THREADS)
 }
 
-/// The plugin the tests drive in a guest: the release build. Under TCG the debug build's
-/// start-up (77 MB read over 9p, unoptimised BTF parsing) made the list take twice as long.
+/// The plugin the tests drive in a guest: the static release build nodes get (built once
+/// for both). Under TCG the debug build's start-up (77 MB read over 9p, unoptimised BTF
+/// parsing) made the list take twice as long.
 pub fn guest_plugin() -> PathBuf {
-    workspace_root().join("target/release/veth-route")
+    crate::suite::static_dir().join("veth-route")
 }
 
 /// `target/kernel-matrix/<kernel>/`: plan, logs, status files and console of each run.

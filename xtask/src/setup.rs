@@ -11,7 +11,9 @@ use crate::process::{run, succeeds, Result};
 /// bpf-linker), inspection (bpftool), the reference CNI plugins, traffic tools,
 /// librsvg to render the benchmark chart as PNG, and for the kernel matrix's guests qemu,
 /// kmod (depmod here, modprobe inside) and a static busybox (vng builds the initramfs
-/// that loads a distro kernel's 9p modules from it).
+/// that loads a distro kernel's 9p modules from it; the node image's shell too), podman
+/// and runc for the node image (crun fails on these machines' cgroup setup), and
+/// debootstrap for the older userland the static binaries are tested in.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -31,16 +33,38 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "kmod",
     "busybox-static",
+    "podman",
+    "runc",
+    "debootstrap",
 ];
 
 /// Install everything that is missing.
 pub fn setup() -> Result<()> {
+    begin()?.finish()
+}
+
+/// A setup whose older userland may still be bootstrapping: it is bound by the mirror's
+/// speed, not the CPU, so `cargo xtask test` lets it run during the build.
+pub struct Pending {
+    userland: std::thread::JoinHandle<std::result::Result<(), String>>,
+}
+
+impl Pending {
+    /// Wait for the userland.
+    pub fn finish(self) -> Result<()> {
+        Ok(self.userland.join().map_err(|_| "the userland bootstrap panicked")??)
+    }
+}
+
+/// Install everything that is missing; the userland only starts (debootstrap comes from apt).
+pub fn begin() -> Result<Pending> {
     apt_packages()?;
+    let userland = std::thread::spawn(|| crate::userland::prepare().map_err(|e| e.to_string()));
     bpf_linker()?;
     crate::openstack::install_venv()?;
     crate::vng::install_venv()?;
     mount_bpffs()?;
-    Ok(())
+    Ok(Pending { userland })
 }
 
 fn apt_packages() -> Result<()> {

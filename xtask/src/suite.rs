@@ -16,15 +16,44 @@ pub fn build_ebpf() -> Result<()> {
     Ok(())
 }
 
-/// Build the eBPF object, then every binary (tests exec the plugins as a runtime would).
+/// The binaries that go onto nodes, built static by `build --release`.
+pub const NODE_BINARIES: &[&str] = &["veth-route", "tcnp-ipam", "vrouter-route-controller"];
+
+/// The target the node binaries are built for. Naming it explicitly, although it is the
+/// host's, puts the artefacts in `target/<triple>/` and keeps [`STATIC_RUSTFLAGS`] off
+/// build scripts and proc-macros (built for the host), which cannot be static. (A
+/// `[target.<triple>] rustflags` in .cargo/config.toml would not do: for the host's triple
+/// cargo applies it to plain `cargo build` and `cargo test` too.)
+const NODE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// glibc linked in statically: the binaries run on any node's libc (Debian 11, RHEL 8 ...).
+/// reqwest resolves names in-process (its hickory-dns feature, on by default once built
+/// in), so glibc's getaddrinfo, which in a static binary dlopens the node's own NSS
+/// modules, is not what resolves Keystone's and Neutron's names. It is still linked into
+/// tcnp-ipam and the controller (reqwest keeps its getaddrinfo resolver as the
+/// alternative, and std's lookup_host), and the link still warns about it.
+const STATIC_RUSTFLAGS: &str = "target.x86_64-unknown-linux-gnu.rustflags=[\"-C\", \"target-feature=+crt-static\"]";
+
+/// Where the static node binaries land.
+pub fn static_dir() -> PathBuf {
+    workspace_root().join("target").join(NODE_TARGET).join("release")
+}
+
+/// Build the eBPF object, then: debug, every binary of the workspace (tests exec the
+/// plugins as a runtime would); release, the static node binaries in [`static_dir`].
 pub fn build(release: bool) -> Result<()> {
     build_ebpf()?;
-    let mut cmd = cargo();
-    cmd.args(["build", "--workspace", "--bins"]);
-    if release {
-        cmd.arg("--release");
+    if !release {
+        return run(cargo().args(["build", "--workspace", "--bins"]));
     }
-    run(&mut cmd)
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", NODE_TARGET, "--config", STATIC_RUSTFLAGS]);
+    for b in NODE_BINARIES {
+        cmd.args(["-p", b, "--bin", b]);
+    }
+    run(&mut cmd)?;
+    eprintln!("static binaries: {}", static_dir().display());
+    Ok(())
 }
 
 /// What `cargo xtask test` was asked for.
@@ -52,12 +81,18 @@ pub fn test(opts: &TestOptions) -> Result<()> {
     };
     // Parsed first: a misspelt --kernel fails before minutes of building.
     let choices = specs.iter().map(|s| KernelChoice::parse(s)).collect::<Result<Vec<_>>>()?;
-    crate::setup::setup()?;
+    let setup = crate::setup::begin()?;
     build(false)?;
+    // The static release binaries: the host suite's packaging tests check and install
+    // them, and the guests drive that same veth-route.
+    if host_suite_wanted || choices.iter().any(|c| *c != KernelChoice::Host) {
+        build(true)?;
+    }
     // Fetched and unpacked before the long host suite, so a download problem shows at once.
     for c in choices.iter().filter(|c| **c != KernelChoice::Host) {
         kernels::prepare(c)?;
     }
+    setup.finish()?;
     let host_suite = host_suite_wanted.then(|| -> Result<()> {
         let stack = TestStack::up()?;
         run(cargo().args(["test", "--workspace"]).args(&opts.args).env(TestStack::ENV_VAR, stack.env_file()))
@@ -66,9 +101,6 @@ pub fn test(opts: &TestOptions) -> Result<()> {
         return host_suite.unwrap_or(Ok(()));
     }
     let executables = matrix::build_tests(matrix::DATAPATH_TESTS)?;
-    if choices.iter().any(|c| *c != KernelChoice::Host) {
-        run(cargo().args(["build", "--release", "-p", "veth-route", "--bin", "veth-route"]))?;
-    }
     let filter = matrix::executable_args(&opts.args);
     let reports: Vec<_> = choices
         .iter()
@@ -129,7 +161,8 @@ pub fn demo() -> Result<()> {
 pub fn bench(kernel: Option<&str>) -> Result<()> {
     let choice = kernel.map(KernelChoice::parse).transpose()?;
     crate::setup::setup()?;
-    build(true)?;
+    build_ebpf()?;
+    run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     match choice {
         None => run_tool("release", "veth-route-bench"),
         Some(choice) => bench_on(&choice),
