@@ -32,20 +32,8 @@ fn node_binaries_need_no_loader_and_no_library() {
 /// VERSION / --version inside Debian 11, where the dynamic build cannot even start.
 #[test]
 fn node_binaries_run_on_debian_11() {
-    let tarball = testbed::openstack::cache_dir().join("userland/debian-11-bullseye-minbase.tar");
-    assert!(tarball.is_file(), "{} is missing: run `cargo xtask setup`", tarball.display());
-    let root = TempDir::new("bullseye");
-    run_ok(Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(root.path()));
-    let debian = std::fs::read_to_string(root.path().join("etc/debian_version")).unwrap();
-    assert!(debian.starts_with("11."), "not Debian 11: {debian}");
-    let glibc = glibc_version(root.path());
-    assert!(glibc < (2, 34), "the userland's glibc {glibc:?} is not older than 2.34");
-
+    let root = debian_11_with_node_binaries();
     let dir = root.path().join("opt/veth-route");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in NODE_BINARIES {
-        std::fs::copy(node_binaries_dir().join(name), dir.join(name)).unwrap();
-    }
     for plugin in ["veth-route", "tcnp-ipam"] {
         let out =
             chroot(root.path(), &format!("/opt/veth-route/{plugin}"), &[], &[("CNI_COMMAND", "VERSION")], br#"{"cniVersion":"1.1.0"}"#);
@@ -65,6 +53,77 @@ fn node_binaries_run_on_debian_11() {
     let out = chroot(root.path(), "/opt/veth-route/veth-route-dynamic", &[], &[("CNI_COMMAND", "VERSION")], b"{}");
     assert!(!out.status.success(), "the dynamic build ran on Debian 11: the userland is not older");
     assert!(String::from_utf8_lossy(&out.stderr).contains("GLIBC_2.3"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The static tcnp-ipam resolves Keystone's host name itself, not through the node's libc:
+/// in a static binary glibc's getaddrinfo would dlopen the node's NSS modules, built for
+/// another glibc. The Debian 11 userland here can resolve the name only from /etc/hosts,
+/// and its nsswitch.conf keeps its own libc away from that file (`hosts: dns`, and no DNS
+/// server answers): `getent` there fails, tcnp-ipam's STATUS reaches Keystone by name.
+#[test]
+fn static_tcnp_ipam_resolves_names_in_process_on_debian_11() {
+    let stack = testbed::openstack::shared();
+    let root = debian_11_with_node_binaries();
+    let name = "keystone.veth-route.test";
+    replace_file(root.path(), "etc/hosts", &format!("127.0.0.1 localhost\n127.0.0.1 {name}\n"));
+    replace_file(root.path(), "etc/nsswitch.conf", "hosts: dns\n");
+    replace_file(root.path(), "etc/resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+    let getent = chroot(root.path(), "/usr/bin/getent", &["hosts", name], &[], b"");
+    assert!(!getent.status.success(), "the userland's own libc resolves {name}: the test proves nothing");
+
+    // The password file at the same path inside, as the node would have it.
+    let password_file = &stack.env().password_file;
+    let inside = root.path().join(password_file.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::copy(password_file, &inside).unwrap();
+    let mut ipam = stack.ipam_config(&stack.env().network_id);
+    let by_name = stack.env().auth_url.replace("127.0.0.1", name);
+    assert_ne!(by_name, stack.env().auth_url, "Keystone's URL has no 127.0.0.1 to replace");
+    ipam["openstackConf"]["authUrl"] = serde_json::json!(by_name);
+    ipam["dataDir"] = serde_json::json!("/var/lib/cni/tcnp-ipam");
+    let conf = serde_json::json!({ "cniVersion": "1.1.0", "name": "static-resolve", "type": "veth-route", "ipam": ipam });
+    let out = chroot(root.path(), "/opt/veth-route/tcnp-ipam", &[], &[("CNI_COMMAND", "STATUS")], conf.to_string().as_bytes());
+    assert!(
+        out.status.success(),
+        "tcnp-ipam STATUS against {by_name} in Debian 11: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes `rel` under `root` as a new file: whatever was there, a symlink to a path of
+/// this machine included, is removed first, never written through.
+fn replace_file(root: &Path, rel: &str, contents: &str) {
+    let path = root.join(rel);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove {}: {e}", path.display()),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
+        .unwrap();
+}
+
+/// Debian 11 unpacked into a directory of the caller's, with the node binaries of the
+/// release build in its /opt/veth-route.
+fn debian_11_with_node_binaries() -> TempDir {
+    let tarball = testbed::openstack::cache_dir().join("userland/debian-11-bullseye-minbase.tar");
+    assert!(tarball.is_file(), "{} is missing: run `cargo xtask setup`", tarball.display());
+    let root = TempDir::new("bullseye");
+    run_ok(Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(root.path()));
+    let debian = std::fs::read_to_string(root.path().join("etc/debian_version")).unwrap();
+    assert!(debian.starts_with("11."), "not Debian 11: {debian}");
+    let glibc = glibc_version(root.path());
+    assert!(glibc < (2, 34), "the userland's glibc {glibc:?} is not older than 2.34");
+    let dir = root.path().join("opt/veth-route");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in NODE_BINARIES {
+        std::fs::copy(node_binaries_dir().join(name), dir.join(name)).unwrap();
+    }
+    root
 }
 
 /// The glibc of the userland at `root`: its libc.so.6, run inside, prints its version.
