@@ -79,6 +79,7 @@ impl KernelReport {
                 unfinished.join(", ")
             )
         });
+        let problem = problem.or_else(|| nothing_ran(&jobs));
         KernelReport { label, capabilities, jobs, problem, seconds, dir: dir.to_path_buf() }
     }
 
@@ -150,6 +151,14 @@ fn read_job(dir: &Path, name: &str) -> JobReport {
     report
 }
 
+/// A run of test executables in which no test ran at all is not a pass: a filter that names
+/// a test target instead of tests (`-- plugin_seed`) matches nothing, and every job exits 0.
+fn nothing_ran(jobs: &[JobReport]) -> Option<String> {
+    let ran: usize = jobs.iter().map(|j| j.passed + j.failed.len()).sum();
+    (jobs.iter().any(|j| j.libtest) && ran == 0)
+        .then(|| "no test ran: the filter matched no test name (filters name tests, not test targets)".to_string())
+}
+
 /// libtest's closing lines: `test result: ... N passed; M failed; ...` for the counts and
 /// the last `failures:` list for the names (robust even when a plugin's own stderr breaks
 /// up the `test x ... ok` lines), plus the not-applicable markers.
@@ -196,5 +205,16 @@ mod tests {
         assert_eq!(r.failed, vec!["b".to_string()]);
         assert_eq!(r.not_applicable, vec!["t: c: no dummy (kernel 6.18)".to_string()]);
         assert!(failure_part(LOG).starts_with("failures:\n\n---- b stdout"));
+    }
+
+    #[test]
+    fn a_run_in_which_no_test_ran_is_a_problem() {
+        let mut empty = JobReport { name: "plugin_seed".into(), exit: Some(0), ..JobReport::default() };
+        parse_log("\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out;\n", &mut empty);
+        assert!(empty.libtest && empty.ok());
+        assert!(nothing_ran(std::slice::from_ref(&empty)).is_some());
+        let mut some = JobReport { name: "fastpath_traffic".into(), exit: Some(0), ..JobReport::default() };
+        parse_log(LOG, &mut some);
+        assert_eq!(nothing_ran(&[empty, some]), None);
     }
 }
