@@ -43,28 +43,49 @@ pub fn setup() -> Result<()> {
     begin()?.finish()
 }
 
-/// A setup whose older userland may still be bootstrapping: it is bound by the mirror's
-/// speed, not the CPU, so `cargo xtask test` lets it run during the build.
+/// Setup steps still running. They are bound by a mirror's speed more than by the CPU
+/// (debootstrap, pip, `apt-get download`), so `cargo xtask test` lets them run during the
+/// build; on a fresh machine that hides minutes. Each is a no-op once its result exists.
 pub struct Pending {
-    userland: std::thread::JoinHandle<std::result::Result<(), String>>,
+    steps: Vec<(&'static str, std::thread::JoinHandle<std::result::Result<(), String>>)>,
 }
 
 impl Pending {
-    /// Wait for the userland.
+    /// Start `step` beside the others. Its error is carried as text: the task runner's
+    /// errors are not `Send`.
+    pub fn also(&mut self, what: &'static str, step: impl FnOnce() -> Result<()> + Send + 'static) {
+        self.steps.push((what, std::thread::spawn(move || step().map_err(|e| e.to_string()))));
+    }
+
+    /// Wait for every step; fail naming each one that failed.
     pub fn finish(self) -> Result<()> {
-        Ok(self.userland.join().map_err(|_| "the userland bootstrap panicked")??)
+        let failures: Vec<String> = self
+            .steps
+            .into_iter()
+            .filter_map(|(what, handle)| match handle.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{what}: {e}")),
+                Err(_) => Some(format!("{what}: panicked")),
+            })
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(format!("setup failed: {}", failures.join("; ")).into())
     }
 }
 
-/// Install everything that is missing; the userland only starts (debootstrap comes from apt).
+/// Install the Debian packages (everything else comes from them) and bpf-linker (the build
+/// needs it at once); start the rest.
 pub fn begin() -> Result<Pending> {
     apt_packages()?;
-    let userland = std::thread::spawn(|| crate::userland::prepare().map_err(|e| e.to_string()));
-    bpf_linker()?;
-    crate::openstack::install_venv()?;
-    crate::vng::install_venv()?;
     mount_bpffs()?;
-    Ok(Pending { userland })
+    let mut pending = Pending { steps: Vec::new() };
+    pending.also("the Debian 11 userland", crate::userland::prepare);
+    pending.also("the OpenStack venv", crate::openstack::install_venv);
+    pending.also("the virtme-ng venv", crate::vng::install_venv);
+    bpf_linker()?;
+    Ok(pending)
 }
 
 fn apt_packages() -> Result<()> {

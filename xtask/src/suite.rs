@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Instant;
 
 use crate::bench_table;
 use crate::kernels::{self, KernelChoice};
@@ -81,21 +82,27 @@ pub fn test(opts: &TestOptions) -> Result<()> {
     };
     // Parsed first: a misspelt --kernel fails before minutes of building.
     let choices = specs.iter().map(|s| KernelChoice::parse(s)).collect::<Result<Vec<_>>>()?;
-    let setup = crate::setup::begin()?;
+    // Phase times go to the log: CI's time limit is the whole run's.
+    let started = Instant::now();
+    let mut setup = crate::setup::begin()?;
+    // Fetched and unpacked during the build; a download problem still shows before the
+    // long host suite.
+    let guests: Vec<KernelChoice> = choices.iter().filter(|c| **c != KernelChoice::Host).cloned().collect();
+    setup.also("the guest kernels", move || guests.iter().try_for_each(|c| kernels::prepare(c).map(drop)));
     build(false)?;
     // The static release binaries: the host suite's packaging tests check and install
     // them, and the guests drive that same veth-route.
     if host_suite_wanted || choices.iter().any(|c| *c != KernelChoice::Host) {
         build(true)?;
     }
-    // Fetched and unpacked before the long host suite, so a download problem shows at once.
-    for c in choices.iter().filter(|c| **c != KernelChoice::Host) {
-        kernels::prepare(c)?;
-    }
     setup.finish()?;
+    eprintln!("xtask: setup and build took {} s", started.elapsed().as_secs());
     let host_suite = host_suite_wanted.then(|| -> Result<()> {
+        let started = Instant::now();
         let stack = TestStack::up()?;
-        run(cargo().args(["test", "--workspace"]).args(&opts.args).env(TestStack::ENV_VAR, stack.env_file()))
+        let result = run(cargo().args(["test", "--workspace"]).args(&opts.args).env(TestStack::ENV_VAR, stack.env_file()));
+        eprintln!("xtask: the host suite took {} s", started.elapsed().as_secs());
+        result
     });
     if choices.is_empty() {
         return host_suite.unwrap_or(Ok(()));
