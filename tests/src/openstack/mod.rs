@@ -93,6 +93,10 @@ pub struct StackEnv {
 pub struct StackOptions {
     /// Keystone token lifetime (seconds); small values make expiry tests cheap.
     pub token_expiration: u64,
+    /// Neutron asks Keystone about every request's token (keystonemiddleware's
+    /// `token_cache_time = -1`), so a revoked token is refused at once. Off by default: like
+    /// a cloud's Neutron, it then trusts a validated token for 300 s (or until it expires).
+    pub validate_every_request: bool,
     /// Tenant subnet CIDR; the gateway is its first address.
     pub cidr: IpNet,
     /// Keep running after this process exits (`cargo xtask openstack up`): no reaper, no Drop cleanup.
@@ -103,7 +107,13 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { token_expiration: 3600, cidr: "10.10.10.0/24".parse().expect("valid CIDR"), detached: false, dir: None }
+        Self {
+            token_expiration: 3600,
+            validate_every_request: false,
+            cidr: "10.10.10.0/24".parse().expect("valid CIDR"),
+            detached: false,
+            dir: None,
+        }
     }
 }
 

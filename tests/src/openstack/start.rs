@@ -104,7 +104,10 @@ impl Stack {
         let nt_dir = dir.join("neutron");
         fs::DirBuilder::new().mode(0o700).create(&nt_dir)?;
         fs::DirBuilder::new().mode(0o700).create(dir.join("locks"))?;
-        write_private(&nt_dir.join("neutron.conf"), config::neutron_conf(dir, venv, &auth_url, &neutron_password).as_bytes())?;
+        write_private(
+            &nt_dir.join("neutron.conf"),
+            config::neutron_conf(dir, venv, &auth_url, &neutron_password, opts.validate_every_request).as_bytes(),
+        )?;
         let db_url = format!("sqlite:///{}/neutron.db", dir.display());
         run_step("neutron schema", Command::new(bin.join("python")).arg("-c").arg(config::NEUTRON_SCHEMA_PY).arg(&db_url), &setup_log)?;
 
