@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
-use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
+use aya::programs::tc::{
+    qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcError, TcHandle,
+};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 
@@ -80,7 +82,7 @@ pub fn attach(prog: &mut SchedClassifier, which: Prog, ifname: &str, pin: &Path,
     let fail = |source: ProgramError| DatapathError::Program { op: format!("attaching {} to {ifname}", which.name()), source };
     match mode {
         AttachMode::Tcx => {
-            // Dropping the old pin releases the old link (detaching it) before we add ours.
+            // An earlier attachment goes first (dropping a TCX pin releases its link).
             detach_now(which, ifname, pin)?;
             let id =
                 prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(fail)?;
@@ -103,25 +105,26 @@ pub fn attach(prog: &mut SchedClassifier, which: Prog, ifname: &str, pin: &Path,
             // A clsact qdisc we just added has no filters; an older one may have ours.
             let ours = if fresh { Vec::new() } else { netlink_filters(ifname, which.attach_type())? };
             let ours: Vec<_> = ours.into_iter().filter(|f| f.name == which.name()).collect();
-            let mut links = Vec::new();
+            if ours.is_empty() {
+                let id = prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::Netlink(NlOptions::default()));
+                leave_in_kernel(prog, id.map_err(fail)?).map_err(fail)?;
+            }
             for f in &ours {
                 // Without NLM_F_CREATE the kernel swaps the program of the filter at this
                 // priority and handle in place: the hook never runs without one.
                 let old = SchedClassifierLink::attached(ifname, which.attach_type(), f.priority, f.handle, None)
                     .map_err(|e| DatapathError::Tc { op: format!("filter {} of {ifname}", which.name()), source: TcError::IoError(e) })?;
-                links.push(prog.attach_to_link(old).map_err(fail)?);
-            }
-            if ours.is_empty() {
-                links.push(
-                    prog.attach_with_options(ifname, which.attach_type(), TcAttachOptions::Netlink(NlOptions::default())).map_err(fail)?,
-                );
-            }
-            for id in links {
-                // The filter lives in the kernel; dropping the link would delete it.
-                std::mem::forget(prog.take_link(id).map_err(fail)?);
+                let id = prog.attach_to_link(old).map_err(fail)?;
+                leave_in_kernel(prog, id).map_err(fail)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Let the netlink filter `id` of `prog` outlive `prog`, which would delete it on drop.
+fn leave_in_kernel(prog: &mut SchedClassifier, id: SchedClassifierLinkId) -> Result<(), ProgramError> {
+    std::mem::forget(prog.take_link(id)?);
     Ok(())
 }
 
