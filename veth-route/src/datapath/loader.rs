@@ -4,8 +4,8 @@
 //! Program pins are keyed by a hash of the embedded object: after a plugin upgrade the
 //! first ADD loads the new programs, moves every attachment onto them atomically (a pinned
 //! TCX link by `bpf_link_update`, a netlink filter by replacing its program in place) and
-//! unpins the old ones. Maps are shared across builds (their
-//! layout is versioned by the `v<N>` directory).
+//! unpins the old ones. Maps are shared across builds (their layout is versioned by the
+//! `v<N>` directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
