@@ -64,13 +64,15 @@ fn check_reports_a_missing_endpoint_and_a_missing_attachment() {
     let (_, msg, err) = a.check().error();
     assert!(format!("{msg} {err}").contains(&format!("no endpoint for {}", a.ip)), "{err}");
 
-    // Tamper 2: detach from_pod from b's veth: drop its TCX link pin, or delete the
-    // netlink filter on kernels without TCX.
+    // Tamper 2: detach from_pod from b's veth: delete its netlink filter (the pin path
+    // records it as a directory), or drop its TCX link pin (a file; suite-wide
+    // `VETH_ROUTE_TC_ATTACH=tcx`).
     let veth = vm.host_veth_of(b.ip);
-    if vm.stats()["attach"] == "netlink" {
+    let pin = vm.pins().join("links/from_pod").join(&veth);
+    if pin.is_dir() {
         vm.ns.sh("tc", &["filter", "del", "dev", &veth, "ingress"]);
     } else {
-        std::fs::remove_file(vm.pins().join("links/from_pod").join(&veth)).unwrap();
+        std::fs::remove_file(pin).unwrap();
     }
     let (_, msg, err) = b.check().error();
     assert!(format!("{msg} {err}").contains("not attached"), "{err}");
@@ -225,8 +227,7 @@ fn add_failing_after_the_early_attach_leaves_no_pin_entry_or_interface() {
     assert!(vm.pins().join("links/from_pod").is_dir(), "the ADD got as far as the datapath");
     assert_eq!(vm.pod_link_pins(), Vec::<String>::new(), "failed ADD must leave no link pin");
     assert_eq!(vm.endpoint_ips(), Vec::<std::net::Ipv4Addr>::new());
-    let out =
-        std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(vm.pins().join("sources")).output().unwrap();
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(vm.pins().join("sources")).output().unwrap();
     let sources: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool prints JSON");
     assert_eq!(sources.as_array().map(Vec::len), Some(0), "failed ADD must leave no anti-spoof entry: {sources}");
 }
@@ -235,12 +236,18 @@ fn add_failing_after_the_early_attach_leaves_no_pin_entry_or_interface() {
 fn netlink_attach_fallback_redirects_and_cleans_up() {
     let router = Router::new();
     let mut vm = Vm::new(&router, 1, "auto");
-    // What the plugin does on kernels before 6.6 (no TCX): clsact + cls_bpf via netlink.
+    // What the plugin does on kernels before 6.6 (no TCX): clsact + cls_bpf via netlink for
+    // the uplink too, not only for the pod veths.
     vm.env.push(("VETH_ROUTE_TC_ATTACH", "netlink".into()));
     let a = vm.add_pod();
     let mut b = vm.add_pod();
     let veth_b = vm.host_veth_of(b.ip);
-    for (dev, hook, prog) in [(veth_b.as_str(), "ingress", "from_pod"), (&veth_b, "egress", "to_pod"), ("up0", "ingress", "from_uplink"), ("up0", "egress", "to_uplink")] {
+    for (dev, hook, prog) in [
+        (veth_b.as_str(), "ingress", "from_pod"),
+        (&veth_b, "egress", "to_pod"),
+        ("up0", "ingress", "from_uplink"),
+        ("up0", "egress", "to_uplink"),
+    ] {
         let filters = vm.ns.sh("tc", &["filter", "show", "dev", dev, hook]);
         assert!(filters.contains(prog), "{dev} {hook}: {filters}");
     }

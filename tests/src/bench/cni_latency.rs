@@ -19,6 +19,8 @@ struct Candidate {
     label: String,
     bin: PathBuf,
     conf: Value,
+    /// Environment of the plugin's runs beside `PATH` and the CNI variables.
+    env: Vec<(&'static str, &'static str)>,
     add: Vec<Duration>,
     del: Vec<Duration>,
 }
@@ -41,13 +43,15 @@ pub fn run(runs: usize) -> Section {
             label: "veth-route (fastPath off)".into(),
             bin: veth_route.clone(),
             conf: with("this", "off"),
+            env: vec![],
             add: vec![],
             del: vec![],
         },
         Candidate {
             label: "veth-route (fastPath auto, eBPF)".into(),
-            bin: veth_route,
+            bin: veth_route.clone(),
             conf: with("this", "auto"),
+            env: vec![],
             add: vec![],
             del: vec![],
         },
@@ -55,16 +59,40 @@ pub fn run(runs: usize) -> Section {
             label: PTP.into(),
             bin: Path::new(REFERENCE_PLUGINS).join("ptp"),
             conf: json!({"cniVersion": "1.0.0", "name": "cni0", "type": "ptp", "ipam": vm.host_local()}),
+            env: vec![],
             add: vec![],
             del: vec![],
         },
     ];
+    // Pod veths with TCX links, as builds before netlink pod attachments made them: what
+    // the choice saves, in the same run.
+    if crate::kernel::kernel_at_least(6, 6) {
+        candidates.push(Candidate {
+            label: "veth-route (fastPath auto, eBPF, pod veths TCX)".into(),
+            bin: veth_route,
+            conf: {
+                let mut c = with("this", "auto");
+                c["bpfPinDir"] = json!(vm.pin_dir.join("this-auto-tcx"));
+                c
+            },
+            env: vec![("VETH_ROUTE_TC_ATTACH", "tcx")],
+            add: vec![],
+            del: vec![],
+        });
+    }
     // VETH_ROUTE_BENCH_BASELINE=<an older veth-route binary>: its rows beside this build's,
     // interleaved in the same run, so a change's effect is measured side by side.
     if let Some(base) = std::env::var_os("VETH_ROUTE_BENCH_BASELINE") {
         for mode in ["off", "auto"] {
             let label = format!("baseline {} (fastPath {mode})", Path::new(&base).display());
-            candidates.push(Candidate { label, bin: PathBuf::from(&base), conf: with("baseline", mode), add: vec![], del: vec![] });
+            candidates.push(Candidate {
+                label,
+                bin: PathBuf::from(&base),
+                conf: with("baseline", mode),
+                env: vec![],
+                add: vec![],
+                del: vec![],
+            });
         }
     }
     // One warm-up cycle each: first-use costs (program load and pinning, gateway device)
@@ -73,11 +101,11 @@ pub fn run(runs: usize) -> Section {
         for c in &mut candidates {
             let pod = vm.pod();
             let att = pod.attachment();
-            let (add, out) = timed(&vm, &c.bin, "ADD", &att, &c.conf);
+            let (add, out) = timed(&vm, c, "ADD", &att, &c.conf);
             assert_eq!(out.0, 0, "{} ADD failed: {}", c.label, out.1);
             let mut del_conf = c.conf.clone();
             del_conf["prevResult"] = serde_json::from_str(&out.1).expect("ADD result is JSON");
-            let (del, out) = timed(&vm, &c.bin, "DEL", &att, &del_conf);
+            let (del, out) = timed(&vm, c, "DEL", &att, &del_conf);
             assert_eq!(out.0, 0, "{} DEL failed (exit {}): {} CONF {}", c.label, out.0, out.1, del_conf);
             if round > 0 {
                 c.add.push(add);
@@ -107,8 +135,8 @@ pub fn run(runs: usize) -> Section {
     }
     body.push_str("\nTarget: veth-route ADD and DEL p50 no slower than ptp's (ratio <= 1.00); with eBPF, ADD p50 <= ptp's + 5 ms.\n");
     body.push_str(
-        "Where the fast path's extra milliseconds go (two RCU grace periods per TCX attach on ADD, two more inside the veth's \
-         deletion on DEL), per-stage timings and what would remove them: docs/fastpath.md, \"Costs\"; `logLevel: debug` logs \
+        "Why pod veths get cls_bpf filters, not TCX links (an RCU grace period per TCX attach on ADD, one more per hook \
+         inside the veth's deletion on DEL), and per-stage timings: docs/fastpath.md, \"Costs\"; `logLevel: debug` logs \
          each ADD's and DEL's stages.\n",
     );
     Section { title: "CNI ADD/DEL latency: veth-route vs reference ptp".into(), body }
@@ -116,11 +144,12 @@ pub fn run(runs: usize) -> Section {
 
 /// Run one plugin command with the clock around the process only (no `nsenter` in between:
 /// the child is forked from a thread that joined the VM namespace).
-fn timed(vm: &Vm, bin: &Path, command: &str, att: &cni_runner::Attachment, conf: &Value) -> (Duration, (i32, String)) {
+fn timed(vm: &Vm, c: &Candidate, command: &str, att: &cni_runner::Attachment, conf: &Value) -> (Duration, (i32, String)) {
     let stdin = conf.to_string();
     vm.ns.run(|| {
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(&c.bin);
         cmd.env_clear()
+            .envs(c.env.iter().copied())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CNI_COMMAND", command)
             .env("CNI_PATH", cni_runner::cni_path())

@@ -135,10 +135,11 @@ fn counters_table(layout: &PinLayout) -> Result<String, DatapathError> {
     let c = counters_by_program(&maps)?;
     let flows = maps.flow_counts()?;
     let mut s = format!(
-        "fast path pins: {}  mode: per pod (endpoints), else {}  attach: {}\n",
+        "fast path pins: {}  mode: per pod (endpoints), else {}  attach: pods {}, uplinks {}\n",
         layout.root().display(),
         redirect_mode(&maps)?,
-        AttachMode::detect().as_str()
+        AttachMode::for_pod_veth().as_str(),
+        AttachMode::for_uplink().as_str()
     );
     s += &format!("flows: {} verified, {} pending (directions)\n", flows.verified, flows.pending);
     s += &format!("{:<22}", "counter");
@@ -161,12 +162,11 @@ fn counters_table(layout: &PinLayout) -> Result<String, DatapathError> {
         }
         s.push('\n');
     }
-    let mode = AttachMode::detect();
     for u in uplink_names(layout) {
         s += &format!(
             "uplink {u}: ingress {:?} egress {:?}\n",
-            programs_on(&u, TcAttachType::Ingress, mode),
-            programs_on(&u, TcAttachType::Egress, mode)
+            programs_on(&u, TcAttachType::Ingress),
+            programs_on(&u, TcAttachType::Egress)
         );
     }
     Ok(s)
@@ -186,13 +186,12 @@ struct SourceGuard {
 fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
         .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
-    let mode = AttachMode::detect();
     let mut out: Vec<SourceGuard> = links
         .into_iter()
         .filter(|l| l.alias.as_deref().is_some_and(crate::names::is_tag))
         .map(|l| SourceGuard {
             from_pod: layout.link(Prog::FromPod, &l.name).exists()
-                && programs_on(&l.name, TcAttachType::Ingress, mode).iter().any(|p| p == Prog::FromPod.name()),
+                && programs_on(&l.name, TcAttachType::Ingress).iter().any(|p| p == Prog::FromPod.name()),
             kernel: crate::antispoof::in_force(&l.name).ok().flatten(),
             host_veth: l.name,
         })
@@ -241,7 +240,8 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(s)
 }
 
-/// `{"pinned": true, "anti_spoofing": [..], "default_mode": "auto", "attach": "tcx", "flows": {..},
+/// `{"pinned": true, "anti_spoofing": [..], "default_mode": "auto", "attach": {"pods": "netlink", "uplinks": "tcx"},
+/// "flows": {..},
 /// "from_pod": {"redirected": n, ...}, "to_pod": {..}, ...}`; without pins only the first two.
 pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let guards = serde_json::to_value(guards(layout)?)?;
@@ -249,13 +249,13 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
         return Ok(format!("{}\n", serde_json::json!({ "pinned": false, "anti_spoofing": guards })));
     }
     let maps = open(layout)?;
-    let mode = AttachMode::detect();
     let flows = maps.flow_counts()?;
     let mut v = serde_json::json!({
         "pinned": true,
         "anti_spoofing": guards,
         "default_mode": redirect_mode(&maps)?,
-        "attach": match mode { AttachMode::Tcx => "tcx", AttachMode::Netlink => "netlink" },
+        // How this build attaches new pods and uplinks; each pod's own: `endpoints --json`.
+        "attach": { "pods": AttachMode::for_pod_veth().as_str(), "uplinks": AttachMode::for_uplink().as_str() },
         "flows": { "verified": flows.verified, "pending": flows.pending },
     });
     for (p, c) in counters_by_program(&maps)? {
@@ -268,8 +268,8 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
         .into_iter()
         .map(|u| {
             let progs = serde_json::json!({
-                "ingress_programs": programs_on(&u, TcAttachType::Ingress, mode),
-                "egress_programs": programs_on(&u, TcAttachType::Egress, mode),
+                "ingress_programs": programs_on(&u, TcAttachType::Ingress),
+                "egress_programs": programs_on(&u, TcAttachType::Egress),
             });
             (u, progs)
         })
@@ -282,7 +282,6 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
 /// "mode": "auto", ...}]`.
 pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
-    let mode = AttachMode::detect();
     let mut list = Vec::new();
     for (ip, ep) in maps.all_endpoints()? {
         let src = maps.source(ep.ifindex)?;
@@ -294,8 +293,8 @@ pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
             "host_mac": mac(&ep.host_mac),
             "anti_spoof": src.is_some_and(|s| s.ip == ip.octets() && s.flags & SOURCE_F_ANTI_SPOOF != 0),
             "mode": pod_mode(src, &maps)?,
-            "ingress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Ingress, mode)).unwrap_or_default(),
-            "egress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Egress, mode)).unwrap_or_default(),
+            "ingress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Ingress)).unwrap_or_default(),
+            "egress_programs": ifname(ep.ifindex).map(|n| programs_on(&n, TcAttachType::Egress)).unwrap_or_default(),
         }));
     }
     Ok(format!("{}\n", serde_json::Value::Array(list)))

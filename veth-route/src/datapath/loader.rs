@@ -2,9 +2,10 @@
 //! so no ADD after the first pays for the verifier.
 //!
 //! Program pins are keyed by a hash of the embedded object: after a plugin upgrade the
-//! first ADD loads the new programs, moves every pinned TCX link onto them atomically
-//! (`bpf_link_update`) and unpins the old ones. Maps are shared across builds (their
-//! layout is versioned by the `v<N>` directory).
+//! first ADD loads the new programs, moves every attachment onto them atomically (a pinned
+//! TCX link by `bpf_link_update`, a netlink filter by replacing its program in place) and
+//! unpins the old ones. Maps are shared across builds (their layout is versioned by the
+//! `v<N>` directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -168,19 +169,19 @@ fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
 }
 
 /// Move every attachment to the freshly loaded programs, so no program of an older build
-/// keeps running: a pinned TCX link atomically (`bpf_link_update`); a netlink filter
-/// (recorded by a directory) cannot be moved and is replaced, which leaves the hook to the
-/// kernel path for a moment. Best effort: an attachment whose interface is gone is skipped
-/// (its pod's DEL removes it).
+/// keeps running, each the way its pin records it: a TCX link by `bpf_link_update`, a
+/// netlink filter by swapping its program in place; both atomic. Best effort: an
+/// attachment whose interface is gone is skipped (its pod's DEL removes it).
 pub fn upgrade_links(layout: &PinLayout, progs: &mut Programs) {
     for p in Prog::ALL {
         let Ok(entries) = std::fs::read_dir(layout.links(p)) else { continue };
         for pin in entries.flatten().map(|e| e.path()) {
-            let moved = if pin.is_dir() {
-                let ifname = pin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                tc::attach(progs.get_mut(p), p, &ifname, &pin, AttachMode::Netlink)
-            } else {
-                relink(progs.get_mut(p), &pin)
+            let moved = match AttachMode::recorded(&pin) {
+                Some(AttachMode::Netlink) => {
+                    let ifname = pin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    tc::attach(progs.get_mut(p), p, &ifname, &pin, AttachMode::Netlink)
+                }
+                _ => relink(progs.get_mut(p), &pin),
             };
             if let Err(e) = moved {
                 log::warn!("keeping {} on the previous program build: {e}", pin.display());

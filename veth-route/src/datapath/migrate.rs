@@ -6,8 +6,9 @@
 //! be sent to a veth that is gone. So, under both generations' locks:
 //! 1. the old maps' entries are carried over, when their formats are this build's
 //!    (anti-spoof entries first, so a moved `from_pod` never meets a pod without one);
-//! 2. every attachment of the old generation is moved to this build's programs: a TCX link
-//!    atomically (`bpf_link_update`, then its pin moves), a netlink filter by replacement.
+//! 2. every attachment of the old generation is moved to this build's programs, atomically:
+//!    a TCX link by `bpf_link_update` (then its pin moves), a netlink filter by swapping its
+//!    program in place.
 //!    Where the entries could not be carried, the old pod programs are only detached: those
 //!    pods keep the kernel path (and the kernel's anti-spoofing) until they are re-created,
 //!    instead of meeting a `from_pod` that knows nothing of them and drops all they send;
@@ -89,16 +90,15 @@ fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError
 /// Move one attachment of the old generation (`old_pin`) to this build's program `p`, or
 /// with `keep` false only detach it.
 fn move_attachment(progs: &mut Programs, p: Prog, ifname: &str, old_pin: &Path, new_pin: &Path, keep: bool) -> Result<(), DatapathError> {
-    let netlink = old_pin.is_dir();
-    if new_pin.exists() || !keep {
+    if new_pin.exists() {
         // Already attached in this generation (netlink: under the same filter name, which
-        // replaced the old one), or to be detached.
-        if netlink && !new_pin.exists() {
-            tc::detach(p, ifname, old_pin, AttachMode::Netlink)?;
-        }
+        // replaced the old one's program).
         return unpin(old_pin);
     }
-    if netlink {
+    if !keep {
+        return tc::detach(p, ifname, old_pin);
+    }
+    if AttachMode::recorded(old_pin) == Some(AttachMode::Netlink) {
         tc::attach(progs.get_mut(p), p, ifname, new_pin, AttachMode::Netlink)?;
         return unpin(old_pin);
     }

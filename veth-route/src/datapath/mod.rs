@@ -201,8 +201,9 @@ pub fn attach(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<Attached, Datapa
 }
 
 /// Start [`attach`] for a pod whose host veth exists but has no address yet: attaching
-/// `from_pod` runs on a thread while the caller allocates and configures, because the TCX
-/// attach waits for an RCU grace period. Until [`PendingAttach::finish`] stores the pod's
+/// the programs runs on a thread while the caller allocates and configures, because an
+/// attach may wait for an RCU grace period holding RTNL (the first cls_bpf filter on a hook
+/// an expedited one, a TCX link a full one). Until [`PendingAttach::finish`] stores the pod's
 /// address and endpoint, anti-spoof drops every IPv4 packet from the pod.
 ///
 /// On failure the caller undoes it with [`detach`], after dropping the `PendingAttach`.
@@ -272,14 +273,13 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
     let mut progs = loader::load_or_reuse(&layout)?;
     let mut maps = PinnedMaps::open(&layout)?;
     migrate::migrate(&layout, &mut progs, &mut maps)?;
-    let mode = AttachMode::detect();
-    ensure_uplinks(cfg, &layout, &mut progs, mode)?;
+    ensure_uplinks(cfg, &layout, &mut progs)?;
     stages.end("programs");
 
     let host_ifindex = ifindex(host_ifname).ok_or_else(|| DatapathError::NoInterface { role: "host veth", name: host_ifname.into() })?;
     let flags = cfg.source_flags();
+    let mode = AttachMode::for_pod_veth();
     let attached = maps.put_source(host_ifindex, PodSource { ip: Ipv4Addr::BROADCAST.octets(), flags }).and_then(|()| {
-        // A TCX attach waits for an RCU grace period holding the RTNL lock.
         Prog::POD.iter().try_for_each(|&p| {
             let r = tc::attach(progs.get_mut(p), p, host_ifname, &layout.link(p, host_ifname), mode);
             stages.end(p.name());
@@ -288,7 +288,7 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
     });
     if let Err(e) = attached {
         // Leave nothing behind: the plugin rolls back the veth, we roll back our entries.
-        detach_pod_programs(&layout, host_ifname, mode);
+        detach_pod_programs(&layout, host_ifname);
         let _ = maps.remove_source(host_ifindex);
         return Err(e);
     }
@@ -296,9 +296,9 @@ fn attach_program(cfg: &DatapathConfig, host_ifname: &str) -> Result<PinnedMaps,
 }
 
 /// Detach the pod programs from `host_ifname`, best effort (used on rollback).
-fn detach_pod_programs(layout: &PinLayout, host_ifname: &str, mode: AttachMode) {
+fn detach_pod_programs(layout: &PinLayout, host_ifname: &str) {
     for p in Prog::POD {
-        if let Err(e) = tc::detach(p, host_ifname, &layout.link(p, host_ifname), mode) {
+        if let Err(e) = tc::detach(p, host_ifname, &layout.link(p, host_ifname)) {
             log::warn!("rollback: {e}");
         }
     }
@@ -312,7 +312,7 @@ fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint
     let inserted = maps.put_source(ep.host_ifindex, ep.source(cfg)).and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()));
     if let Err(e) = inserted {
         let _ = maps.remove_endpoint(ep.pod_ip);
-        detach_pod_programs(&layout, &ep.host_ifname, AttachMode::detect());
+        detach_pod_programs(&layout, &ep.host_ifname);
         let _ = maps.remove_source(ep.host_ifindex);
         return Err(e);
     }
@@ -321,14 +321,15 @@ fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint
 
 /// Attach the uplink programs to each configured uplink that does not have them yet
 /// (idempotent; the pinned link or netlink filter outlives this process).
-fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs, mode: AttachMode) -> Result<(), DatapathError> {
+fn ensure_uplinks(cfg: &DatapathConfig, layout: &PinLayout, progs: &mut Programs) -> Result<(), DatapathError> {
+    let mode = AttachMode::for_uplink();
     for uplink in &cfg.uplinks {
         if ifindex(uplink).is_none() {
             return Err(DatapathError::NoInterface { role: "uplink", name: uplink.clone() });
         }
         for p in Prog::UPLINK {
             let pin = layout.link(p, uplink);
-            if mode == AttachMode::Tcx && tc::is_attached(progs.get_mut(p), p, uplink, &pin, mode)? {
+            if tc::is_attached(progs.get_mut(p), p, uplink, &pin)? {
                 continue;
             }
             tc::attach(progs.get_mut(p), p, uplink, &pin, mode)?;
@@ -361,9 +362,8 @@ pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str)
         return Ok(());
     }
     let _lock = layout.lock()?;
-    let mode = AttachMode::detect();
     for p in Prog::POD {
-        tc::detach(p, host_ifname, &layout.link(p, host_ifname), mode)?;
+        tc::detach(p, host_ifname, &layout.link(p, host_ifname))?;
     }
     let Ok(mut maps) = PinnedMaps::open(&layout) else {
         return Ok(());
@@ -442,12 +442,11 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
-    let mode = AttachMode::detect();
     for p in Prog::POD {
         let pin =
             loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
         let prog = loader::open_pinned(&pin, p.name())?;
-        if !tc::is_attached(&prog, p, &ep.host_ifname, &layout.link(p, &ep.host_ifname), mode)? {
+        if !tc::is_attached(&prog, p, &ep.host_ifname, &layout.link(p, &ep.host_ifname))? {
             return Err(DatapathError::Mismatch(format!("{} is not attached to tc {:?} of {}", p.name(), p.attach_type(), ep.host_ifname)));
         }
     }
@@ -466,13 +465,12 @@ pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
         return Ok(());
     }
     let _lock = layout.lock()?;
-    let mode = AttachMode::detect();
     for p in Prog::POD {
         let Ok(dir) = std::fs::read_dir(layout.links(p)) else { continue };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if ifindex(&name).is_none() {
-                tc::detach(p, &name, &entry.path(), mode)?;
+                tc::detach(p, &name, &entry.path())?;
             }
         }
     }

@@ -7,7 +7,7 @@
 //! <bpfPinDir>/v2/counters                per-CPU map: [0]=from_pod [1]=from_uplink [2]=to_pod [3]=to_uplink
 //! <bpfPinDir>/v2/flows                   LRU map: flow 5-tuple -> {state} (pending / verified)
 //! <bpfPinDir>/v2/progs/<obj>/<program>   programs from_pod, to_pod, from_uplink, to_uplink
-//! <bpfPinDir>/v2/links/<program>/<if>    TCX link of one program on one interface
+//! <bpfPinDir>/v2/links/<program>/<if>    one program on one interface: TCX link (a file) or netlink filter record (a directory)
 //! ```
 
 use std::fs::File;
