@@ -133,7 +133,7 @@ pub fn run(runs: usize) -> Section {
             d50.as_secs_f64() / ptp_del.as_secs_f64(),
         ));
     }
-    body.push_str("\nTarget: veth-route ADD and DEL p50 no slower than ptp's (ratio <= 1.00); with eBPF, ADD p50 <= ptp's + 5 ms.\n");
+    body.push_str("\nTarget: veth-route ADD and DEL p50 no slower than ptp's (ratio <= 1.00), with the fast path too.\n");
     body.push_str(
         "Why pod veths get cls_bpf filters, not TCX links (an RCU grace period per TCX attach on ADD, one more per hook \
          inside the veth's deletion on DEL), and per-stage timings: docs/fastpath.md, \"Costs\"; `logLevel: debug` logs \
