@@ -13,17 +13,27 @@ use testbed::kernel::{not_applicable, Capabilities};
 /// Several MB, so the upgrade happens in the middle of the transfer.
 const STREAM: usize = 8 << 20;
 
-/// Kernel id of the program pinned at `pin`.
-fn prog_id(pin: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("bpftool").args(["-j", "prog", "show", "pinned"]).arg(pin).output().unwrap();
-    assert!(out.status.success(), "bpftool prog show pinned {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));
+/// Kernel id of the BPF object of `kind` (`prog`, `link`) pinned at `pin`.
+fn pinned_id(kind: &str, pin: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("bpftool").args(["-j", kind, "show", "pinned"]).arg(pin).output().unwrap();
+    assert!(out.status.success(), "bpftool {kind} show pinned {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["id"].as_u64().unwrap()
 }
 
-/// Whether the kernel still has program `id` (anything still attached or pinned keeps it).
+/// Whether the kernel still has the BPF object of `kind` with `id` (anything still attached
+/// or pinned keeps a program).
+fn exists(kind: &str, id: u64) -> bool {
+    std::process::Command::new("bpftool").args([kind, "show", "id", &id.to_string()]).output().unwrap().status.success()
+}
+
+/// Kernel id of the program pinned at `pin`.
+fn prog_id(pin: &std::path::Path) -> u64 {
+    pinned_id("prog", pin)
+}
+
 fn prog_exists(id: u64) -> bool {
-    std::process::Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().unwrap().status.success()
+    exists("prog", id)
 }
 
 /// The cls_bpf filter running `prog` on `dev`'s `hook` in the VM: ("pref P handle H", the
@@ -189,15 +199,11 @@ fn an_older_pin_layout_generation_is_migrated_by_the_next_add() {
 
 /// Kernel id of the link pinned at `pin` (a TCX link pin).
 fn link_id(pin: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pin).output().unwrap();
-    assert!(out.status.success(), "bpftool link show pinned {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["id"].as_u64().unwrap()
+    pinned_id("link", pin)
 }
 
-/// Whether the kernel still has link `id`.
 fn link_exists(id: u64) -> bool {
-    std::process::Command::new("bpftool").args(["link", "show", "id", &id.to_string()]).output().unwrap().status.success()
+    exists("link", id)
 }
 
 /// Builds before netlink pod attachments attached pods with TCX links, pinned as files at
