@@ -6,7 +6,7 @@
 //! TCG guest, which would take longer than the tests.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::kernels::{self, KernelChoice};
@@ -66,9 +66,10 @@ fn results_root() -> PathBuf {
 }
 
 /// Build the test executables of `tests` and return (target name, executable) pairs in list
-/// order. All of the workspace's tests, as the host suite builds them, so that after it this
-/// is a no-op: naming targets activates fewer dev-dependencies, and cargo would rebuild
-/// reqwest's TLS stack and the test bed with other features.
+/// order. All of the workspace's tests, as the host suite builds them, so that after
+/// `cargo xtask test`'s build this is a no-op: naming targets activates fewer
+/// dev-dependencies, and cargo would rebuild reqwest's TLS stack and the test bed with
+/// other features.
 pub fn build_tests(tests: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     let json = output(cargo().args(["test", "--no-run", "--message-format=json", "--workspace"]))?;
     tests
@@ -162,7 +163,7 @@ fn run_in_guest(choice: &KernelChoice, what: &str, plan: &Plan) -> RunResult {
     let label = kernel.release.clone();
     let go = || -> Result<(PathBuf, Ended)> {
         let dir = fresh_dir(&kernel.release)?;
-        plan.write(&dir)?;
+        with_copied_programs(plan, &dir)?.write(&dir)?;
         eprintln!("\n== {what} in a guest on {} ({}) ==", kernel.release, kernel.image.display());
         // The guest runs this very binary. A copy, because the workspace build that
         // preceded may have relinked target/debug/xtask under the running process.
@@ -173,6 +174,21 @@ fn run_in_guest(choice: &KernelChoice, what: &str, plan: &Plan) -> RunResult {
         Ok((dir, ended))
     };
     go().map(|(dir, ended)| (label.clone(), plan.clone(), dir, ended)).map_err(|e| (label.clone(), e))
+}
+
+/// `plan` with each job's executable copied into `dir/bin`. The host suite runs beside the
+/// guest, and a `cargo build` it starts must not relink an executable under the guest,
+/// which reads it over 9p as it goes.
+fn with_copied_programs(plan: &Plan, dir: &Path) -> Result<Plan> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let mut copied = plan.clone();
+    for job in &mut copied.jobs {
+        let to = bin.join(&job.name);
+        std::fs::copy(&job.program, &to).map_err(|e| format!("copying {} to {}: {e}", job.program.display(), to.display()))?;
+        job.program = to;
+    }
+    Ok(copied)
 }
 
 /// `6.1.0-57-amd64` -> `6.1`, for the console prefix.

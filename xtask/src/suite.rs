@@ -57,6 +57,15 @@ pub fn build(release: bool) -> Result<()> {
     Ok(())
 }
 
+/// The eBPF object, then in debug every binary and every test executable of the workspace
+/// in one build. Not [`build`] and then `cargo test`: `cargo build --bins` resolves
+/// features without the dev-dependencies, so the `cargo test` after it rebuilt ring,
+/// reqwest's TLS stack and every crate above them (about 15 s each time, twice per run).
+fn build_bins_and_tests() -> Result<()> {
+    build_ebpf()?;
+    run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
+}
+
 /// What `cargo xtask test` was asked for.
 pub struct TestOptions {
     /// `--kernel`: run only the datapath tests, on these kernels.
@@ -89,35 +98,52 @@ pub fn test(opts: &TestOptions) -> Result<()> {
     // long host suite.
     let guests: Vec<KernelChoice> = choices.iter().filter(|c| **c != KernelChoice::Host).cloned().collect();
     setup.also("the guest kernels", move || guests.iter().try_for_each(|c| kernels::prepare(c).map(drop)));
-    build(false)?;
+    build_bins_and_tests()?;
     // The static release binaries: the host suite's packaging tests check and install
     // them, and the guests drive that same veth-route.
     if host_suite_wanted || choices.iter().any(|c| *c != KernelChoice::Host) {
         build(true)?;
     }
+    // Only looked up (everything is built): the guests start beside the host suite.
+    let executables = if choices.is_empty() { Vec::new() } else { matrix::build_tests(matrix::DATAPATH_TESTS)? };
     setup.finish()?;
     eprintln!("xtask: setup and build took {} s", started.elapsed().as_secs());
-    let host_suite = host_suite_wanted.then(|| -> Result<()> {
-        let started = Instant::now();
-        let stack = TestStack::up()?;
-        let result = run(cargo().args(["test", "--workspace"]).args(&opts.args).env(TestStack::ENV_VAR, stack.env_file()));
-        eprintln!("xtask: the host suite took {} s", started.elapsed().as_secs());
-        result
-    });
-    if choices.is_empty() {
-        return host_suite.unwrap_or(Ok(()));
-    }
-    let executables = matrix::build_tests(matrix::DATAPATH_TESTS)?;
     let filter = matrix::executable_args(&opts.args);
-    let reports: Vec<_> = choices
-        .iter()
-        .map(|c| {
-            let report = matrix::run_on(c, "datapath tests", |guest| matrix::test_plan(&executables, &filter, guest));
-            eprint!("{}", report.failure_details());
-            report
-        })
-        .collect();
-    matrix::conclude(&reports, host_suite.as_ref())
+    let datapath = |c: &KernelChoice| {
+        let report = matrix::run_on(c, "datapath tests", |guest| matrix::test_plan(&executables, &filter, guest));
+        eprint!("{}", report.failure_details());
+        report
+    };
+    let (on_host, in_guests): (Vec<&KernelChoice>, Vec<&KernelChoice>) = choices.iter().partition(|c| **c == KernelChoice::Host);
+    // The guests run beside the host suite. Under TCG they are CPU-bound, while the host
+    // suite mostly waits on the one Neutron worker and leaves a core idle; vng runs them at
+    // the lowest priority (see vng.rs), so the host suite keeps the CPU it asks for. One
+    // after the other: two guests only slow each other down.
+    std::thread::scope(|scope| {
+        let guests = scope.spawn(|| {
+            let started = Instant::now();
+            let reports: Vec<_> = in_guests.iter().map(|c| datapath(c)).collect();
+            if !reports.is_empty() {
+                eprintln!("xtask: the guests took {} s", started.elapsed().as_secs());
+            }
+            reports
+        });
+        let host_suite = host_suite_wanted.then(|| -> Result<()> {
+            let started = Instant::now();
+            let stack = TestStack::up()?;
+            let result = run(cargo().args(["test", "--workspace"]).args(&opts.args).env(TestStack::ENV_VAR, stack.env_file()));
+            eprintln!("xtask: the host suite took {} s", started.elapsed().as_secs());
+            result
+        });
+        // The host kernel's datapath run after the host suite: both use the host's bpffs
+        // and network stack.
+        let mut reports: Vec<_> = on_host.iter().map(|c| datapath(c)).collect();
+        reports.extend(guests.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        if choices.is_empty() {
+            return host_suite.unwrap_or(Ok(()));
+        }
+        matrix::conclude(&reports, host_suite.as_ref())
+    })
 }
 
 /// The test run's Keystone + Neutron, in a run directory of its own; stopped on drop.
