@@ -220,15 +220,19 @@ fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
         IpNet::V6(_) => None,
     });
     let Some(addr) = v4 else {
+        return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM plugin {} returned no IPv4 address", ipam_name(conf)))
+            .with_details(format!("{} address(es) returned; veth-route needs one IPv4 address", ipam.ips.len()))
+            .into());
+    };
+    // Refused rather than left out: the result would list an address the pod does not
+    // have, and Kubernetes would publish it as one of the pod's IPs.
+    if let Some(v6) = ipam.ips.iter().find(|ip| ip.address.addr().is_ipv6()) {
         return Err(CniError::new(
             ErrorCode::Other(CODE_IPAM_RESULT),
-            format!("IPAM plugin {} returned no IPv4 address", conf.ipam_type().unwrap_or("(prevResult)")),
+            format!("IPAM plugin {} returned the IPv6 address {}; veth-route configures IPv4 only", ipam_name(conf), v6.address),
         )
-        .with_details(format!("{} address(es) returned; veth-route needs one IPv4 address", ipam.ips.len()))
+        .with_details("dual-stack pods are not supported yet: give this network IPv4 ranges or subnets only")
         .into());
-    };
-    if ipam.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
-        log::warn!("IPv6 addresses from IPAM are not configured (IPv4 only for now)");
     }
     if addr.addr() == conf.plugin.gateway {
         return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM returned the gateway address {}", addr.addr())).into());
@@ -242,6 +246,11 @@ fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
         })
         .collect();
     Ok((addr, routes))
+}
+
+/// The IPAM plugin's type, or "(prevResult)" when the addresses come from there.
+fn ipam_name(conf: &Conf) -> &str {
+    conf.ipam_type().unwrap_or("(prevResult)")
 }
 
 /// What ADD has done so far, undone in reverse on failure.
