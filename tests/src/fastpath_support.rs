@@ -289,7 +289,7 @@ pub fn try_tcp_transfer_with(
     let port = if listen_port == 0 { connect.port() } else { listen_port };
     let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).expect("bind"));
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
-    let want_sum = checksum(&payload);
+    let want_sum = crate::fnv1a(&payload);
     std::thread::scope(|s| {
         let srv = s.spawn(move || -> Result<(), String> {
             // poll first so a client that never connects cannot leave this thread in accept().
@@ -303,7 +303,7 @@ pub fn try_tcp_transfer_with(
             let mut got = Vec::new();
             conn.read_to_end(&mut got).map_err(|e| format!("server read: {e}"))?;
             conn.write_all(&(got.len() as u64).to_be_bytes()).map_err(|e| e.to_string())?;
-            conn.write_all(&checksum(&got).to_be_bytes()).map_err(|e| e.to_string())
+            conn.write_all(&crate::fnv1a(&got).to_be_bytes()).map_err(|e| e.to_string())
         });
         let client_side = || -> Result<usize, String> {
             let mut conn =
@@ -358,10 +358,6 @@ pub fn forget_conntrack(ns: &NetNs) {
             assert_eq!(errno, 0, "ctnetlink flush: {}", std::io::Error::from_raw_os_error(errno));
         }
     });
-}
-
-fn checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// Send one UDP datagram with IP TTL `ttl` from `sender` (bound to `from`, or any address)

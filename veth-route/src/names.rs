@@ -7,16 +7,14 @@ pub const MASQ_CHAIN_PREFIX: &str = "CNI-VR-";
 /// Prefix of the ownership tag on host veths and masquerade rules.
 const TAG_PREFIX: &str = "veth-route/";
 
-/// FNV-1a, 64 bit: stable across builds and platforms (unlike `DefaultHasher`).
-fn fnv1a(parts: &[&str]) -> u64 {
+/// FNV-1a, 64 bit, of `parts` joined by NUL bytes: stable across builds and platforms
+/// (unlike `DefaultHasher`), as names found again by a later build must be.
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h ^= 0;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-        for b in p.bytes() {
-            h ^= u64::from(b);
+        let separator: &[u8] = if i > 0 { &[0] } else { &[] };
+        for b in separator.iter().chain(p.iter()) {
+            h ^= u64::from(*b);
             h = h.wrapping_mul(0x100_0000_01b3);
         }
     }
@@ -47,12 +45,12 @@ impl AttachmentNames {
 
 /// Host-side veth name: `veth` + 8 hex digits of the container ID and ifname (12 chars).
 fn host_veth(container_id: &str, ifname: &str) -> String {
-    format!("{HOST_VETH_PREFIX}{:08x}", fnv1a(&[container_id, ifname]) as u32)
+    format!("{HOST_VETH_PREFIX}{:08x}", fnv1a(&[container_id.as_bytes(), ifname.as_bytes()]) as u32)
 }
 
 /// Masquerade chain of one attachment of one network (23 chars, under iptables' 28).
 pub fn masq_chain(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{MASQ_CHAIN_PREFIX}{:016x}", fnv1a(&[network, container_id, ifname]))
+    format!("{MASQ_CHAIN_PREFIX}{:016x}", fnv1a(&[network.as_bytes(), container_id.as_bytes(), ifname.as_bytes()]))
 }
 
 /// Ownership tag: the host veth's alias and the masquerade rules' comment.
@@ -86,6 +84,14 @@ mod tests {
         assert_eq!(a.len(), 12);
         assert!(masq_chain("cni0", "abc123", "eth0").len() <= 28);
         assert_ne!(masq_chain("cni0", "abc", "eth0"), masq_chain("cni1", "abc", "eth0"));
+    }
+
+    #[test]
+    fn names_are_those_of_earlier_builds() {
+        // DEL and GC of pods set up by earlier builds find their objects by these names
+        // (the values of the first implementation, computed independently).
+        assert_eq!(host_veth("abc123", "eth0"), "veth2423e986");
+        assert_eq!(masq_chain("cni0", "abc123", "eth0"), "CNI-VR-1bf4596c38466a8c");
     }
 
     #[test]

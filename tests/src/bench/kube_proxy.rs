@@ -134,7 +134,7 @@ impl Rules {
 /// (kube-proxy uses base32 of SHA-256; any stable hash has the same shape).
 fn chain_name(prefix: &str, key: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let mut h = crate::fnv1a(key.as_bytes());
     let mut name = prefix.to_string();
     for _ in 0..16 {
         name.push(ALPHABET[(h & 31) as usize] as char);

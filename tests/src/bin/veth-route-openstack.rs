@@ -17,13 +17,7 @@ fn run_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let root = testbed::cni_runner::workspace_root();
-    testbed::openstack::cache_dir().join(format!("openstack-run-{:08x}", fnv1a(root.as_os_str().as_encoded_bytes()) as u32))
-}
-
-/// FNV-1a: a hash that stays the same across builds and toolchains (the directory must be
-/// found again by the next command).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    testbed::openstack::cache_dir().join(format!("openstack-run-{:08x}", testbed::fnv1a(root.as_os_str().as_encoded_bytes()) as u32))
 }
 
 fn print_env(stack: &Stack) {

@@ -88,10 +88,7 @@ impl Programs {
 /// Identity of the embedded object (FNV-1a of its bytes), naming its program pins.
 pub fn object_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-        format!("{h:016x}")
-    })
+    ID.get_or_init(|| format!("{:016x}", crate::names::fnv1a(&[OBJECT])))
 }
 
 /// Reopen the pinned programs, loading and pinning them first if this host has none from
