@@ -32,6 +32,9 @@ pub enum Kfuncs {
     Absent,
 }
 
+/// How [`Capabilities::summary`] begins: the attach modes follow, up to ", dummy".
+pub const ATTACH_PREFIX: &str = "tc attach: ";
+
 /// The probed capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
@@ -83,8 +86,9 @@ impl Capabilities {
     pub fn summary(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };
         format!(
-            "attach {}, dummy {}, nf_conntrack {}, BTF {}, conntrack kfuncs {}, bpf_redirect_peer {}, bpf_redirect_neigh {}",
-            if self.tcx { "TCX" } else { "clsact/cls_bpf (no TCX before 6.6)" },
+            "{ATTACH_PREFIX}{}, dummy {}, nf_conntrack {}, BTF {}, conntrack kfuncs {}, bpf_redirect_peer {}, bpf_redirect_neigh {}",
+            // What the plugin does with the kernel's TCX support (see veth-route's tc.rs).
+            if self.tcx { "pods cls_bpf, uplinks TCX" } else { "pods and uplinks cls_bpf (no TCX before 6.6)" },
             yes(self.dummy),
             match self.conntrack {
                 Origin::BuiltIn => "built in",

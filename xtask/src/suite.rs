@@ -260,9 +260,14 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
         KernelChoice::Host => format!("{} (host)", crate::capabilities::release()),
         _ => report.label.clone(),
     };
-    // "attach TCX, dummy yes, ..." -> "TCX"; "attach clsact/cls_bpf (no TCX ...), ..." -> "clsact/cls_bpf".
-    let attach =
-        report.capabilities.as_deref().and_then(|c| c.strip_prefix("attach ")).and_then(|c| c.split([',', '(']).next()).unwrap_or("?");
+    // "tc attach: pods cls_bpf, uplinks TCX, dummy yes, ..." -> "pods cls_bpf, uplinks TCX".
+    let attach = report
+        .capabilities
+        .as_deref()
+        .and_then(|c| c.strip_prefix(crate::capabilities::ATTACH_PREFIX))
+        .and_then(|c| c.split(", dummy").next())
+        .map(|c| c.split(" (").next().unwrap_or(c))
+        .unwrap_or("?");
     let file = bench_table::record(&kernel, attach.trim(), &header, &rows)?;
     println!("ratios recorded in {}", file.display());
     Ok(())
