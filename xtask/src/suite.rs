@@ -57,10 +57,9 @@ pub fn build(release: bool) -> Result<()> {
     Ok(())
 }
 
-/// The eBPF object, then in debug every binary and every test executable of the workspace
-/// in one build. Not [`build`] and then `cargo test`: `cargo build --bins` resolves
-/// features without the dev-dependencies, so the `cargo test` after it rebuilt ring,
-/// reqwest's TLS stack and every crate above them (about 15 s each time, twice per run).
+/// The eBPF object, then in debug every binary and every test executable of the workspace,
+/// in one build: the host suite's `cargo test` and the kernel matrix's lookup of the test
+/// executables then build nothing, and no test executable is relinked while a guest runs it.
 fn build_bins_and_tests() -> Result<()> {
     build_ebpf()?;
     run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
@@ -104,7 +103,8 @@ pub fn test(opts: &TestOptions) -> Result<()> {
     if host_suite_wanted || choices.iter().any(|c| *c != KernelChoice::Host) {
         build(true)?;
     }
-    // Only looked up (everything is built): the guests start beside the host suite.
+    // Looked up before the host suite: after it (its tests run `cargo build -p ...`) this
+    // rebuilt ring, reqwest's TLS stack and the crates above them (27 s in a CI run).
     let executables = if choices.is_empty() { Vec::new() } else { matrix::build_tests(matrix::DATAPATH_TESTS)? };
     setup.finish()?;
     eprintln!("xtask: setup and build took {} s", started.elapsed().as_secs());
