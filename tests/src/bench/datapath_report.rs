@@ -254,7 +254,7 @@ fn render_cost(s: &mut String, cost: &Cost) {
         let _ = write!(s, " {label}: µs per connection |");
     }
     s.push('\n');
-    s.push_str(&"|---".repeat(1));
+    s.push_str("|---");
     s.push_str(&"|---:".repeat(cost.profiles.len()));
     s.push_str("|\n");
     let mut groups: Vec<&str> = Vec::new();

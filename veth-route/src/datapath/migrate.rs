@@ -29,7 +29,7 @@ pub fn migrate(layout: &PinLayout, progs: &mut Programs, maps: &mut PinnedMaps) 
         // A plugin of the old build may still be running an ADD or DEL there.
         let _lock = old.lock()?;
         let carried = match PinnedMaps::open(&old) {
-            Ok(old_maps) => carry(&old_maps, maps).map(|n| Some(n))?,
+            Ok(old_maps) => carry(&old_maps, maps).map(Some)?,
             Err(e) => {
                 log::warn!(
                     "{}: its maps are not in this build's format ({e}); its pods keep the kernel path until re-created",
