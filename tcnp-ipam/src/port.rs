@@ -140,7 +140,8 @@ async fn ipv6_subnet(
 /// The VM's own address in the pods' IPv6 subnet: the uplink's; else the one a primary6
 /// tag names; else the port's only address of the subnet; none when it has none there.
 fn primary6_of(port: &Port, subnet: &Subnet, uplink: Option<&host::Uplink>) -> Result<Option<IpAddr>, IpamError> {
-    let mine: Vec<IpAddr> = port.fixed_ips.iter().filter(|f| f.subnet_id == subnet.id).map(|f| f.ip_address).collect();
+    let mine: Vec<IpAddr> =
+        port.fixed_ips.iter().filter(|f| f.subnet_id == subnet.id && f.ip_address.is_ipv6()).map(|f| f.ip_address).collect();
     let from_uplink = uplink.and_then(|u| u.ipv6.iter().map(|a| IpAddr::V6(*a)).find(|a| mine.contains(a)));
     let tagged =
         || port.tags.iter().filter_map(|t| t.strip_prefix(PRIMARY6_PREFIX)).filter_map(|a| a.parse().ok()).find(|a| mine.contains(a));
