@@ -1,6 +1,7 @@
 //! tcnp-ipam on dual-stack networks against the real Keystone and Neutron: a pod gets one
 //! fixed IP of each family on the VM port (with the subnets' prefixes and gateways, in every
-//! spec version), DEL and GC release both, concurrent ADDs get distinct IPv6 addresses, the
+//! spec version), DEL and GC release both, concurrent ADDs on two nodes get distinct IPv6
+//! addresses, lost answers leak nothing, the
 //! warm pool holds spares of each family, and a network whose IPv6 subnet is SLAAC gives a
 //! config error that leaves nothing when IPv6 is asked for (IPv4 only when it is not).
 //!
@@ -203,31 +204,44 @@ fn gc_releases_both_addresses_of_vanished_attachments() {
     assert_only_own(&node, "");
 }
 
+/// Two nodes, eight concurrent ADDs each, at the same time: distinct addresses of both
+/// families within a node (one lock, If-Match) and across nodes (Neutron's allocation).
 #[test]
-fn concurrent_dual_stack_adds_on_one_node_get_distinct_ipv6_addresses() {
+fn concurrent_dual_stack_adds_on_two_nodes_get_distinct_ipv6_addresses() {
     let stack = shared();
     let net = DualNet::new(stack, "10.94.0.0/24", "fd00:94::/64", "dhcpv6-stateful");
-    let node = Node::on(stack, &net.id);
-    let conf = node.conf(node.ipam());
-    let cids: Vec<String> = (0..12).map(|_| unique("c")).collect();
-    let got: Vec<Vec<IpAddr>> = std::thread::scope(|s| {
-        let hs: Vec<_> = cids.iter().map(|cid| s.spawn(|| addresses(&node.run("ADD", cid, &conf).result()))).collect();
-        hs.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+    let nodes = [Node::on(stack, &net.id), Node::on(stack, &net.id)];
+    let confs: Vec<Value> = nodes.iter().map(|n| n.conf(n.ipam())).collect();
+    let cids: Vec<Vec<String>> = nodes.iter().map(|_| (0..8).map(|_| unique("c")).collect()).collect();
+    let got: Vec<Vec<Vec<IpAddr>>> = std::thread::scope(|s| {
+        let hs: Vec<Vec<_>> = nodes
+            .iter()
+            .zip(&confs)
+            .zip(&cids)
+            .map(|((node, conf), cids)| cids.iter().map(|cid| s.spawn(move || addresses(&node.run("ADD", cid, conf).result()))).collect())
+            .collect();
+        hs.into_iter().map(|node| node.into_iter().map(|h| h.join().expect("ADD thread")).collect()).collect()
     });
-    let v6: HashSet<IpAddr> = got.iter().map(|a| a[1]).collect();
-    let v4: HashSet<IpAddr> = got.iter().map(|a| a[0]).collect();
-    assert_eq!((v4.len(), v6.len()), (12, 12), "duplicates among {got:?}");
+    let all: Vec<&Vec<IpAddr>> = got.iter().flatten().collect();
+    let v4: HashSet<IpAddr> = all.iter().map(|a| a[0]).collect();
+    let v6: HashSet<IpAddr> = all.iter().map(|a| a[1]).collect();
+    assert_eq!((v4.len(), v6.len()), (16, 16), "duplicates among {got:?}");
     assert!(v6.iter().all(IpAddr::is_ipv6));
-    let on_port: HashSet<IpAddr> = node.port_ips().into_iter().collect();
-    assert!(v6.is_subset(&on_port) && v4.is_subset(&on_port), "lost addresses: {on_port:?}");
-    assert_eq!(on_port.len(), 2 + 24, "{on_port:?}");
+    for (node, got) in nodes.iter().zip(&got) {
+        let on_port: HashSet<IpAddr> = node.port_ips().into_iter().collect();
+        let mine: HashSet<IpAddr> = got.iter().flatten().copied().collect();
+        assert_eq!(on_port, own(node).union(&mine).copied().collect(), "each node's port holds its own and its pods' addresses");
+    }
     std::thread::scope(|s| {
-        for cid in &cids {
-            s.spawn(|| node.run("DEL", cid, &conf).assert_ok());
+        for ((node, conf), cids) in nodes.iter().zip(&confs).zip(&cids) {
+            for cid in cids {
+                s.spawn(move || node.run("DEL", cid, conf).assert_ok());
+            }
         }
     });
-    assert_eq!(on_port.len() - 24, node.port_ips().len());
-    assert_only_own(&node, "");
+    for node in &nodes {
+        assert_only_own(node, "after DEL");
+    }
 }
 
 #[test]
