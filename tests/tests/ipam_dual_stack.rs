@@ -1,9 +1,9 @@
 //! tcnp-ipam on dual-stack networks against the real Keystone and Neutron: a pod gets one
 //! fixed IP of each family on the VM port (with the subnets' prefixes and gateways, in every
 //! spec version), DEL and GC release both, concurrent ADDs on two nodes get distinct IPv6
-//! addresses, lost answers leak nothing, the
-//! warm pool holds spares of each family, and a network whose IPv6 subnet is SLAAC gives a
-//! config error that leaves nothing when IPv6 is asked for (IPv4 only when it is not).
+//! addresses, lost answers leak nothing, the warm pool holds spares of each family, and a
+//! network whose IPv6 subnet is SLAAC gives a config error that leaves nothing when IPv6 is
+//! asked for (IPv4 only when it is not).
 //!
 //! Every network here is the test's own: a port on a network with a stateful IPv6 subnet
 //! gets an IPv6 fixed IP by itself, which the shared tenant network's tests do not expect.
