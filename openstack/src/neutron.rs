@@ -104,6 +104,20 @@ pub struct Subnet {
     /// Name.
     #[serde(default)]
     pub name: String,
+    /// IPv6 only: how hosts get their address (`slaac`, `dhcpv6-stateful`,
+    /// `dhcpv6-stateless`), or none. Neutron accepts explicit fixed IPs only on a subnet
+    /// that is not SLAAC (`dhcpv6-stateful` or none).
+    #[serde(default)]
+    pub ipv6_address_mode: Option<String>,
+}
+
+impl Subnet {
+    /// Whether a port may be given fixed IPs of this subnet by request (IPv4, or IPv6
+    /// without SLAAC). On `slaac` and `dhcpv6-stateless` subnets Neutron derives the
+    /// address from the MAC and refuses others.
+    pub fn takes_explicit_fixed_ips(&self) -> bool {
+        self.ip_version == 4 || matches!(self.ipv6_address_mode.as_deref(), None | Some("dhcpv6-stateful"))
+    }
 }
 
 /// A network.
@@ -556,6 +570,20 @@ mod tests {
         // `?fields=id&fields=revision_number` answers carry only those keys.
         let partial: Router = serde_json::from_value(json!({ "id": "r1", "revision_number": 3 })).unwrap();
         assert!(partial.tags.is_empty() && partial.project_id.is_empty() && partial.routes.is_empty());
+    }
+
+    #[test]
+    fn only_ipv4_and_non_slaac_ipv6_subnets_take_explicit_fixed_ips() {
+        let subnet = |version: u8, mode: Value| -> Subnet {
+            serde_json::from_value(json!({"id": "s", "network_id": "n", "cidr": if version == 4 { "10.0.0.0/24" } else { "fd00::/64" },
+                "ip_version": version, "ipv6_address_mode": mode}))
+            .unwrap()
+        };
+        assert!(subnet(4, Value::Null).takes_explicit_fixed_ips());
+        assert!(subnet(6, Value::Null).takes_explicit_fixed_ips());
+        assert!(subnet(6, json!("dhcpv6-stateful")).takes_explicit_fixed_ips());
+        assert!(!subnet(6, json!("slaac")).takes_explicit_fixed_ips());
+        assert!(!subnet(6, json!("dhcpv6-stateless")).takes_explicit_fixed_ips());
     }
 
     #[test]

@@ -58,6 +58,9 @@ struct RawNeutron {
     use_metadata: bool,
     #[serde(default)]
     metadata_url: Option<String>,
+    /// `["IPv4"]` or `["IPv4", "IPv6"]` (Kubernetes' spelling); absent: [`Ipv6::Auto`].
+    #[serde(default)]
+    ip_families: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +97,21 @@ pub struct NodeBlocks {
     pub prefix_length: u8,
 }
 
+/// Whether pods get an IPv6 address beside their IPv4 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6 {
+    /// When the network has an IPv6 subnet that takes explicit fixed IPs (`dhcpv6-stateful`
+    /// or no address mode); a network whose IPv6 subnets are all SLAAC or
+    /// `dhcpv6-stateless` gives IPv4 only, as before dual-stack support (logged). Never
+    /// with `nodeBlocks` (IPv4 blocks only).
+    Auto,
+    /// `ipFamilies: ["IPv4"]`: never.
+    Off,
+    /// `ipFamilies: ["IPv4", "IPv6"]`: always; a network without a usable IPv6 subnet is a
+    /// config error.
+    Required,
+}
+
 /// How the VM's own port is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortLookup {
@@ -122,6 +140,8 @@ pub struct Settings {
     pub network_id: String,
     /// How to find the VM port.
     pub port_lookup: PortLookup,
+    /// IPv6 pod addresses.
+    pub ipv6: Ipv6,
     /// Routes for the result.
     pub routes: Vec<cni::Route>,
     /// Warm pool.
@@ -189,6 +209,31 @@ impl Settings {
                 return Err(invalid(format!("nodeBlocks.prefixLength {} must be between 16 and 32", b.prefix_length)));
             }
         }
+        let ipv6 = match nc.ip_families.as_deref() {
+            None => Ipv6::Auto,
+            Some(f) => match f.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["IPv4"] => Ipv6::Off,
+                ["IPv4", "IPv6"] | ["IPv6", "IPv4"] => Ipv6::Required,
+                ["IPv6"] => {
+                    return Err(invalid("neutronConf.ipFamilies: IPv6-only pods are not supported")
+                        .with_details("use [\"IPv4\", \"IPv6\"]: the VM's port is found by its IPv4 address"))
+                }
+                other => {
+                    return Err(invalid(format!("neutronConf.ipFamilies {other:?} is not a list of IP families")).with_details(
+                        "give [\"IPv4\"] or [\"IPv4\", \"IPv6\"], or leave it out (IPv6 when the network has a usable IPv6 subnet)",
+                    ))
+                }
+            },
+        };
+        if ipv6 == Ipv6::Required && raw.node_blocks.is_some() {
+            return Err(invalid("nodeBlocks gives IPv4 addresses only: drop it, or \"IPv6\" from neutronConf.ipFamilies")
+                .with_details("node-affine blocks are aligned IPv4 blocks of the subnet; IPv6 pods take single fixed IPs"));
+        }
+        for r in &raw.routes {
+            if r.gw.is_some_and(|gw| gw.is_ipv4() != r.dst.addr().is_ipv4()) {
+                return Err(invalid(format!("routes: gateway {} is not of the family of {}", r.gw.unwrap_or(r.dst.addr()), r.dst)));
+            }
+        }
         let pool = match (raw.pool, raw.node_blocks) {
             (Some(p), _) if p.max == 0 => None,
             (Some(p), _) => Some(p),
@@ -207,6 +252,7 @@ impl Settings {
             neutron_url: cloud.neutron_url,
             network_id,
             port_lookup,
+            ipv6,
             routes: raw.routes.iter().map(|r| cni::Route::new(r.dst, r.gw)).collect(),
             pool,
             node_blocks: raw.node_blocks,
@@ -278,5 +324,30 @@ mod tests {
         assert_eq!(Settings::parse("cni0", &c).unwrap().pool, None);
         c.as_object_mut().unwrap().remove("pool");
         assert_eq!(Settings::parse("cni0", &c).unwrap().pool, None);
+    }
+
+    #[test]
+    fn ip_families_and_ipv6_routes() {
+        let mut c = seed();
+        assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Auto);
+        c["neutronConf"]["ipFamilies"] = json!(["IPv4"]);
+        assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Off);
+        c["neutronConf"]["ipFamilies"] = json!(["IPv4", "IPv6"]);
+        assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Required);
+        c["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}, {"dst": "fd00:99::/64", "gw": "fd00:10:10::1"}]);
+        let s = Settings::parse("cni0", &c).unwrap();
+        assert_eq!(s.routes[1].dst, "::/0".parse::<IpNet>().unwrap());
+        assert_eq!(s.routes[2].gw, Some("fd00:10:10::1".parse().unwrap()));
+        c["routes"] = json!([{"dst": "::/0", "gw": "10.0.0.1"}]);
+        let e = Settings::parse("cni0", &c).unwrap_err();
+        assert!(e.msg.contains("not of the family"), "{e}");
+        c["routes"] = json!([]);
+        c["nodeBlocks"] = json!({"prefixLength": 28});
+        let e = Settings::parse("cni0", &c).unwrap_err();
+        assert!(e.msg.contains("IPv4 addresses only"), "{e}");
+        for bad in [json!(["IPv6"]), json!(["ipv4"]), json!([])] {
+            c["neutronConf"]["ipFamilies"] = bad.clone();
+            assert_eq!(Settings::parse("cni0", &c).unwrap_err().code, ErrorCode::InvalidNetworkConfig, "{bad}");
+        }
     }
 }

@@ -2,9 +2,9 @@
 //! (the VM's): `/proc/net/route` and interface ioctls follow the caller's namespace,
 //! unlike `/sys/class/net`, which shows the namespace that mounted sysfs.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The uplink: name, MAC (lower case) and primary IPv4 address, if any.
+/// The uplink: name, MAC (lower case), primary IPv4 address and global IPv6 addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uplink {
     /// Interface name.
@@ -13,6 +13,8 @@ pub struct Uplink {
     pub mac: String,
     /// Its primary IPv4 address.
     pub ipv4: Option<Ipv4Addr>,
+    /// Its global-scope IPv6 addresses (none when IPv6 is off).
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// The interface of the IPv4 default route.
@@ -57,7 +59,24 @@ fn ioctl(name: &str, request: libc::c_ulong) -> std::io::Result<libc::ifreq> {
     Ok(req)
 }
 
-/// Reads name, MAC and primary IPv4 address of `name`.
+/// Global-scope IPv6 addresses of `name`, from `/proc/net/if_inet6` (of the caller's
+/// namespace, like `/proc/net/route`). Absent file: IPv6 is disabled, no addresses.
+fn ipv6_addresses(name: &str) -> Vec<Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    parse_if_inet6(&table, name)
+}
+
+/// Lines are `<32 hex digits> <ifindex> <prefix len> <scope> <flags> <name>`; scope 00 is global.
+fn parse_if_inet6(table: &str, name: &str) -> Vec<Ipv6Addr> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 6 && f[5] == name && f[3] == "00")
+        .filter_map(|f| u128::from_str_radix(f[0], 16).ok().map(Ipv6Addr::from))
+        .collect()
+}
+
+/// Reads name, MAC, primary IPv4 and global IPv6 addresses of `name`.
 pub fn uplink(name: &str) -> std::io::Result<Uplink> {
     let hw = ioctl(name, libc::SIOCGIFHWADDR)?;
     // SAFETY: SIOCGIFHWADDR filled the ifru_hwaddr member.
@@ -68,5 +87,19 @@ pub fn uplink(name: &str) -> std::io::Result<Uplink> {
         let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&r.ifr_ifru.ifru_addr) };
         Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))
     });
-    Ok(Uplink { name: name.to_string(), mac, ipv4 })
+    Ok(Uplink { name: name.to_string(), mac, ipv4, ipv6: ipv6_addresses(name) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_global_addresses_of_the_interface_count() {
+        let table = "fd00001000100000000000000000000a 02 40 00 80 eth0\n\
+                     fe80000000000000f8163efffe000001 02 40 20 80 eth0\n\
+                     fd00001000100000000000000000000b 03 40 00 80 eth1\n";
+        assert_eq!(parse_if_inet6(table, "eth0"), vec!["fd00:10:10::a".parse::<Ipv6Addr>().unwrap()]);
+        assert!(parse_if_inet6("", "eth0").is_empty());
+    }
 }

@@ -11,11 +11,11 @@ use ipnet::IpNet;
 use openstack::{Neutron, Port, Session};
 
 use crate::blocks;
-use crate::config::Settings;
+use crate::config::{Ipv6, Settings};
 use crate::error::{state_err, IpamError};
 use crate::port;
 use crate::quarantine;
-use crate::store::{attachment_key, Lease, PortInfo, PortLock, State, Store, PORT_LOCK_DIR};
+use crate::store::{attachment_key, Lease, Leases, PortInfo, PortLock, State, Store, SubnetInfo, PORT_LOCK_DIR};
 use crate::token_cache::FileTokenStore;
 
 /// The tcnp-ipam plugin.
@@ -96,6 +96,10 @@ impl Op {
     /// lock, held from here to the end of the operation: every Neutron write and read-back
     /// of the port comes after this.
     async fn port(&mut self) -> Result<PortInfo, IpamError> {
+        // Found before IPv6 was asked for (or by a version without it): look again.
+        if self.settings.ipv6 == Ipv6::Required && self.state.port.as_ref().is_some_and(|p| p.subnet6.is_none()) {
+            self.state.port = None;
+        }
         if self.state.port.is_none() {
             let neutron = self.neutron().await?;
             let info = port::find(&neutron, &self.settings).await?;
@@ -113,7 +117,12 @@ impl Op {
 
     /// Addresses this node knows on the port: its attachments, spares and the VM's own.
     fn known(&self, info: &PortInfo) -> HashSet<IpAddr> {
-        self.state.held().map(|l| l.ip).chain([info.primary]).collect()
+        self.state.held().map(|l| l.ip).chain(info.own()).collect()
+    }
+
+    /// Spares of the family of `subnet` (each family has one pod subnet).
+    fn spares_of(&self, subnet: &SubnetInfo) -> usize {
+        self.state.spares.iter().filter(|l| same_family(l.ip, subnet.cidr.addr())).count()
     }
 
     /// Settles a port update whose outcome was never recorded (the process died after the
@@ -180,7 +189,7 @@ impl Op {
         let known = self.known(&info);
         let store = &self.store;
         let state = &mut self.state;
-        let added = port::change_ips(&neutron, &info.id, &info.subnet.id, add, &HashSet::new(), &known, first, |pending| {
+        let added = port::change_ips(&neutron, &info.id, add, &HashSet::new(), &known, first, |pending| {
             state.pending = Some(pending.clone());
             store.save(state).map_err(state_err(store.dir()))
         })
@@ -209,7 +218,7 @@ impl Op {
                     info.subnet.id, info.subnet.cidr
                 )));
             };
-            match self.allocate(&port::Add::Exact(blocks::addresses(&block).collect()), None).await {
+            match self.allocate(&port::Add::Exact(info.subnet.id.clone(), blocks::addresses(&block).collect()), None).await {
                 Ok(leases) => {
                     log::info!("claimed block {block} on port {}", info.id);
                     self.state.blocks.push(block);
@@ -228,7 +237,7 @@ impl Op {
 
     /// Spares of blocks that no attachment uses any more: (blocks, their addresses).
     fn unused_blocks(&self) -> (Vec<IpNet>, Vec<IpAddr>) {
-        let used: HashSet<IpAddr> = self.state.attachments.values().map(|l| l.ip).collect();
+        let used: HashSet<IpAddr> = self.state.attachments.values().flat_map(|a| a.0.iter().map(|l| l.ip)).collect();
         let idle: Vec<IpNet> = self.state.blocks.iter().filter(|b| !used.iter().any(|ip| b.contains(ip))).copied().collect();
         let ips = self.state.spares.iter().map(|l| l.ip).filter(|ip| idle.iter().any(|b| b.contains(ip))).collect();
         (idle, ips)
@@ -270,25 +279,30 @@ impl Op {
         let neutron = self.neutron().await?;
         let remove: HashSet<IpAddr> = ips.iter().copied().collect();
         let known = self.known(&info);
-        port::change_ips(&neutron, &info.id, &info.subnet.id, &port::Add::Nothing, &remove, &known, None, |_| Ok(())).await?;
+        port::change_ips(&neutron, &info.id, &port::Add::Nothing, &remove, &known, None, |_| Ok(())).await?;
         log::info!("released {ips:?} from port {}", info.id);
         Ok(())
     }
 
-    fn result(&self, lease: &Lease) -> Result<CniResult, IpamError> {
+    /// The result: each address with its subnet's prefix and gateway, IPv4 first.
+    fn result(&self, leases: &Leases) -> Result<CniResult, IpamError> {
         let info = self.state.port.as_ref().ok_or_else(|| IpamError::Config("no VM port recorded".into()))?;
-        let address = IpNet::new(lease.ip, info.subnet.cidr.prefix_len()).map_err(|e| IpamError::Config(e.to_string()))?;
-        Ok(CniResult {
-            ips: vec![IpConfig { address, gateway: info.subnet.gateway, interface: None }],
-            routes: self.settings.routes.clone(),
-            ..Default::default()
-        })
+        let ips = leases
+            .0
+            .iter()
+            .map(|lease| {
+                let subnet = info.pod_subnets().find(|s| same_family(s.cidr.addr(), lease.ip)).unwrap_or(&info.subnet);
+                let address = IpNet::new(lease.ip, subnet.cidr.prefix_len()).map_err(|e| IpamError::Config(e.to_string()))?;
+                Ok(IpConfig { address, gateway: subnet.gateway, interface: None })
+            })
+            .collect::<Result<_, IpamError>>()?;
+        Ok(CniResult { ips, routes: self.settings.routes.clone(), ..Default::default() })
     }
 
     async fn add(&mut self, key: &str) -> Result<CniResult, IpamError> {
-        if let Some(lease) = self.state.attachments.get(key).cloned() {
-            log::info!("{key} already has {}", lease.ip);
-            return self.result(&lease);
+        if let Some(leases) = self.state.attachments.get(key).cloned() {
+            log::info!("{key} already has {:?}", ips_of(&leases.0));
+            return self.result(&leases);
         }
         self.recover().await?;
         self.expire_quarantine().await?;
@@ -298,50 +312,70 @@ impl Op {
         self.verify(&current).await?;
         let mut first = Some(current);
         let pool = self.settings.pool;
-        if self.state.spares.is_empty() {
-            if let Some(b) = self.settings.node_blocks {
-                self.claim_block(b.prefix_length).await?;
-            } else {
-                // One PUT: this attachment's address plus a full pool; if the subnet cannot
-                // give that many, settle for the one address this ADD needs.
-                let want = 1 + pool.map_or(0, |p| p.max);
-                let added = match self.allocate(&port::Add::Any(want), first.take()).await {
-                    Err(IpamError::Cloud(e)) if want > 1 && e.kind() == Some("IpAddressGenerationFailure") => {
-                        log::warn!("subnet cannot fill the pool ({e}); allocating one address");
-                        self.allocate(&port::Add::Any(1), None).await?
-                    }
-                    other => other?,
-                };
-                self.state.spares.extend(added);
-            }
+        // IPv6 as found with the port, unless the config turned it off since.
+        let ipv6 = self.settings.ipv6 != Ipv6::Off && self.settings.node_blocks.is_none();
+        let subnets: Vec<SubnetInfo> = info.pod_subnets().filter(|s| ipv6 || s.cidr.addr().is_ipv4()).cloned().collect();
+        // Node blocks are IPv4 only (IPv6 is off with them, see `config::Ipv6`).
+        if let (Some(b), 0) = (self.settings.node_blocks, self.spares_of(&info.subnet)) {
+            self.claim_block(b.prefix_length).await?;
+        }
+        // One PUT for every family without a spare: this attachment's address plus a full
+        // pool of each; if a subnet cannot give that many, settle for the one address of
+        // each family this ADD needs.
+        let empty: Vec<String> = subnets.iter().filter(|s| self.spares_of(s) == 0).map(|s| s.id.clone()).collect();
+        if self.settings.node_blocks.is_none() && !empty.is_empty() {
+            let want = 1 + pool.map_or(0, |p| p.max);
+            let each = |n: usize| port::Add::Any(empty.iter().map(|id| (id.clone(), n)).collect());
+            let added = match self.allocate(&each(want), first.take()).await {
+                Err(IpamError::Cloud(e)) if want > 1 && e.kind() == Some("IpAddressGenerationFailure") => {
+                    log::warn!("subnet cannot fill the pool ({e}); allocating one address");
+                    self.allocate(&each(1), None).await?
+                }
+                other => other?,
+            };
+            self.state.spares.extend(added);
         }
         // Lowest spare first: keeps a node's addresses dense and predictable.
         self.state.spares.sort_by_key(|l| l.ip);
-        if self.state.spares.is_empty() {
-            return Err(IpamError::Contention("Neutron added no address to the port".into()));
+        let mut leases = Vec::new();
+        for subnet in &subnets {
+            match self.state.spares.iter().position(|l| same_family(l.ip, subnet.cidr.addr())) {
+                Some(i) => leases.push(self.state.spares.remove(i)),
+                None => {
+                    // What Neutron did add stays recorded as spares (GC trims them).
+                    self.state.spares.extend(leases);
+                    self.save()?;
+                    return Err(IpamError::Contention(format!("Neutron added no address of subnet {} to the port", subnet.id)));
+                }
+            }
         }
-        let lease = self.state.spares.remove(0);
-        self.state.attachments.insert(key.to_string(), lease.clone());
+        let leases = Leases(leases);
+        self.state.attachments.insert(key.to_string(), leases.clone());
         if let Err(e) = self.save() {
             // Cannot record it: give it back rather than leak it.
-            let _ = self.release(&[lease.ip]).await;
+            let _ = self.release(&ips_of(&leases.0)).await;
             return Err(e);
         }
-        log::info!("{key} -> {}", lease.ip);
+        log::info!("{key} -> {:?}", ips_of(&leases.0));
         if let Some(p) = pool {
-            if self.state.spares.len() < p.min {
-                let want = p.max - self.state.spares.len();
-                match self.allocate(&port::Add::Any(want), None).await {
+            let refill: Vec<(String, usize)> = subnets
+                .iter()
+                .map(|s| (s.id.clone(), self.spares_of(s)))
+                .filter(|(_, n)| *n < p.min)
+                .map(|(id, n)| (id, p.max - n))
+                .collect();
+            if !refill.is_empty() {
+                match self.allocate(&port::Add::Any(refill.clone()), None).await {
                     Ok(added) => {
                         self.state.spares.extend(added);
                         self.save()?;
                     }
                     // The ADD itself succeeded; the next one refills.
-                    Err(e) => log::warn!("pool refill of {want} failed: {e}"),
+                    Err(e) => log::warn!("pool refill of {refill:?} failed: {e}"),
                 }
             }
         }
-        self.result(&lease)
+        self.result(&leases)
     }
 
     /// veth-route sets the pod MTU before IPAM runs, from its own `mtu` or else the uplink's
@@ -356,24 +390,29 @@ impl Op {
 
     async fn del(&mut self, key: &str, prev: &[IpAddr]) -> Result<(), IpamError> {
         self.recover().await?;
-        let Some(lease) = self.state.attachments.get(key).cloned() else {
+        let Some(leases) = self.state.attachments.get(key).cloned() else {
             return self.del_unrecorded(key, prev).await;
         };
         self.expire_quarantine().await?;
-        match (self.settings.node_blocks, self.settings.pool) {
-            // A block's addresses stay on the port (GC releases idle blocks).
-            (Some(_), _) => self.state.spares.push(lease.clone()),
-            (None, Some(p)) if self.state.spares.len() < p.max => self.state.spares.push(lease.clone()),
-            _ => {
-                // Forgotten first, so that the state `retire` saves never holds the address
-                // twice; on failure nothing is saved and the runtime's retry repeats the DEL.
-                self.state.attachments.remove(key);
-                self.retire(vec![lease.clone()]).await?;
+        let mut retired = Vec::new();
+        for lease in &leases.0 {
+            let family_spares = self.state.spares.iter().filter(|l| same_family(l.ip, lease.ip)).count();
+            match (self.settings.node_blocks, self.settings.pool) {
+                // A block's addresses stay on the port (GC releases idle blocks).
+                (Some(_), _) => self.state.spares.push(lease.clone()),
+                (None, Some(p)) if family_spares < p.max => self.state.spares.push(lease.clone()),
+                _ => retired.push(lease.clone()),
             }
         }
+        // Forgotten first, so that the state `retire` saves never holds an address twice;
+        // on failure nothing is saved and the runtime's retry repeats the DEL. All
+        // families go in one PUT.
         self.state.attachments.remove(key);
+        if !retired.is_empty() {
+            self.retire(retired).await?;
+        }
         self.save()?;
-        log::info!("{key}: released {}", lease.ip);
+        log::info!("{key}: released {:?}", ips_of(&leases.0));
         Ok(())
     }
 
@@ -389,8 +428,10 @@ impl Op {
         }
         let info = self.port().await?;
         let current = self.neutron().await?.get_port(&info.id).await?;
-        let orphans: Vec<IpAddr> =
-            candidates.into_iter().filter(|ip| *ip != info.primary && current.fixed_ips.iter().any(|f| f.ip_address == *ip)).collect();
+        let orphans: Vec<IpAddr> = candidates
+            .into_iter()
+            .filter(|ip| !info.own().any(|a| a == *ip) && current.fixed_ips.iter().any(|f| f.ip_address == *ip))
+            .collect();
         if orphans.is_empty() {
             log::info!("{key}: nothing allocated (already released)");
             return Ok(());
@@ -404,8 +445,8 @@ impl Op {
         let stale: Vec<String> = self.state.attachments.keys().filter(|k| !valid.contains(*k)).cloned().collect();
         let mut freed = Vec::new();
         for k in &stale {
-            if let Some(lease) = self.state.attachments.remove(k) {
-                self.state.spares.push(lease);
+            if let Some(leases) = self.state.attachments.remove(k) {
+                self.state.spares.extend(leases.0);
             }
         }
         let mut idle_blocks = Vec::new();
@@ -414,9 +455,12 @@ impl Op {
             idle_blocks = idle;
             freed.extend(ips);
         } else {
+            // `max` spares of each family stay.
             let keep = self.settings.pool.map_or(0, |p| p.max);
             self.state.spares.sort_by_key(|l| l.ip);
-            freed.extend(self.state.spares.iter().skip(keep).map(|l| l.ip));
+            for v4 in [true, false] {
+                freed.extend(self.state.spares.iter().filter(|l| l.ip.is_ipv4() == v4).skip(keep).map(|l| l.ip));
+            }
         }
         self.expire_quarantine().await?;
         let retired: Vec<Lease> = self.state.spares.iter().filter(|l| freed.contains(&l.ip)).cloned().collect();
@@ -459,11 +503,11 @@ impl Plugin for Ipam {
         let key = attachment_key(&req.inv.container_id, &req.inv.ifname);
         block_on(async {
             let mut op = Op::open("CHECK", settings)?;
-            let lease =
+            let leases =
                 op.state.attachments.get(&key).cloned().ok_or_else(|| IpamError::Config(format!("no address recorded for {key}")))?;
             let info = op.port().await?;
             let current = op.neutron().await?.get_port(&info.id).await?;
-            if !current.fixed_ips.iter().any(|f| f.ip_address == lease.ip) {
+            if let Some(lease) = leases.0.iter().find(|l| !current.fixed_ips.iter().any(|f| f.ip_address == l.ip)) {
                 return Err(IpamError::NoPort(format!("{} of {key} is no longer on port {}", lease.ip, info.id)));
             }
             Ok(())
@@ -492,4 +536,12 @@ impl Plugin for Ipam {
             op.gc(&valid).await
         })
     }
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+fn ips_of(leases: &[Lease]) -> Vec<IpAddr> {
+    leases.iter().map(|l| l.ip).collect()
 }

@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use openstack::{FixedIp, FixedIpRequest, Neutron, Port};
+use openstack::{FixedIp, FixedIpRequest, Network, Neutron, Port, Subnet};
 use serde_json::json;
 
-use crate::config::{PortLookup, Settings};
+use crate::config::{Ipv6, PortLookup, Settings};
 use crate::error::IpamError;
 use crate::host;
 use crate::resend;
@@ -18,6 +18,8 @@ use crate::store::{Lease, Pending, PortInfo, SubnetInfo};
 pub const MANAGED_TAG: &str = "veth-route:managed";
 /// Prefix of the tag naming the VM's own address.
 pub const PRIMARY_PREFIX: &str = "veth-route:primary=";
+/// Prefix of the tag naming the VM's own IPv6 address (dual-stack ports only).
+pub const PRIMARY6_PREFIX: &str = "veth-route:primary6=";
 /// Marker that precedes the nonce in the port description.
 const NONCE_MARK: &str = " [veth-route ";
 
@@ -58,16 +60,102 @@ pub async fn find(neutron: &Neutron, settings: &Settings) -> Result<PortInfo, Ip
     let uplink = uplink.or_else(|| uplink_for(None).ok());
     let primary = primary_of(&port, uplink.as_ref())?;
     let subnet = neutron.get_subnet(&primary.subnet_id).await?;
-    let network_mtu = neutron.get_network(&port.network_id).await?.mtu;
+    let network = neutron.get_network(&port.network_id).await?;
+    let v6 = ipv6_subnet(neutron, settings, &network, &subnet.id, &port).await?;
+    let (subnet6, primary6) = match v6 {
+        Some(s6) => {
+            let own = primary6_of(&port, &s6, uplink.as_ref())?;
+            (Some(SubnetInfo { id: s6.id, cidr: s6.cidr, gateway: s6.gateway_ip }), own)
+        }
+        None => (None, None),
+    };
     Ok(PortInfo {
         id: port.id.clone(),
         mac: port.mac_address.clone(),
         network_id: port.network_id.clone(),
         primary: primary.ip_address,
         subnet: SubnetInfo { id: subnet.id, cidr: subnet.cidr, gateway: subnet.gateway_ip },
+        subnet6,
+        primary6,
         marked: false,
-        network_mtu,
+        network_mtu: network.mtu,
     })
+}
+
+/// The IPv6 subnet of the network pods get an address of, per `settings.ipv6`: one that
+/// takes explicit fixed IPs (`dhcpv6-stateful` or no address mode); of several, the one
+/// holding the VM's own IPv6 address, else the lowest CIDR. SLAAC and `dhcpv6-stateless`
+/// subnets beside it are left alone. A network whose only subnet is the primary's costs
+/// no request more than before dual-stack support.
+async fn ipv6_subnet(
+    neutron: &Neutron,
+    settings: &Settings,
+    network: &Network,
+    primary_subnet: &str,
+    port: &Port,
+) -> Result<Option<Subnet>, IpamError> {
+    if settings.ipv6 == Ipv6::Off || (settings.ipv6 == Ipv6::Auto && settings.node_blocks.is_some()) {
+        return Ok(None);
+    }
+    let v6: Vec<Subnet> = if network.subnets.iter().all(|s| s == primary_subnet) {
+        Vec::new()
+    } else {
+        neutron.list_subnets(&network.id).await?.into_iter().filter(|s| s.ip_version == 6).collect()
+    };
+    let (mut usable, refused): (Vec<Subnet>, Vec<Subnet>) = v6.into_iter().partition(Subnet::takes_explicit_fixed_ips);
+    let refused_list = || {
+        refused
+            .iter()
+            .map(|s| format!("{} ({}, ipv6_address_mode {})", s.id, s.cidr, s.ipv6_address_mode.as_deref().unwrap_or("none")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if usable.is_empty() {
+        let net = &network.id;
+        return match (settings.ipv6, refused.is_empty()) {
+            (Ipv6::Required, true) => {
+                Err(IpamError::Config(format!("neutronConf.ipFamilies asks for IPv6, but network {net} has no IPv6 subnet")))
+            }
+            (Ipv6::Required, false) => Err(IpamError::Config(format!(
+                "neutronConf.ipFamilies asks for IPv6, but no IPv6 subnet of network {net} takes fixed IPs: {}. \
+                 Neutron derives SLAAC and dhcpv6-stateless addresses from the port's MAC and refuses any other, so a \
+                 pod cannot get one; add a subnet with ipv6_address_mode dhcpv6-stateful (or none)",
+                refused_list()
+            ))),
+            (_, false) => {
+                log::warn!("network {net}: IPv6 subnet(s) {} take no fixed IPs (SLAAC); pods get IPv4 only", refused_list());
+                Ok(None)
+            }
+            (_, true) => Ok(None),
+        };
+    }
+    if !refused.is_empty() {
+        log::info!("network {}: leaving SLAAC subnet(s) {} alone", network.id, refused_list());
+    }
+    let on_port = |s: &Subnet| port.fixed_ips.iter().any(|f| f.subnet_id == s.id);
+    usable.sort_by_key(|s| (!on_port(s), s.cidr.to_string()));
+    Ok(Some(usable.swap_remove(0)))
+}
+
+/// The VM's own address in the pods' IPv6 subnet: the uplink's; else the one a primary6
+/// tag names; else the port's only address of the subnet; none when it has none there.
+fn primary6_of(port: &Port, subnet: &Subnet, uplink: Option<&host::Uplink>) -> Result<Option<IpAddr>, IpamError> {
+    let mine: Vec<IpAddr> =
+        port.fixed_ips.iter().filter(|f| f.subnet_id == subnet.id && f.ip_address.is_ipv6()).map(|f| f.ip_address).collect();
+    let from_uplink = uplink.and_then(|u| u.ipv6.iter().map(|a| IpAddr::V6(*a)).find(|a| mine.contains(a)));
+    let tagged =
+        || port.tags.iter().filter_map(|t| t.strip_prefix(PRIMARY6_PREFIX)).filter_map(|a| a.parse().ok()).find(|a| mine.contains(a));
+    match (from_uplink.or_else(tagged), mine.as_slice()) {
+        (Some(a), _) => Ok(Some(a)),
+        (None, [one]) => Ok(Some(*one)),
+        (None, []) => Ok(None),
+        (None, many) => Err(IpamError::NoPort(format!(
+            "port {} has {} addresses of IPv6 subnet {} and none is the VM's own (not on the uplink, no {PRIMARY6_PREFIX} tag)",
+            port.id,
+            many.len(),
+            subnet.id
+        ))),
+    }
 }
 
 /// Explains a missing port: unknown network (config error) or no port with our MAC.
@@ -138,21 +226,27 @@ pub fn uplink_address(settings: &Settings) -> Option<IpAddr> {
     uplink_for(name).ok()?.ipv4.map(IpAddr::V4)
 }
 
-/// The tags the port must carry: managed, and the VM's own address.
-fn marks(info: &PortInfo) -> [String; 2] {
-    [MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{}", info.primary)]
+/// The tags the port must carry: managed, and the VM's own address (and IPv6 address).
+fn marks(info: &PortInfo) -> Vec<String> {
+    let mut tags = vec![MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{}", info.primary)];
+    tags.extend(info.primary6.map(|a| format!("{PRIMARY6_PREFIX}{a}")));
+    tags
 }
 
-/// Whether `current` carries the managed and (only the right) primary tag.
+/// Whether `current` carries the managed and (only the right) primary tags.
 pub fn is_marked(current: &Port, info: &PortInfo) -> bool {
     let want = marks(info);
-    want.iter().all(|t| current.tags.contains(t)) && current.tags.iter().filter(|t| t.starts_with(PRIMARY_PREFIX)).count() == 1
+    let count = |prefix: &str| current.tags.iter().filter(|t| t.starts_with(prefix)).count();
+    want.iter().all(|t| current.tags.contains(t))
+        && count(PRIMARY_PREFIX) == 1
+        && count(PRIMARY6_PREFIX) == usize::from(info.primary6.is_some())
 }
 
 /// Puts the managed and primary tags on the port as read in `current` (idempotent; one
 /// write, keeping others' tags).
 pub async fn mark(neutron: &Neutron, info: &PortInfo, current: &Port) -> Result<(), IpamError> {
-    let mut tags: Vec<String> = current.tags.iter().filter(|t| !t.starts_with(PRIMARY_PREFIX)).cloned().collect();
+    let mut tags: Vec<String> =
+        current.tags.iter().filter(|t| !t.starts_with(PRIMARY_PREFIX) && !t.starts_with(PRIMARY6_PREFIX)).cloned().collect();
     tags.extend(marks(info));
     tags.sort();
     tags.dedup();
@@ -239,23 +333,23 @@ pub fn settle(pending: &Pending, current: &Port, known: &HashSet<IpAddr>) -> Set
 pub enum Add {
     /// Nothing (a pure release).
     Nothing,
-    /// This many addresses of Neutron's choosing.
-    Any(usize),
-    /// Exactly these addresses (a node-affine block).
-    Exact(Vec<IpAddr>),
+    /// Addresses of Neutron's choosing: this many of each subnet (id).
+    Any(Vec<(String, usize)>),
+    /// Exactly these addresses of this subnet (a node-affine block).
+    Exact(String, Vec<IpAddr>),
 }
 
 impl Add {
     fn count(&self) -> usize {
         match self {
             Add::Nothing => 0,
-            Add::Any(n) => *n,
-            Add::Exact(ips) => ips.len(),
+            Add::Any(per_subnet) => per_subnet.iter().map(|(_, n)| n).sum(),
+            Add::Exact(_, ips) => ips.len(),
         }
     }
 }
 
-/// Adds addresses from `subnet_id` and removes `remove` from the port in one PUT, listing
+/// Adds addresses (of the subnets `add` names) and removes `remove` from the port in one PUT, listing
 /// every kept address explicitly, guarded by `If-Match` and retried from a fresh GET on
 /// 412. `journal` records each PUT before it is sent (the port's addresses and the nonce).
 /// A PUT whose answer is lost (timeout, closed or reset connection, 5xx) is settled by
@@ -265,7 +359,6 @@ impl Add {
 pub async fn change_ips(
     neutron: &Neutron,
     port_id: &str,
-    subnet_id: &str,
     add: &Add,
     remove: &HashSet<IpAddr>,
     known: &HashSet<IpAddr>,
@@ -286,8 +379,10 @@ pub async fn change_ips(
             port.fixed_ips.iter().filter(|f| !remove.contains(&f.ip_address)).cloned().map(FixedIpRequest::Address).collect();
         match add {
             Add::Nothing => {}
-            Add::Any(n) => request.extend((0..*n).map(|_| FixedIpRequest::AnyIn { subnet_id: subnet_id.to_string() })),
-            Add::Exact(ips) => request.extend(
+            Add::Any(per_subnet) => request.extend(
+                per_subnet.iter().flat_map(|(subnet_id, n)| (0..*n).map(|_| FixedIpRequest::AnyIn { subnet_id: subnet_id.clone() })),
+            ),
+            Add::Exact(subnet_id, ips) => request.extend(
                 ips.iter()
                     .filter(|ip| !before.contains(ip))
                     .map(|ip| FixedIpRequest::Address(FixedIp { subnet_id: subnet_id.to_string(), ip_address: *ip })),
@@ -376,11 +471,50 @@ mod tests {
         assert_eq!(settle(&pending, &other, &known), Settled::NotApplied);
     }
 
+    fn subnet6(id: &str) -> Subnet {
+        serde_json::from_value(json!({"id": id, "network_id": "n", "cidr": "fd00::/64", "ip_version": 6})).unwrap()
+    }
+
+    #[test]
+    fn the_vm_ipv6_address_is_the_uplink_one_then_the_tagged_then_the_only_one() {
+        let mut p = port(&["10.0.0.8", "fd00::a", "fd00::b"], &[], "");
+        let s = subnet6("s");
+        let up = |a: &str| host::Uplink { name: "eth0".into(), mac: "m".into(), ipv4: None, ipv6: vec![a.parse().unwrap()] };
+        assert_eq!(primary6_of(&p, &s, Some(&up("fd00::b"))).unwrap(), Some("fd00::b".parse().unwrap()));
+        assert!(primary6_of(&p, &s, Some(&up("fd00::c"))).unwrap_err().to_string().contains(PRIMARY6_PREFIX));
+        p.tags = vec![format!("{PRIMARY6_PREFIX}fd00::a")];
+        assert_eq!(primary6_of(&p, &s, None).unwrap(), Some("fd00::a".parse().unwrap()));
+        assert_eq!(primary6_of(&port(&["10.0.0.8", "fd00::a"], &[], ""), &s, None).unwrap(), Some("fd00::a".parse().unwrap()));
+        assert_eq!(primary6_of(&port(&["10.0.0.8"], &[], ""), &s, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_dual_stack_port_is_marked_only_with_both_primaries() {
+        let info = |primary6: Option<&str>| PortInfo {
+            id: "p".into(),
+            mac: "m".into(),
+            network_id: "n".into(),
+            primary: "10.0.0.8".parse().unwrap(),
+            subnet: SubnetInfo { id: "s4".into(), cidr: "10.0.0.0/24".parse().unwrap(), gateway: None },
+            subnet6: None,
+            primary6: primary6.map(|a| a.parse().unwrap()),
+            marked: true,
+            network_mtu: None,
+        };
+        let v4_tags = [MANAGED_TAG, "veth-route:primary=10.0.0.8"];
+        assert_eq!(marks(&info(None)), v4_tags, "IPv4-only ports keep exactly the tags they had");
+        assert!(is_marked(&port(&[], &v4_tags, ""), &info(None)));
+        assert!(!is_marked(&port(&[], &v4_tags, ""), &info(Some("fd00::a"))));
+        let both = [MANAGED_TAG, "veth-route:primary=10.0.0.8", "veth-route:primary6=fd00::a"];
+        assert!(is_marked(&port(&[], &both, ""), &info(Some("fd00::a"))));
+        assert!(!is_marked(&port(&[], &both, ""), &info(None)), "a stale primary6 tag must go");
+    }
+
     #[test]
     fn primary_is_the_uplink_address_not_the_first_fixed_ip() {
         // Neutron's order: "10.0.0.100" sorts before "10.0.0.8".
         let p = port(&["10.0.0.100", "10.0.0.8"], &[], "");
-        let up = host::Uplink { name: "eth0".into(), mac: "m".into(), ipv4: Some("10.0.0.8".parse().unwrap()) };
+        let up = host::Uplink { name: "eth0".into(), mac: "m".into(), ipv4: Some("10.0.0.8".parse().unwrap()), ipv6: Vec::new() };
         assert_eq!(primary_of(&p, Some(&up)).unwrap().ip_address, "10.0.0.8".parse::<IpAddr>().unwrap());
         let tagged = port(&["10.0.0.100", "10.0.0.8"], &["veth-route:primary=10.0.0.8"], "");
         assert_eq!(primary_of(&tagged, None).unwrap().ip_address, "10.0.0.8".parse::<IpAddr>().unwrap());

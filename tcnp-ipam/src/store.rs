@@ -24,6 +24,36 @@ pub struct Lease {
     pub subnet_id: String,
 }
 
+/// The addresses of one attachment: one per IP family, IPv4 first. Stored as a single
+/// lease when there is one, the format of the IPv4-only versions (which can still read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leases(pub Vec<Lease>);
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireLeases {
+    One(Lease),
+    Many(Vec<Lease>),
+}
+
+impl Serialize for Leases {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Leases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match WireLeases::deserialize(d)? {
+            WireLeases::One(l) => Leases(vec![l]),
+            WireLeases::Many(v) => Leases(v),
+        })
+    }
+}
+
 /// The subnet pod addresses come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetInfo {
@@ -48,6 +78,13 @@ pub struct PortInfo {
     pub primary: IpAddr,
     /// Subnet for pod addresses (the primary's).
     pub subnet: SubnetInfo,
+    /// IPv6 subnet for pod addresses, on a dual-stack network (absent in states of
+    /// IPv4-only versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<SubnetInfo>,
+    /// The VM's own IPv6 address on the port, if it has one in `subnet6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary6: Option<IpAddr>,
     /// Whether the managed/primary tags are on the port.
     pub marked: bool,
     /// The Neutron network's MTU (what pod interfaces should use).
@@ -74,9 +111,9 @@ pub struct State {
     /// The VM port.
     #[serde(default)]
     pub port: Option<PortInfo>,
-    /// `containerID/ifname` -> address.
+    /// `containerID/ifname` -> its addresses.
     #[serde(default)]
-    pub attachments: BTreeMap<String, Lease>,
+    pub attachments: BTreeMap<String, Leases>,
     /// Spare addresses already on the port (warm pool).
     #[serde(default)]
     pub spares: Vec<Lease>,
@@ -106,7 +143,7 @@ pub struct Quarantined {
 impl State {
     /// Every address this node hands out or holds (attachments, spares, quarantine).
     pub fn held(&self) -> impl Iterator<Item = &Lease> {
-        self.attachments.values().chain(self.spares.iter()).chain(self.quarantine.iter().map(|q| &q.lease))
+        self.attachments.values().flat_map(|a| a.0.iter()).chain(self.spares.iter()).chain(self.quarantine.iter().map(|q| &q.lease))
     }
 }
 
@@ -214,9 +251,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+impl PortInfo {
+    /// The subnets pods get an address of, IPv4 first.
+    pub fn pod_subnets(&self) -> impl Iterator<Item = &SubnetInfo> {
+        std::iter::once(&self.subnet).chain(self.subnet6.as_ref())
+    }
+
+    /// The VM's own addresses on the port (never a pod's).
+    pub fn own(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(self.primary).chain(self.primary6)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_family_attachments_keep_the_ipv4_only_format() {
+        let v4 = Lease { ip: "10.0.0.9".parse().unwrap(), subnet_id: "s4".into() };
+        let v6 = Lease { ip: "fd00::9".parse().unwrap(), subnet_id: "s6".into() };
+        let one = serde_json::to_value(Leases(vec![v4.clone()])).unwrap();
+        assert_eq!(one, serde_json::json!({"ip": "10.0.0.9", "subnet_id": "s4"}));
+        assert_eq!(serde_json::from_value::<Leases>(one).unwrap(), Leases(vec![v4.clone()]));
+        let both = serde_json::to_value(Leases(vec![v4.clone(), v6.clone()])).unwrap();
+        assert_eq!(serde_json::from_value::<Leases>(both).unwrap(), Leases(vec![v4, v6]));
+    }
 
     #[test]
     fn a_port_lock_excludes_other_holders_and_removes_its_file() {

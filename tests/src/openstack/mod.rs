@@ -284,6 +284,16 @@ impl Stack {
         })
     }
 
+    /// Adds an IPv6 subnet to `network_id` with this `ipv6_address_mode` (`dhcpv6-stateful`,
+    /// `slaac`, `dhcpv6-stateless`; Neutron needs DHCP enabled for any of them) and no RA
+    /// mode (the router, not Neutron, would send RAs). Ports created afterwards get an
+    /// address of it automatically. Returns the subnet id.
+    pub fn add_ipv6_subnet(&self, network_id: &str, cidr: IpNet, address_mode: &str) -> Result<String, HarnessError> {
+        let neutron = self.neutron();
+        let fields = json!({ "name": format!("v6-{address_mode}"), "enable_dhcp": true, "ipv6_address_mode": address_mode });
+        Ok(block_on(neutron.create_subnet(network_id, cidr, fields))?.id)
+    }
+
     /// Makes Keystone and Neutron reachable at their usual URLs from inside the network
     /// namespace at `netns` (e.g. a namespace playing the VM, where plugins run).
     pub fn expose_in(&self, netns: &Path) -> Result<Forwarder, HarnessError> {

@@ -43,12 +43,18 @@ impl<'a> StackVm<'a> {
     pub fn in_project(stack: &'a Stack, network_id: &str, project_id: Option<&str>) -> Result<StackVm<'a>, HarnessError> {
         let mac = random_mac();
         let port = stack.create_vm_port_in(network_id, &unique("vm"), &mac, project_id)?;
-        let first = port.fixed_ips.first().ok_or("the VM port got no address")?.clone();
+        let first = port.fixed_ips.iter().find(|f| f.ip_address.is_ipv4()).ok_or("the VM port got no IPv4 address")?.clone();
         let subnet = block_on(stack.neutron().get_subnet(&first.subnet_id))?;
         let ns = NetNs::new("osvm");
         ns.ip("link add eth0 type veth peer name eth0p");
         ns.ip(&format!("link set eth0 address {mac}"));
         ns.ip(&format!("addr add {}/{} dev eth0", first.ip_address, subnet.cidr.prefix_len()));
+        // On a dual-stack network the VM has its IPv6 address too (as DHCPv6 or SLAAC would
+        // configure it); no DAD, which would only delay it.
+        for f in port.fixed_ips.iter().filter(|f| f.ip_address.is_ipv6()) {
+            let prefix = block_on(stack.neutron().get_subnet(&f.subnet_id))?.cidr.prefix_len();
+            ns.ip(&format!("-6 addr add {}/{prefix} dev eth0 nodad", f.ip_address));
+        }
         ns.ip("link set eth0 up");
         ns.ip("link set eth0p up");
         if let Some(gw) = subnet.gateway_ip {
