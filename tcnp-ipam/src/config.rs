@@ -58,7 +58,7 @@ struct RawNeutron {
     use_metadata: bool,
     #[serde(default)]
     metadata_url: Option<String>,
-    /// `["IPv4"]` or `["IPv4", "IPv6"]` (Kubernetes' spelling); absent: [`Ipv6::Auto`].
+    /// `["IPv4"]` or `["IPv4", "IPv6"]` (Kubernetes' spelling); absent: `["IPv4"]`.
     #[serde(default)]
     ip_families: Option<Vec<String>>,
 }
@@ -97,15 +97,13 @@ pub struct NodeBlocks {
     pub prefix_length: u8,
 }
 
-/// Whether pods get an IPv6 address beside their IPv4 one.
+/// Whether pods get an IPv6 address beside their IPv4 one. Off unless asked for, as in
+/// Calico's IPAM (`assign_ipv6` defaults to false): a network that gains an IPv6 subnet
+/// does not change what existing nodes hand out, and veth-route configures IPv4 only so
+/// far (it refuses an IPAM result with an IPv6 address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ipv6 {
-    /// When the network has an IPv6 subnet that takes explicit fixed IPs (`dhcpv6-stateful`
-    /// or no address mode); a network whose IPv6 subnets are all SLAAC or
-    /// `dhcpv6-stateless` gives IPv4 only, as before dual-stack support (logged). Never
-    /// with `nodeBlocks` (IPv4 blocks only).
-    Auto,
-    /// `ipFamilies: ["IPv4"]`: never.
+    /// `ipFamilies: ["IPv4"]`, or no `ipFamilies`: never.
     Off,
     /// `ipFamilies: ["IPv4", "IPv6"]`: always; a network without a usable IPv6 subnet is a
     /// config error.
@@ -210,7 +208,7 @@ impl Settings {
             }
         }
         let ipv6 = match nc.ip_families.as_deref() {
-            None => Ipv6::Auto,
+            None => Ipv6::Off,
             Some(f) => match f.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["IPv4"] => Ipv6::Off,
                 ["IPv4", "IPv6"] | ["IPv6", "IPv4"] => Ipv6::Required,
@@ -219,9 +217,8 @@ impl Settings {
                         .with_details("use [\"IPv4\", \"IPv6\"]: the VM's port is found by its IPv4 address"))
                 }
                 other => {
-                    return Err(invalid(format!("neutronConf.ipFamilies {other:?} is not a list of IP families")).with_details(
-                        "give [\"IPv4\"] or [\"IPv4\", \"IPv6\"], or leave it out (IPv6 when the network has a usable IPv6 subnet)",
-                    ))
+                    return Err(invalid(format!("neutronConf.ipFamilies {other:?} is not a list of IP families"))
+                        .with_details("give [\"IPv4\"] or [\"IPv4\", \"IPv6\"], or leave it out (IPv4 only)"))
                 }
             },
         };
@@ -329,7 +326,7 @@ mod tests {
     #[test]
     fn ip_families_and_ipv6_routes() {
         let mut c = seed();
-        assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Auto);
+        assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Off);
         c["neutronConf"]["ipFamilies"] = json!(["IPv4"]);
         assert_eq!(Settings::parse("cni0", &c).unwrap().ipv6, Ipv6::Off);
         c["neutronConf"]["ipFamilies"] = json!(["IPv4", "IPv6"]);

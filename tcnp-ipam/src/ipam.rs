@@ -313,9 +313,9 @@ impl Op {
         let mut first = Some(current);
         let pool = self.settings.pool;
         // IPv6 as found with the port, unless the config turned it off since.
-        let ipv6 = self.settings.ipv6 != Ipv6::Off && self.settings.node_blocks.is_none();
+        let ipv6 = self.settings.ipv6 == Ipv6::Required;
         let subnets: Vec<SubnetInfo> = info.pod_subnets().filter(|s| ipv6 || s.cidr.addr().is_ipv4()).cloned().collect();
-        // Node blocks are IPv4 only (IPv6 is off with them, see `config::Ipv6`).
+        // Node blocks are IPv4 only (asking for IPv6 with them is a config error).
         if let (Some(b), 0) = (self.settings.node_blocks, self.spares_of(&info.subnet)) {
             self.claim_block(b.prefix_length).await?;
         }

@@ -94,7 +94,7 @@ async fn ipv6_subnet(
     primary_subnet: &str,
     port: &Port,
 ) -> Result<Option<Subnet>, IpamError> {
-    if settings.ipv6 == Ipv6::Off || (settings.ipv6 == Ipv6::Auto && settings.node_blocks.is_some()) {
+    if settings.ipv6 == Ipv6::Off {
         return Ok(None);
     }
     let v6: Vec<Subnet> = if network.subnets.iter().all(|s| s == primary_subnet) {
@@ -112,22 +112,16 @@ async fn ipv6_subnet(
     };
     if usable.is_empty() {
         let net = &network.id;
-        return match (settings.ipv6, refused.is_empty()) {
-            (Ipv6::Required, true) => {
-                Err(IpamError::Config(format!("neutronConf.ipFamilies asks for IPv6, but network {net} has no IPv6 subnet")))
-            }
-            (Ipv6::Required, false) => Err(IpamError::Config(format!(
+        return Err(IpamError::Config(if refused.is_empty() {
+            format!("neutronConf.ipFamilies asks for IPv6, but network {net} has no IPv6 subnet")
+        } else {
+            format!(
                 "neutronConf.ipFamilies asks for IPv6, but no IPv6 subnet of network {net} takes fixed IPs: {}. \
                  Neutron derives SLAAC and dhcpv6-stateless addresses from the port's MAC and refuses any other, so a \
                  pod cannot get one; add a subnet with ipv6_address_mode dhcpv6-stateful (or none)",
                 refused_list()
-            ))),
-            (_, false) => {
-                log::warn!("network {net}: IPv6 subnet(s) {} take no fixed IPs (SLAAC); pods get IPv4 only", refused_list());
-                Ok(None)
-            }
-            (_, true) => Ok(None),
-        };
+            )
+        }));
     }
     if !refused.is_empty() {
         log::info!("network {}: leaving SLAAC subnet(s) {} alone", network.id, refused_list());
