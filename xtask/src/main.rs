@@ -3,6 +3,7 @@
 mod bench_table;
 mod capabilities;
 mod ebpf;
+mod guest_cache;
 mod guest_runner;
 mod image;
 mod kernels;
