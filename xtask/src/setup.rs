@@ -115,7 +115,7 @@ fn bpf_linker() -> Result<()> {
     if succeeds(Command::new("bpf-linker").arg("--version")) {
         return Ok(());
     }
-    eprintln!("setup: building bpf-linker against LLVM 22 (about a minute)");
+    eprintln!("setup: building bpf-linker against LLVM 22 (about 2 minutes)");
     run(crate::process::cargo()
         .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
