@@ -73,7 +73,8 @@ pub fn run(dir: &Path) -> Result<()> {
     let plan = Plan::read(dir)?;
     if plan.prepare {
         prepare()?;
-        let plugin: Vec<&Path> = plan.env.iter().filter(|(k, _)| k == "VETH_ROUTE_BIN").map(|(_, v)| Path::new(v.as_str())).collect();
+        let plugin: Vec<&Path> =
+            plan.env.iter().filter(|(k, _)| k == crate::plan::PLUGIN_VAR).map(|(_, v)| Path::new(v.as_str())).collect();
         crate::guest_cache::cache(&plugin)?;
     }
     let caps = Capabilities::probe();

@@ -111,7 +111,12 @@ pub fn test_plan(executables: &[(String, PathBuf)], filter: &[String], guest: bo
             Job { name: name.clone(), program: exe.clone(), args }
         })
         .collect();
-    Plan { prepare: guest, cwd: workspace_root().join("tests"), env: vec![("VETH_ROUTE_BIN".into(), plugin.display().to_string())], jobs }
+    Plan {
+        prepare: guest,
+        cwd: workspace_root().join("tests"),
+        env: vec![(crate::plan::PLUGIN_VAR.into(), plugin.display().to_string())],
+        jobs,
+    }
 }
 
 /// Run `plan` on one kernel and read the verdict. Never an Err: a kernel that cannot even

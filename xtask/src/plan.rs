@@ -19,6 +19,10 @@ use crate::process::Result;
 /// The plan's file name inside the results directory.
 pub const FILE: &str = "plan";
 
+/// The variable naming the plugin the test bed drives (set in a plan's env; read back in
+/// the guest, which keeps that binary in RAM).
+pub const PLUGIN_VAR: &str = "VETH_ROUTE_BIN";
+
 /// One program to run, with its arguments; its output lands in `<name>.log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {

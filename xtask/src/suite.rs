@@ -207,7 +207,7 @@ pub fn bench(kernel: Option<&str>) -> Result<()> {
 fn bench_on(choice: &KernelChoice) -> Result<()> {
     let bin_dir = workspace_root().join("target/release");
     let mut env = vec![
-        ("VETH_ROUTE_BIN".to_string(), bin_dir.join("veth-route").display().to_string()),
+        (crate::plan::PLUGIN_VAR.to_string(), bin_dir.join("veth-route").display().to_string()),
         ("VETH_ROUTE_BENCH_ONLY".to_string(), "datapath".to_string()),
     ];
     // Under emulation (about 30x slower) the host's defaults would outlast the guest's
@@ -276,5 +276,5 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
 /// Run a test-bed binary of `profile` against the plugin built alongside it.
 fn run_tool(profile: &str, name: &str) -> Result<()> {
     let bin_dir = workspace_root().join("target").join(profile);
-    run(Command::new(bin_dir.join(name)).env("VETH_ROUTE_BIN", bin_dir.join("veth-route")))
+    run(Command::new(bin_dir.join(name)).env(crate::plan::PLUGIN_VAR, bin_dir.join("veth-route")))
 }
