@@ -14,12 +14,13 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::cni_runner::{self, Attachment, Outcome};
 use crate::netns::{run_ok, unique, NetNs, TempDir};
+use crate::patience::io_timeout;
 use crate::vm::with_prev;
 
 /// The pin layout version directory the plugin uses (`veth_route_common::PIN_LAYOUT_VERSION`).
@@ -27,8 +28,6 @@ pub const PIN_LAYOUT: &str = "v2";
 
 /// Name of the uplink inside each VM namespace.
 pub const UPLINK: &str = "up0";
-/// I/O timeout for test traffic: generous, only there so a broken path fails instead of hanging.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router ("vrouter" / remote host) every VM's uplink connects to.
 pub struct Router {
@@ -267,16 +266,12 @@ impl Drop for Pod<'_> {
 /// `server` on `listen_port` (0: the port of `connect`); returns how many bytes the server
 /// received, after checking their checksum. Panics on any failure.
 pub fn tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> usize {
-    try_tcp_transfer(client, server, listen_port, connect, bytes).unwrap_or_else(|e| panic!("TCP {connect}: {e}"))
+    try_tcp_transfer_with(client, server, listen_port, connect, bytes, 0, || {}).unwrap_or_else(|e| panic!("TCP {connect}: {e}"))
 }
 
-/// [`tcp_transfer`], with failures (no connection, reset, timeout) as `Err`.
-pub fn try_tcp_transfer(client: &NetNs, server: &NetNs, listen_port: u16, connect: SocketAddrV4, bytes: usize) -> Result<usize, String> {
-    try_tcp_transfer_with(client, server, listen_port, connect, bytes, 0, || {})
-}
-
-/// [`try_tcp_transfer`] that runs `midway` once the connection is established and the
-/// first `first` bytes are written (something that happens to a live connection).
+/// [`tcp_transfer`], with failures (no connection, reset, timeout) as `Err`, that runs
+/// `midway` once the connection is established and the first `first` bytes are written
+/// (something that happens to a live connection).
 pub fn try_tcp_transfer_with(
     client: &NetNs,
     server: &NetNs,
@@ -295,11 +290,11 @@ pub fn try_tcp_transfer_with(
             // poll first so a client that never connects cannot leave this thread in accept().
             let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: poll on one valid fd.
-            if unsafe { libc::poll(&mut pfd, 1, IO_TIMEOUT.as_millis() as i32) } != 1 {
+            if unsafe { libc::poll(&mut pfd, 1, io_timeout().as_millis() as i32) } != 1 {
                 return Err("server: no connection arrived".into());
             }
             let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            conn.set_read_timeout(Some(io_timeout())).unwrap();
             let mut got = Vec::new();
             conn.read_to_end(&mut got).map_err(|e| format!("server read: {e}"))?;
             conn.write_all(&(got.len() as u64).to_be_bytes()).map_err(|e| e.to_string())?;
@@ -307,9 +302,9 @@ pub fn try_tcp_transfer_with(
         });
         let client_side = || -> Result<usize, String> {
             let mut conn =
-                client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), IO_TIMEOUT)).map_err(|e| format!("connect: {e}"))?;
-            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), io_timeout())).map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(io_timeout())).unwrap();
+            conn.set_write_timeout(Some(io_timeout())).unwrap();
             let (head, tail) = payload.split_at(first.min(payload.len()));
             conn.write_all(head).map_err(|e| format!("client write: {e}"))?;
             midway();
@@ -366,7 +361,7 @@ pub fn udp_ttl(sender: &NetNs, from: Option<Ipv4Addr>, receiver: &NetNs, to: Ipv
     let rx = receiver.run(|| UdpSocket::bind((to, 0)).expect("bind receiver"));
     let port = rx.local_addr().unwrap().port();
     enable_recv_ttl(&rx);
-    rx.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let tx = sender.run(|| UdpSocket::bind((from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)).expect("bind sender"));
     tx.set_ttl(ttl).unwrap();
     tx.send_to(b"ttl probe", (to, port)).expect("send");
@@ -420,7 +415,7 @@ fn recv_with_ttl(sock: &UdpSocket) -> Option<(Vec<u8>, u8)> {
 /// Poll `cond` until it holds (event-driven counters settle in microseconds; the deadline
 /// only turns a bug into a failure instead of a hang).
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + IO_TIMEOUT;
+    let deadline = Instant::now() + io_timeout();
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::yield_now();

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod mutate;
 pub mod netns;
 pub mod openstack;
+pub mod patience;
 pub mod podman;
 pub mod probe;
 pub mod vm;

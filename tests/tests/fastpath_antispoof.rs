@@ -1,11 +1,12 @@
 //! Anti-spoofing in `from_pod`: a pod may only send IPv4 from the address it was given.
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
 use std::net::Ipv4Addr;
+use std::net::UdpSocket;
 
 use serde_json::json;
 use testbed::fastpath_support::{udp_socket_in, wait_until, Router, Vm, UPLINK};
+use testbed::patience::io_timeout;
 
 /// An address inside the VM's pod subnet that no pod owns.
 const FORGED: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 250);
@@ -33,7 +34,7 @@ fn spoofed_source_is_dropped_and_counted_while_real_traffic_flows() {
     // The same pod using its own address is unaffected.
     udp_socket_in(&attacker.ns, attacker.ip).send_to(b"genuine", to).unwrap();
     rx.set_nonblocking(false).unwrap();
-    rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let (n, from) = rx.recv_from(&mut buf).expect("genuine datagram arrives");
     assert_eq!(&buf[..n], b"genuine");
     assert_eq!(from.ip(), std::net::IpAddr::V4(attacker.ip));
@@ -52,7 +53,7 @@ fn anti_spoof_off_lets_other_sources_through() {
     assert!(endpoints.as_array().unwrap().iter().all(|e| e["anti_spoof"] == json!(false)), "{endpoints}");
 
     let rx = udp_socket_in(&receiver.ns, receiver.ip);
-    rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     udp_socket_in(&sender.ns, FORGED).send_to(b"other source", (receiver.ip, rx.local_addr().unwrap().port())).unwrap();
     let mut buf = [0u8; 64];
     let (n, from) = rx.recv_from(&mut buf).expect("datagram arrives with antiSpoof off");
@@ -99,7 +100,7 @@ fn trace_shows_spoofed_drops_when_program_logging_is_on() {
 
     let rx_sock = udp_socket_in(&victim.ns, victim.ip);
     udp_socket_in(&attacker.ns, FORGED).send_to(b"forged", (victim.ip, rx_sock.local_addr().unwrap().port())).unwrap();
-    let line = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let line = rx.recv_timeout(io_timeout());
     let _ = trace.kill();
     let _ = trace.wait();
     let line = line.expect("a trace record for the spoofed packet");
@@ -138,7 +139,7 @@ fn ipv6_from_an_ipv4_only_pod_is_dropped() {
             let err = rx.recv_from(&mut buf).expect_err("IPv6 from an IPv4-only pod must not arrive");
             assert_eq!(err.kind(), ErrorKind::WouldBlock);
         } else {
-            rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            rx.set_read_timeout(Some(io_timeout())).unwrap();
             let (n, from) = rx.recv_from(&mut buf).expect("with antiSpoof off the datagram arrives");
             assert_eq!(&buf[..n], b"forged v6");
             assert_eq!(from.ip().to_string(), "fd00:20::99");

@@ -4,13 +4,13 @@
 //! and networks with different `fastPath` modes on one pin directory.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::time::Duration;
 
 use serde_json::json;
 use testbed::fastpath_support::{
     forget_conntrack, stay_on_this_cpu, try_tcp_transfer_with, udp_socket_in, udp_ttl, wait_until, Router, Vm, UPLINK,
 };
 use testbed::netns::{unique, NetNs};
+use testbed::patience::io_timeout;
 
 /// Several MB: many full-size segments.
 const STREAM: usize = 4 << 20;
@@ -111,7 +111,7 @@ fn a_vlan_tagged_frame_for_a_pod_is_not_redirected() {
     assert_eq!(udp_ttl(&router.ns, None, &pod.ns, pod.ip, 64), 63);
 
     let rx = udp_socket_in(&pod.ns, pod.ip);
-    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let to = rx.local_addr().unwrap();
     let uplink: serde_json::Value = serde_json::from_str(&vm.ns.ip(&format!("-j link show {UPLINK}"))).unwrap();
     let uplink_mac = parse_mac(uplink[0]["address"].as_str().unwrap());
@@ -201,7 +201,7 @@ fn a_packet_for_a_pod_gone_without_del_goes_to_the_kernel_and_is_counted() {
     let mut pod = vm.add_pod();
     let veth = vm.host_veth_of(pod.ip);
     let rx = udp_socket_in(&pod.ns, pod.ip);
-    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let to = rx.local_addr().unwrap();
     let tx = udp_socket_in(&router.ns, Router::addr_for(1));
     let mut buf = [0u8; 16];
@@ -273,7 +273,7 @@ fn a_packet_larger_than_the_pods_mtu_goes_to_the_kernel_which_answers_fragmentat
     vm.conf["mtu"] = json!(1400);
     let pod = vm.add_pod();
     let rx = udp_socket_in(&pod.ns, pod.ip);
-    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let to = rx.local_addr().unwrap();
     let tx = udp_socket_in(&router.ns, Router::addr_for(1));
     let dont_fragment: libc::c_int = libc::IP_PMTUDISC_DO;

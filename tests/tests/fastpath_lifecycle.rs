@@ -8,6 +8,7 @@ use std::thread;
 
 use serde_json::json;
 use testbed::fastpath_support::{tcp_transfer, udp_ttl, Router, Vm};
+use testbed::patience::io_timeout;
 
 #[test]
 fn del_removes_entry_and_pins_and_fifty_cycles_leave_nothing_stale() {
@@ -132,7 +133,7 @@ fn gc_of_one_network_leaves_the_pods_of_another_network_on_the_same_pins_alone()
     let forged = Ipv4Addr::new(10, 10, 1, 251);
     b1.ns.ip(&format!("addr add {forged}/32 dev eth0"));
     let rx = testbed::fastpath_support::udp_socket_in(&b2.ns, b2.ip);
-    rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let to = (b2.ip, rx.local_addr().unwrap().port());
     let drops = vm.counter("from_pod", "drop_spoofed");
     testbed::fastpath_support::udp_socket_in(&b1.ns, forged).send_to(b"forged", to).unwrap();

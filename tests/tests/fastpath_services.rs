@@ -4,9 +4,12 @@
 //! they never verify, and the backend's replies stay on the kernel path for reverse NAT
 //! (counted as `pass_new_flow` / `pass_kernel_flow`), never redirected.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer, udp_socket_in, Router, Vm};
+use testbed::fastpath_support::{tcp_transfer, udp_socket_in, wait_until, Router, Vm};
+use testbed::patience::io_timeout;
+use testbed::probe::netstat;
 
 const VIP_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
@@ -56,8 +59,9 @@ fn service_vip_to_local_and_remote_backend_works_with_fast_path_auto() {
     assert!(vm1.counter("from_pod", "redirected") > redirected);
 }
 
-/// Why `auto` exists: `always` redirects the backend's replies past reverse NAT, the client
-/// sees the backend's address instead of the VIP and the connection never establishes.
+/// Why `auto` exists: `always` redirects the backend's replies past reverse NAT. The client
+/// gets the SYN-ACK from the backend's address instead of the VIP's, answers it with a
+/// reset, and its connection to the VIP never establishes.
 #[test]
 fn fast_path_always_breaks_same_vm_services_as_documented() {
     let router = Router::new();
@@ -65,8 +69,54 @@ fn fast_path_always_breaks_same_vm_services_as_documented() {
     let client = vm.add_pod();
     let backend = vm.add_pod();
     dnat(&vm, VIP_LOCAL, backend.ip);
-    let outcome = try_tcp_transfer(&client.ns, &backend.ns, 8080, SocketAddrV4::new(VIP_LOCAL, 80), 1024);
-    assert!(outcome.is_err(), "expected the un-NATed reply to break the connection, got {outcome:?}");
+    let _listener = backend.ns.run(|| TcpListener::bind(("0.0.0.0", 8080)).expect("bind"));
+    let resets = netstat(&client.ns, "OutRsts");
+    let conn = client.ns.run(|| ConnectInFlight::start(SocketAddrV4::new(VIP_LOCAL, 80)));
+    // Nothing else runs in the client pod: its first reset answers the stray SYN-ACK.
+    wait_until("the client resets the backend's un-NATed SYN-ACK", || netstat(&client.ns, "OutRsts") > resets);
+    assert_eq!(conn.tcp_state(), TCP_SYN_SENT, "the connection to the VIP must not establish");
+}
+
+/// `TCP_SYN_SENT` of the kernel's `tcp_states.h`, as `tcp_info.tcpi_state` reports it.
+const TCP_SYN_SENT: u8 = 2;
+
+/// A non-blocking connect left in flight, so the test sees its state without waiting for
+/// the connect to time out.
+struct ConnectInFlight(OwnedFd);
+
+impl ConnectInFlight {
+    fn start(to: SocketAddrV4) -> ConnectInFlight {
+        // SAFETY: socket(2); the descriptor is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: connect(2) with a sockaddr_in that lives across the call and its size.
+        let rc = unsafe {
+            libc::connect(fd.as_raw_fd(), (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        let err = std::io::Error::last_os_error();
+        assert!(rc < 0 && err.raw_os_error() == Some(libc::EINPROGRESS), "connect {to}: expected EINPROGRESS, got {rc} ({err})");
+        ConnectInFlight(fd)
+    }
+
+    fn tcp_state(&self) -> u8 {
+        // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) on a socket we own, into `info` of size `len`.
+        let rc = unsafe {
+            libc::getsockopt(self.0.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_state
+    }
 }
 
 /// A tuple reused across the two kinds of flow: a client's socket first talks to a pod
@@ -83,7 +133,7 @@ fn a_tuple_reused_by_a_nated_flow_is_demoted_and_the_answer_is_reverse_nated() {
     let client_sock = udp_socket_in(&client.ns, client.ip);
     let server = udp_socket_in(&backend.ns, backend.ip);
     for s in [&client_sock, &server] {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(io_timeout())).unwrap();
     }
     let server_addr = server.local_addr().unwrap();
     let mut buf = [0u8; 64];
@@ -102,7 +152,23 @@ fn a_tuple_reused_by_a_nated_flow_is_demoted_and_the_answer_is_reverse_nated() {
 
     let vip = SocketAddrV4::new(VIP_LOCAL, 53);
     let to = server_addr.to_string();
-    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", &VIP_LOCAL.to_string(), "-p", "udp", "--dport", "53", "-j", "DNAT", "--to-destination", &to]);
+    vm.iptables(&[
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        &VIP_LOCAL.to_string(),
+        "-p",
+        "udp",
+        "--dport",
+        "53",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &to,
+    ]);
     let demoted = vm.counter("to_pod", "flows_demoted");
     assert_eq!(exchange(vip.into()), std::net::SocketAddr::V4(vip), "the answer must come back from the VIP");
     assert_eq!(vm.counter("to_pod", "flows_demoted"), demoted + 1);

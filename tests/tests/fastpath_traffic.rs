@@ -7,6 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use testbed::fastpath_support::{tcp_transfer, udp_socket_in, udp_ttl, Router, Vm, UPLINK};
+use testbed::patience::io_timeout;
 
 /// Several MB in MTU-sized segments (1500-byte MTU on every link).
 const STREAM: usize = 4 << 20;
@@ -51,7 +52,7 @@ fn a_udp_answer_between_pods_is_redirected() {
     let b = vm.add_pod();
     let (sa, sb) = (udp_socket_in(&a.ns, a.ip), udp_socket_in(&b.ns, b.ip));
     for s in [&sa, &sb] {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(io_timeout())).unwrap();
     }
     let redirected = vm.counter("from_pod", "redirected");
     sa.send_to(b"question", sb.local_addr().unwrap()).unwrap();

@@ -9,6 +9,7 @@ use std::net::SocketAddrV4;
 use serde_json::{json, Value};
 use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer_with, udp_send_in_order, udp_socket_in, wait_until, Router, Vm, UPLINK};
 use testbed::kernel::{not_applicable, Capabilities};
+use testbed::patience::io_timeout;
 
 /// Several MB, so the upgrade happens in the middle of the transfer.
 const STREAM: usize = 8 << 20;
@@ -194,7 +195,7 @@ fn an_older_pin_layout_generation_is_migrated_by_the_next_add() {
     // Its anti-spoof entry came along: a forged source from the old pod does not arrive
     // (sent in order before a genuine datagram, which does).
     let rx = udp_socket_in(&new.ns, new.ip);
-    rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let to = rx.local_addr().unwrap();
     old.ns.ip("addr add 10.10.1.250/32 dev eth0");
     let forged: std::net::IpAddr = "10.10.1.250".parse().unwrap();

@@ -10,12 +10,12 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
 
 use serde_json::json;
 use testbed::fastpath_support::{udp_send_in_order, udp_socket_at, Pod, Router, Vm, UPLINK};
 use testbed::kernel::{self, Capabilities};
 use testbed::netns::TempDir;
+use testbed::patience::io_timeout;
 use testbed::probe::netstat;
 
 /// The VM's uplink address, a receiver for datagrams to "the VM".
@@ -26,8 +26,6 @@ const UPLINK_FORGED: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
 const VM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 /// Global IPv6 sources an IPv4-only pod could forge: elsewhere, and on the uplink's subnet.
 const FORGED6: [Ipv6Addr; 2] = [Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 5), Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x99)];
-/// Bounds a lost datagram; never an assertion on speed.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A VM with the kernel path only, logging at info to a file, `all.rp_filter` as given
 /// and the per-device default off (so what the plugin sets is what counts), and an IPv6
@@ -74,7 +72,7 @@ fn ipv6_route_to_vm(pod: &Pod) {
 
 /// Datagrams on `rx` up to and including `last`, with their sources.
 fn receive_until(rx: &UdpSocket, last: &[u8]) -> Vec<(String, IpAddr)> {
-    rx.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     loop {

@@ -92,11 +92,18 @@ fn executable_of(json: &str, name: &str) -> Option<PathBuf> {
         .find_map(|l| l.split_once("\"executable\":\"").and_then(|(_, rest)| rest.split_once('"')).map(|(exe, _)| PathBuf::from(exe)))
 }
 
+/// The variable that stretches the test bed's waits for traffic (`testbed::patience`).
+const PATIENCE_VAR: &str = "VETH_ROUTE_PATIENCE";
+/// A guest runs under `nice` beside the host suite, and its clock runs on while it gets no
+/// CPU: its tests wait six times as long before calling a packet lost (60 s, not 10).
+const GUEST_PATIENCE: u32 = 6;
+
 /// The plan of the datapath tests: `filter` (test-name filters and libtest flags) goes to
 /// every executable after the runner's own flags. `--show-output` because libtest swallows
 /// the output of passing tests, and with it their not-applicable lines.
 pub fn test_plan(executables: &[(String, PathBuf)], filter: &[String], guest: bool) -> Plan {
     let plugin = if guest { guest_plugin() } else { workspace_root().join("target/debug/veth-route") };
+    let plugin_var = (crate::plan::PLUGIN_VAR.to_string(), plugin.display().to_string());
     let jobs = executables
         .iter()
         .map(|(name, exe)| {
@@ -114,7 +121,7 @@ pub fn test_plan(executables: &[(String, PathBuf)], filter: &[String], guest: bo
     Plan {
         prepare: guest,
         cwd: workspace_root().join("tests"),
-        env: vec![(crate::plan::PLUGIN_VAR.into(), plugin.display().to_string())],
+        env: if guest { vec![plugin_var, (PATIENCE_VAR.into(), GUEST_PATIENCE.to_string())] } else { vec![plugin_var] },
         jobs,
     }
 }
