@@ -8,7 +8,7 @@ use crate::config::{self, Conf};
 use crate::datapath::{self, DatapathError, FastPath, PodEndpoint};
 use crate::error::{Error, Result};
 use crate::names::AttachmentNames;
-use crate::netlink::{self, describe, mac_string, Link, Route4};
+use crate::netlink::{self, describe, mac_string, Link, Route};
 use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan, PodState};
 use crate::proxy_neigh::{self, ProxyNeighError};
@@ -95,7 +95,7 @@ pub fn check(req: &Request) -> Result<()> {
     }
 }
 
-fn same(a: &Route4, b: &Route4) -> bool {
+fn same(a: &Route, b: &Route) -> bool {
     a.dst == b.dst && a.gw == b.gw && a.oif == b.oif && a.scope == b.scope && a.priority == b.priority
 }
 
@@ -114,8 +114,8 @@ fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String>
         d.push(format!("pod {ifname} lacks address {} (has: {})", plan.addr, list(&state.addrs)));
     }
     let want = plan.routes(state.link.index);
-    let have: Vec<&Route4> = state.routes.iter().filter(|r| r.oif == Some(state.link.index)).collect();
-    let show = |r: &Route4| describe(r).replace(&format!("#{}", state.link.index), ifname);
+    let have: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(state.link.index)).collect();
+    let show = |r: &Route| describe(r).replace(&format!("#{}", state.link.index), ifname);
     for w in &want {
         if !have.iter().any(|h| same(h, w)) {
             d.push(format!("pod route `{}` is missing", show(w)));

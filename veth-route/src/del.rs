@@ -7,7 +7,7 @@ use crate::config::{self, Conf};
 use crate::datapath;
 use crate::error::{Error, Result};
 use crate::names::AttachmentNames;
-use crate::netlink::{self, Route4};
+use crate::netlink::{self, Route};
 use crate::netns::Netlink;
 use crate::timings::Stages;
 use crate::{masq, proxy_neigh};
@@ -39,7 +39,13 @@ pub fn del(req: &Request) -> Result<()> {
         })
     });
     let route = nl.host(|h| async move { pod_route(&h, host_name).await }).unwrap_or(None);
-    let pod_ip = route.as_ref().map(|r| r.dst.addr()).or(prev_ip);
+    let pod_ip = route
+        .as_ref()
+        .and_then(|r| match r.dst {
+            ipnet::IpNet::V4(n) => Some(n.addr()),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .or(prev_ip);
     stages.end("lookup");
     note(datapath::detach(&conf.plugin.datapath, pod_ip, host_name).map_err(Error::from));
     stages.end("datapath");
@@ -90,7 +96,7 @@ fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()
 }
 
 /// The /32 routed through `host_veth`, if the veth and its route still exist.
-async fn pod_route(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route4>> {
+async fn pod_route(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route>> {
     let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
     let routes = netlink::ipv4_routes(h).await?;
     Ok(routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 32))

@@ -11,12 +11,12 @@ use rtnetlink::Handle;
 use crate::config::VethRouteConf;
 use crate::error::{Error, Result};
 use crate::gateway::{self, Placement};
-use crate::netlink::{self, Link, Route4};
+use crate::netlink::{self, Link, Route};
 use crate::{antispoof, sysctl, veth};
 
 /// The host route to a pod.
-pub fn pod_route(pod_ip: Ipv4Addr, host_index: u32) -> Route4 {
-    Route4::new(Ipv4Net::new(pod_ip, 32).expect("/32"), None, host_index, RouteScope::Universe)
+pub fn pod_route(pod_ip: Ipv4Addr, host_index: u32) -> Route {
+    Route::new(Ipv4Net::new(pod_ip, 32).expect("/32"), None, host_index, RouteScope::Universe)
 }
 
 /// The MTU pods get when the config sets none: the uplink's, i.e. the interface of the

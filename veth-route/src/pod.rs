@@ -11,7 +11,7 @@
 //! only answers the host's, which those settings do not affect. (Setting the pod's
 //! interface down flushes even permanent entries; CHECK reports the entry missing then.)
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::neighbour::NeighbourState;
@@ -19,7 +19,7 @@ use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::Handle;
 
 use crate::error::{Error, Result};
-use crate::netlink::{self, mac_string, Link, Neigh4, Route4};
+use crate::netlink::{self, mac_string, Link, Neigh, Route};
 use crate::netns::NetNs;
 use crate::sysctl;
 
@@ -58,12 +58,12 @@ impl PodPlan {
     }
 
     /// The routes the pod must have, in the order they are added.
-    pub fn routes(&self, index: u32) -> Vec<Route4> {
+    pub fn routes(&self, index: u32) -> Vec<Route> {
         let mut r = vec![
-            Route4::new(Ipv4Net::new(self.gateway, 32).expect("/32"), None, index, RouteScope::Link),
-            Route4::new(Ipv4Net::default(), Some(self.gateway), index, RouteScope::Universe),
+            Route::new(Ipv4Net::new(self.gateway, 32).expect("/32"), None, index, RouteScope::Link),
+            Route::new(Ipv4Net::default(), Some(self.gateway.into()), index, RouteScope::Universe),
         ];
-        r.extend(self.extra.iter().map(|dst| Route4::new(*dst, Some(self.gateway), index, RouteScope::Universe)));
+        r.extend(self.extra.iter().map(|dst| Route::new(*dst, Some(self.gateway.into()), index, RouteScope::Universe)));
         r
     }
 }
@@ -100,11 +100,11 @@ pub async fn configure(h: &Handle, ns: &NetNs, plan: &PodPlan) -> Result<PodIfac
     netlink::set_up(h, link.index, &plan.ifname).await?;
     // Before the routes, so no lookup through the gateway ever starts an ARP resolution.
     let gw_mac = plan.gateway_mac.ok_or_else(|| Error::Command(format!("no MAC known for gateway {} of {}", plan.gateway, plan.ifname)))?;
-    netlink::set_permanent_neighbour(h, link.index, plan.gateway, gw_mac).await?;
+    netlink::set_permanent_neighbour(h, link.index, plan.gateway.into(), gw_mac).await?;
     // The design note shows only the two gateway routes: drop the kernel's prefix route,
     // so on-subnet peers are also reached through the host (which routes per pod /32).
     if plan.addr.prefix_len() < 32 {
-        let prefix = Route4 { protocol: RouteProtocol::Kernel, ..Route4::new(plan.addr.trunc(), None, link.index, RouteScope::Link) };
+        let prefix = Route { protocol: RouteProtocol::Kernel, ..Route::new(plan.addr.trunc(), None, link.index, RouteScope::Link) };
         netlink::del_route(h, &prefix).await?;
     }
     for route in plan.routes(link.index) {
@@ -125,9 +125,9 @@ pub struct PodState {
     /// Its IPv4 addresses.
     pub addrs: Vec<Ipv4Net>,
     /// The namespace's IPv4 main-table routes.
-    pub routes: Vec<Route4>,
+    pub routes: Vec<Route>,
     /// The interface's IPv4 neighbour entries.
-    pub neighbours: Vec<Neigh4>,
+    pub neighbours: Vec<Neigh>,
 }
 
 /// Read the pod side; `None` when `ifname` does not exist.
@@ -135,7 +135,7 @@ pub async fn inspect(h: &Handle, ifname: &str) -> Result<Option<PodState>> {
     let Some(link) = netlink::link_by_name(h, ifname).await? else { return Ok(None) };
     let addrs = netlink::ipv4_addrs(h, link.index).await?;
     let routes = netlink::ipv4_routes(h).await?;
-    let neighbours = netlink::ipv4_neighbours(h, link.index).await?;
+    let neighbours = netlink::neighbours(h, link.index).await?;
     Ok(Some(PodState { link, addrs, routes, neighbours }))
 }
 
@@ -145,7 +145,7 @@ pub async fn inspect(h: &Handle, ifname: &str) -> Result<Option<PodState>> {
 pub fn gateway_neigh_diffs(plan: &PodPlan, state: &PodState) -> Vec<String> {
     let Some(want) = plan.gateway_mac else { return Vec::new() };
     let (gw, ifname, want_s) = (plan.gateway, &plan.ifname, mac_string(&want));
-    match state.neighbours.iter().find(|n| n.ip == gw) {
+    match state.neighbours.iter().find(|n| n.ip == IpAddr::V4(gw)) {
         None => vec![format!("pod {ifname} has no neighbour entry for gateway {gw} (want lladdr {want_s} permanent)")],
         Some(n) if n.mac == Some(want) && n.state == NeighbourState::Permanent => Vec::new(),
         Some(n) => vec![format!(
@@ -168,8 +168,8 @@ mod tests {
         assert_eq!(plan.extra, vec![net("10.9.0.0/16")]);
         let r = plan.routes(7);
         assert_eq!(r.len(), 3);
-        assert_eq!((r[0].dst, r[0].gw, r[0].scope), (net("169.254.1.1/32"), None, RouteScope::Link));
-        assert_eq!((r[1].dst, r[1].gw, r[1].scope), (net("0.0.0.0/0"), Some(gw), RouteScope::Universe));
+        assert_eq!((r[0].dst, r[0].gw, r[0].scope), (net("169.254.1.1/32").into(), None, RouteScope::Link));
+        assert_eq!((r[1].dst, r[1].gw, r[1].scope), (net("0.0.0.0/0").into(), Some(gw.into()), RouteScope::Universe));
         assert!(r.iter().all(|x| x.oif == Some(7) && x.protocol == RouteProtocol::Boot));
     }
 
@@ -179,8 +179,8 @@ mod tests {
         let host_mac = [2, 0, 0, 0, 0, 1];
         let plan = PodPlan::new("eth0", "10.10.10.19/24".parse().unwrap(), gw, []).with_gateway_mac(Some(host_mac));
         let link = Link { index: 2, name: "eth0".into(), mac: None, peer_index: None, alias: None, kind: None, up: true, mtu: None };
-        let state = |n: Vec<Neigh4>| PodState { link: link.clone(), addrs: vec![], routes: vec![], neighbours: n };
-        let entry = |mac, state| Neigh4 { ip: gw, mac, state };
+        let state = |n: Vec<Neigh>| PodState { link: link.clone(), addrs: vec![], routes: vec![], neighbours: n };
+        let entry = |mac, state| Neigh { ip: gw.into(), mac, state };
 
         assert!(gateway_neigh_diffs(&plan, &state(vec![entry(Some(host_mac), NeighbourState::Permanent)])).is_empty());
         let missing = gateway_neigh_diffs(&plan, &state(vec![]));
@@ -190,7 +190,7 @@ mod tests {
         let learned = gateway_neigh_diffs(&plan, &state(vec![entry(Some(host_mac), NeighbourState::Reachable)]));
         assert!(learned[0].contains("Reachable"), "{learned:?}");
         // Entries for other addresses do not count.
-        let other = Neigh4 { ip: Ipv4Addr::new(10, 10, 10, 8), mac: Some(host_mac), state: NeighbourState::Permanent };
+        let other = Neigh { ip: Ipv4Addr::new(10, 10, 10, 8).into(), mac: Some(host_mac), state: NeighbourState::Permanent };
         assert_eq!(gateway_neigh_diffs(&plan, &state(vec![other])).len(), 1);
     }
 }
