@@ -27,6 +27,7 @@ pub mod status;
 pub mod sysctl;
 pub mod timings;
 pub mod veth;
+pub mod xtables;
 
 use cni::{CniError, CniResult, Plugin, Request};
 
