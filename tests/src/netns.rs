@@ -65,6 +65,16 @@ impl NetNs {
         run_ok(self.command("ip").args(args.split_whitespace()))
     }
 
+    /// The names of the links inside. Names, not `ip link` lines: those carry states (a
+    /// peer's carrier coming up, an operstate settling) that change on their own.
+    pub fn link_names(&self) -> Vec<String> {
+        self.ip("-o link show")
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// Run `ip <args>` inside and return the raw output (for commands expected to fail).
     pub fn ip_output(&self, args: &str) -> Output {
         self.command("ip").args(args.split_whitespace()).output().expect("run ip")

@@ -140,18 +140,35 @@ impl Vm {
 
     /// Everything a pod attachment could leave behind in the VM.
     pub fn snapshot(&self) -> Snapshot {
-        let links = self
+        let links = self.ns.link_names();
+        // IPv6 link-local addresses and their routes are the kernel's, made for every link
+        // that comes up (they change from tentative to usable in between two snapshots);
+        // the links themselves are compared.
+        let link_local = |l: &str| l.contains("fe80:");
+        let addrs = self
             .ns
-            .ip("-o link show")
+            .ip("-o addr show")
             .lines()
-            .filter_map(|l| l.split(':').nth(1))
-            .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            .filter(|l| !link_local(l))
+            .map(|l| l.split("valid_lft").next().unwrap_or(l).trim().to_string())
             .collect();
-        let addrs = self.ns.ip("-4 -o addr show").lines().map(|l| l.split("valid_lft").next().unwrap_or(l).trim().to_string()).collect();
-        let routes = self.ns.ip("-4 route show table all").lines().map(str::to_string).collect();
-        let rules = ["nat", "filter", "mangle"]
+        let routes = [self.ns.ip("-4 route show table all"), self.ns.ip("-6 route show table all")]
             .iter()
-            .flat_map(|t| self.ns.sh("iptables", &["-w", "-t", t, "-S"]).lines().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|t| t.lines().filter(|l| !link_local(l)).map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let tables = [
+            ("iptables", "nat"),
+            ("iptables", "filter"),
+            ("iptables", "mangle"),
+            ("ip6tables", "raw"),
+            ("ip6tables", "nat"),
+            ("ip6tables", "filter"),
+        ];
+        let rules = tables
+            .iter()
+            .flat_map(|(prog, t)| {
+                self.ns.sh(prog, &["-w", "-t", t, "-S"]).lines().map(|l| format!("{prog} -t {t} {l}")).collect::<Vec<_>>()
+            })
             .collect();
         let ipam = list_files(self.ipam_dir.path())
             .into_iter()
@@ -190,11 +207,11 @@ const GATEWAY_DEVICE: &str = "dummy0";
 pub struct Snapshot {
     /// Link names.
     pub links: Vec<String>,
-    /// `ip -o addr` lines.
+    /// `ip -o addr` lines (both families, without IPv6 link-local addresses).
     pub addrs: Vec<String>,
-    /// All routes of all tables.
+    /// All routes of all tables, both families (without IPv6 link-local ones).
     pub routes: Vec<String>,
-    /// iptables rules of nat, filter and mangle.
+    /// iptables rules of nat, filter and mangle; ip6tables rules of raw, nat and filter.
     pub rules: Vec<String>,
     /// host-local allocations.
     pub ipam: Vec<String>,

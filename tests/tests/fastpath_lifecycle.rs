@@ -193,14 +193,14 @@ fn fast_path_required_fails_add_cleanly_without_usable_ebpf() {
     let mut vm = Vm::new(&router, 1, "required");
     let not_bpffs = testbed::netns::TempDir::new("nobpf");
     vm.conf["bpfPinDir"] = json!(not_bpffs.path());
-    let links_before = vm.ns.ip("-o link show");
+    let links_before = vm.ns.link_names();
     let out = match vm.try_add_pod() {
         Ok(_) => panic!("ADD with fastPath required must fail without eBPF"),
         Err(out) => out,
     };
     let (_, msg, err) = out.error();
     assert!(format!("{msg} {err}").contains("eBPF"), "{err}");
-    assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
+    assert_eq!(vm.ns.link_names(), links_before, "failed ADD must leave no interface behind");
 
     // STATUS says so before any ADD is tried (CNI 1.1.0; code 50: plugin not available).
     vm.conf["cniVersion"] = json!("1.1.0");
@@ -217,14 +217,14 @@ fn fast_path_required_fails_add_cleanly_without_usable_ebpf() {
 fn add_failing_after_the_early_attach_leaves_no_pin_entry_or_interface() {
     let router = Router::new();
     let mut vm = Vm::new(&router, 1, "auto");
-    let links_before = vm.ns.ip("-o link show");
+    let links_before = vm.ns.link_names();
     // The veth and its from_pod attachment exist before IPAM runs; a missing IPAM plugin
     // fails the ADD after both.
     vm.conf["ipam"]["type"] = json!("no-such-ipam");
     if vm.try_add_pod().is_ok() {
         panic!("ADD with a missing IPAM plugin must fail");
     }
-    assert_eq!(vm.ns.ip("-o link show"), links_before, "failed ADD must leave no interface behind");
+    assert_eq!(vm.ns.link_names(), links_before, "failed ADD must leave no interface behind");
     assert!(vm.pins().join("links/from_pod").is_dir(), "the ADD got as far as the datapath");
     assert_eq!(vm.pod_link_pins(), Vec::<String>::new(), "failed ADD must leave no link pin");
     assert_eq!(vm.endpoint_ips(), Vec::<std::net::Ipv4Addr>::new());

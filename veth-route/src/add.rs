@@ -2,20 +2,21 @@
 //! masquerade, datapath endpoint; on any failure everything done so far is undone in
 //! reverse order.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use cni::{delegate, CniError, CniResult, ErrorCode, Interface, IpConfig, Request, Route, Verb};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::{self, Conf};
-use crate::datapath::{self, Attached, PodEndpoint};
+use crate::datapath::{self, Attached, FastPath, PodEndpoint};
 use crate::error::{Result, CODE_IPAM_RESULT};
+use crate::gateway::GATEWAY6;
 use crate::names::AttachmentNames;
 use crate::netlink::{self, mac_string};
 use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan};
 use crate::timings::Stages;
-use crate::{antispoof, host, masq, proxy_neigh, veth};
+use crate::{antispoof, antispoof6, host, masq, proxy_neigh, veth};
 
 /// Run ADD.
 pub fn add(req: &Request) -> Result<CniResult> {
@@ -51,7 +52,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     // Without IPAM the addresses come from prevResult: refuse an unusable one now.
     if conf.ipam_type().is_none() {
         let prev = conf.prev_result.as_ref().ok_or_else(no_addresses)?;
-        pick_ipv4(&conf, prev)?;
+        pick_addresses(&conf, prev)?;
     }
 
     // `required` must not create the gateway, the veth or an address only to find that the
@@ -68,6 +69,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         host_veth: false,
         proxy_neigh: None,
         masq_chain: false,
+        antispoof6: false,
         datapath: false,
     };
     let outcome = setup(&conf, req, &pod_ns, &nl, &names, &mut undo, &mut stages);
@@ -106,13 +108,15 @@ fn setup(
     stages.end("veth");
 
     let ipam = addresses(conf, req, undo)?;
-    let (pod_addr, ipam_routes) = pick_ipv4(conf, &ipam)?;
+    let picked = pick_addresses(conf, &ipam)?;
+    let (pod_addr, pod_ip6) = (picked.v4, picked.v6);
     let gw = conf.plugin.gateway;
     stages.end("ipam");
 
     // Its first request may wait for the RTNL lock, held by the attach thread through the
     // TCX grace periods.
-    let (host_link, placement) = nl.host(|h| async move { host::wire(&h, &conf.plugin, name, tag, pod_addr.addr()).await })?;
+    undo.antispoof6 = pod_ip6.is_some() && conf.plugin.datapath.anti_spoof;
+    let (host_link, placement) = nl.host(|h| async move { host::wire(&h, &conf.plugin, name, tag, pod_addr.addr(), pod_ip6).await })?;
     log::info!("gateway {gw} placement: {placement:?}");
     stages.end("host");
 
@@ -121,7 +125,7 @@ fn setup(
         nl.block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
     }
 
-    let plan = PodPlan::new(&inv.ifname, pod_addr, gw, ipam_routes).with_gateway_mac(host_link.mac);
+    let plan = PodPlan::new(&inv.ifname, pod_addr, gw, picked.routes4).with_gateway_mac(host_link.mac).with_ipv6(pod_ip6, picked.routes6);
     let plan_ref = &plan;
     let pod_if = nl.pod(|h| async move { pod::configure(&h, pod_ns, plan_ref).await })?;
     stages.end("pod");
@@ -159,10 +163,19 @@ fn setup(
                 sandbox: inv.netns.as_ref().map(|p| p.display().to_string()),
             },
         ],
-        ips: vec![IpConfig { address: IpNet::V4(pod_addr), gateway: Some(gw.into()), interface: Some(1) }],
+        // IPv4 first: runtimes take the first address as the pod's primary IP.
+        ips: std::iter::once(IpConfig { address: IpNet::V4(pod_addr), gateway: Some(gw.into()), interface: Some(1) })
+            .chain(plan.v6.iter().map(|v6| IpConfig { address: IpNet::V6(v6.net()), gateway: Some(GATEWAY6.into()), interface: Some(1) }))
+            .collect(),
         routes: std::iter::once(Ipv4Net::default())
             .chain(plan.extra.iter().copied())
             .map(|dst| Route::new(IpNet::V4(dst), Some(gw.into())))
+            .chain(
+                plan.v6
+                    .iter()
+                    .flat_map(|v6| std::iter::once(Ipv6Net::default()).chain(v6.extra.iter().copied()))
+                    .map(|dst| Route::new(IpNet::V6(dst), Some(GATEWAY6.into()))),
+            )
             .collect(),
         dns: if ipam.dns == cni::Dns::default() { conf.dns.clone().unwrap_or_default() } else { ipam.dns.clone() },
     };
@@ -213,31 +226,54 @@ fn no_addresses() -> CniError {
     CniError::new(ErrorCode::InvalidNetworkConfig, "no \"ipam\" section and no prevResult to take addresses from")
 }
 
-/// The pod's IPv4 address and the IPAM routes to install via the gateway.
-fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
-    let v4 = ipam.ips.iter().find_map(|ip| match ip.address {
-        IpNet::V4(n) => Some(n),
-        IpNet::V6(_) => None,
-    });
-    let Some(addr) = v4 else {
+/// The addresses the pod gets and the IPAM routes to install via the gateways.
+struct Picked {
+    v4: Ipv4Net,
+    routes4: Vec<Ipv4Net>,
+    /// A dual-stack pod's IPv6 address.
+    v6: Option<Ipv6Addr>,
+    routes6: Vec<Ipv6Net>,
+}
+
+/// The pod's addresses: exactly one IPv4 address, and at most one IPv6 address.
+fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
+    let v4: Vec<Ipv4Net> = ipam
+        .ips
+        .iter()
+        .filter_map(|ip| match ip.address {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let v6: Vec<Ipv6Net> = ipam
+        .ips
+        .iter()
+        .filter_map(|ip| match ip.address {
+            IpNet::V6(n) => Some(n),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    let Some(addr) = v4.first().copied() else {
         return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM plugin {} returned no IPv4 address", ipam_name(conf)))
             .with_details(format!("{} address(es) returned; veth-route needs one IPv4 address", ipam.ips.len()))
             .into());
     };
-    // Refused rather than left out: the result would list an address the pod does not
-    // have, and Kubernetes would publish it as one of the pod's IPs.
-    if let Some(v6) = ipam.ips.iter().find(|ip| ip.address.addr().is_ipv6()) {
-        return Err(CniError::new(
-            ErrorCode::Other(CODE_IPAM_RESULT),
-            format!("IPAM plugin {} returned the IPv6 address {}; veth-route configures IPv4 only", ipam_name(conf), v6.address),
-        )
-        .with_details("dual-stack pods are not supported yet: give this network IPv4 ranges or subnets only")
-        .into());
-    }
     if addr.addr() == conf.plugin.gateway {
         return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM returned the gateway address {}", addr.addr())).into());
     }
-    let routes = ipam
+    if v6.len() > 1 {
+        return Err(CniError::new(
+            ErrorCode::Other(CODE_IPAM_RESULT),
+            format!("IPAM plugin {} returned {} IPv6 addresses; a pod gets at most one", ipam_name(conf), v6.len()),
+        )
+        .with_details(v6.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+        .into());
+    }
+    let v6 = v6.first().map(|n| n.addr());
+    if let Some(ip6) = v6 {
+        refuse_unsupported_ipv6(conf, ip6)?;
+    }
+    let routes4 = ipam
         .routes
         .iter()
         .filter_map(|r| match r.dst {
@@ -245,7 +281,41 @@ fn pick_ipv4(conf: &Conf, ipam: &CniResult) -> Result<(Ipv4Net, Vec<Ipv4Net>)> {
             IpNet::V6(_) => None,
         })
         .collect();
-    Ok((addr, routes))
+    // IPv6 routes only for a dual-stack pod: without an address they could not be used.
+    let routes6 = if v6.is_some() {
+        ipam.routes
+            .iter()
+            .filter_map(|r| match r.dst {
+                IpNet::V6(n) => Some(n),
+                IpNet::V4(_) => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Picked { v4: addr, routes4, v6, routes6 })
+}
+
+/// What dual-stack pods cannot have yet (issue 12), refused rather than left out: a
+/// result that lists an address the pod cannot use, or an IPv6 that is not policed, is
+/// worse than no pod. The fast path polices IPv4-only pods' IPv6 and would drop the
+/// pod's own; `ipMasq` and `proxyNeighbor` cover IPv4 only.
+fn refuse_unsupported_ipv6(conf: &Conf, ip6: Ipv6Addr) -> Result<()> {
+    let missing = [
+        (conf.plugin.datapath.fast_path != FastPath::Off, "\"fastPath\": \"off\"", "the eBPF fast path does not carry IPv6 yet"),
+        (conf.plugin.ip_masq, "no \"ipMasq\"", "masquerading covers IPv4 only"),
+        (conf.plugin.proxy_neighbor.is_some(), "no \"proxyNeighbor\"", "proxy neighbour entries cover IPv4 (ARP) only"),
+    ];
+    let why: Vec<String> = missing.iter().filter(|(hit, _, _)| *hit).map(|(_, want, why)| format!("{want} ({why})")).collect();
+    if why.is_empty() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::InvalidNetworkConfig,
+        format!("IPAM plugin {} returned the IPv6 address {ip6}: dual-stack pods need {}", ipam_name(conf), why.join(", ")),
+    )
+    .with_details("set them in this network's config, or give it IPv4 ranges or subnets only")
+    .into())
 }
 
 /// The IPAM plugin's type, or "(prevResult)" when the addresses come from there.
@@ -263,6 +333,7 @@ struct Undo<'a> {
     host_veth: bool,
     proxy_neigh: Option<Ipv4Addr>,
     masq_chain: bool,
+    antispoof6: bool,
     datapath: bool,
 }
 
@@ -272,6 +343,7 @@ impl Undo<'_> {
         self.host_veth = false;
         self.proxy_neigh = None;
         self.masq_chain = false;
+        self.antispoof6 = false;
         self.datapath = false;
     }
 
@@ -291,6 +363,11 @@ impl Undo<'_> {
         if let (Some(ip), Some(pn)) = (self.proxy_neigh.take(), &self.conf.plugin.proxy_neighbor) {
             if let Err(e) = self.nl.block_on(async move { proxy_neigh::remove(pn, ip).await.map_err(Into::into) }) {
                 log::error!("rollback: remove proxy neighbour {ip}: {e}");
+            }
+        }
+        if std::mem::take(&mut self.antispoof6) {
+            if let Err(e) = antispoof6::unguard(&self.names.tag) {
+                log::error!("rollback: remove the IPv6 rpfilter rule of {host}: {e}");
             }
         }
         if std::mem::take(&mut self.host_veth) {

@@ -12,7 +12,8 @@ use crate::netlink::{self, describe, mac_string, Link, Route};
 use crate::netns::{NetNs, Netlink};
 use crate::pod::{self, PodPlan, PodState};
 use crate::proxy_neigh::{self, ProxyNeighError};
-use crate::{antispoof, gateway, host, masq, sysctl};
+use crate::{antispoof, antispoof6, gateway, host, masq, sysctl};
+use rtnetlink::packet_route::route::RouteProtocol;
 
 /// Run CHECK.
 pub fn check(req: &Request) -> Result<()> {
@@ -37,18 +38,28 @@ pub fn check(req: &Request) -> Result<()> {
     let Some(addr) = addr else {
         return Err(Error::Mismatch(vec![format!("prevResult has no IPv4 address for {}", inv.ifname)]));
     };
+    let addr6 = prev.ips.iter().find_map(|ip| match (ip.address, ip.interface) {
+        (IpNet::V6(n), Some(i)) if i == pod_idx => Some(n.addr()),
+        (IpNet::V6(n), None) => Some(n.addr()),
+        _ => None,
+    });
     let extra = prev.routes.iter().filter_map(|r| match r.dst {
         IpNet::V4(n) => Some(n),
         IpNet::V6(_) => None,
     });
-    let plan = PodPlan::new(&inv.ifname, addr, conf.plugin.gateway, extra);
+    let extra6 = prev.routes.iter().filter_map(|r| match r.dst {
+        IpNet::V6(n) => Some(n),
+        IpNet::V4(_) => None,
+    });
+    let plan = PodPlan::new(&inv.ifname, addr, conf.plugin.gateway, extra).with_ipv6(addr6, extra6);
 
     let netns = inv.netns.as_deref().ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is required for CHECK"))?;
     let pod_ns = NetNs::open(netns)?;
     let nl = Netlink::open(Some(&pod_ns))?;
     let names = AttachmentNames::new(&conf.name, &inv.container_id, &inv.ifname);
     let ifname = inv.ifname.as_str();
-    let state = nl.pod(|h| async move { pod::inspect(&h, ifname).await })?;
+    let ipv6 = plan.v6.is_some();
+    let state = nl.pod(|h| async move { pod::inspect(&h, ifname, ipv6).await })?;
     let mut diffs = Vec::new();
     let Some(state) = state else {
         return Err(Error::Mismatch(vec![format!("interface {} does not exist in netns {}", inv.ifname, netns.display())]));
@@ -56,8 +67,8 @@ pub fn check(req: &Request) -> Result<()> {
     diffs.extend(pod_diffs(&plan, &state, prev.interfaces[pod_idx].mac.as_deref()));
 
     let (host_diffs, host_link) = {
-        let (conf, state, host_name) = (&conf, &state, names.host_veth.as_str());
-        nl.host(|h| async move { host_diffs(&h, conf, host_name, addr, state).await })?
+        let (conf, state, names) = (&conf, &state, &names);
+        nl.host(|h| async move { host_diffs(&h, conf, names, addr, addr6, state).await })?
     };
     diffs.extend(host_diffs);
     if let Some(link) = &host_link {
@@ -110,11 +121,16 @@ fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String>
     if !state.link.up {
         d.push(format!("pod {ifname} is down"));
     }
-    if !state.addrs.contains(&plan.addr) {
-        d.push(format!("pod {ifname} lacks address {} (has: {})", plan.addr, list(&state.addrs)));
+    let want_addrs = std::iter::once(IpNet::V4(plan.addr)).chain(plan.v6.iter().map(|v6| IpNet::V6(v6.net())));
+    for want in want_addrs {
+        if !state.addrs.contains(&want) {
+            d.push(format!("pod {ifname} lacks address {want} (has: {})", list(&state.addrs)));
+        }
     }
     let want = plan.routes(state.link.index);
-    let have: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(state.link.index)).collect();
+    // The kernel's own IPv6 routes (the link-local prefix) come with IPv6 on the link.
+    let ours = |r: &&Route| r.oif == Some(state.link.index) && !(r.dst.addr().is_ipv6() && r.protocol == RouteProtocol::Kernel);
+    let have: Vec<&Route> = state.routes.iter().filter(ours).collect();
     let show = |r: &Route| describe(r).replace(&format!("#{}", state.link.index), ifname);
     for w in &want {
         if !have.iter().any(|h| same(h, w)) {
@@ -132,10 +148,12 @@ fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String>
 async fn host_diffs(
     h: &rtnetlink::Handle,
     conf: &Conf,
-    host_name: &str,
+    names: &AttachmentNames,
     addr: Ipv4Net,
+    addr6: Option<std::net::Ipv6Addr>,
     pod: &PodState,
 ) -> Result<(Vec<String>, Option<Link>)> {
+    let host_name = names.host_veth.as_str();
     let mut d = Vec::new();
     let Some(link) = netlink::link_by_name(h, host_name).await? else {
         d.push(format!("host veth {host_name} does not exist"));
@@ -157,12 +175,28 @@ async fn host_diffs(
             if other.is_empty() { String::new() } else { format!(" (found: {})", other.join(", ")) }
         ));
     }
+    if let Some(ip6) = addr6 {
+        let want = host::pod_route6(ip6, link.index);
+        if !netlink::ipv6_routes(h).await?.iter().any(|r| same(r, &want)) {
+            d.push(format!("host route `{ip6} dev {host_name}` is missing"));
+        }
+        if !netlink::addrs(h, link.index).await?.contains(&IpNet::V6(host::gateway6_net())) {
+            d.push(format!("host veth {host_name} lacks the IPv6 gateway address {}", host::gateway6_net()));
+        }
+        if sysctl::read("net/ipv6/conf/all/forwarding")?.as_deref() != Some("1") {
+            d.push("IPv6 forwarding is off on the host".to_string());
+        }
+    }
     d.extend(gateway::check(h, &conf.plugin, &link).await?);
     if conf.plugin.datapath.anti_spoof {
-        // With fastPath off from_pod is surely not there, so the kernel must block IPv6.
-        // Otherwise it may be (datapath::check verifies that): either state can be right.
-        let ipv6_block = conf.plugin.datapath.fast_path == FastPath::Off;
+        // With fastPath off from_pod is surely not there, so the kernel must block an
+        // IPv4-only pod's IPv6. Otherwise it may be (datapath::check verifies that):
+        // either state can be right. A dual-stack pod's IPv6 is the rpfilter rule's.
+        let ipv6_block = conf.plugin.datapath.fast_path == FastPath::Off && addr6.is_none();
         d.extend(antispoof::check(host_name, ipv6_block)?);
+        if addr6.is_some() {
+            d.extend(antispoof6::check(host_name, &names.tag)?);
+        }
     }
     if sysctl::read("net/ipv4/ip_forward")?.as_deref() != Some("1") {
         d.push("IPv4 forwarding is off on the host".to_string());
@@ -170,7 +204,7 @@ async fn host_diffs(
     Ok((d, Some(link)))
 }
 
-fn list(addrs: &[Ipv4Net]) -> String {
+fn list(addrs: &[IpNet]) -> String {
     if addrs.is_empty() {
         "none".into()
     } else {

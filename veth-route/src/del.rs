@@ -10,7 +10,7 @@ use crate::names::AttachmentNames;
 use crate::netlink::{self, Route};
 use crate::netns::Netlink;
 use crate::timings::Stages;
-use crate::{masq, proxy_neigh};
+use crate::{antispoof6, masq, proxy_neigh};
 
 /// Run DEL: every step runs even if an earlier one failed; the first error is returned.
 pub fn del(req: &Request) -> Result<()> {
@@ -39,6 +39,7 @@ pub fn del(req: &Request) -> Result<()> {
         })
     });
     let route = nl.host(|h| async move { pod_route(&h, host_name).await }).unwrap_or(None);
+    let route6 = nl.host(|h| async move { pod_route6(&h, host_name).await }).unwrap_or(None);
     let pod_ip = route
         .as_ref()
         .and_then(|r| match r.dst {
@@ -53,7 +54,7 @@ pub fn del(req: &Request) -> Result<()> {
     // The address is free for another pod once IPAM releases it below, which may be before
     // the veth is gone: so first remove what would catch that pod's traffic or undo its
     // setup (the endpoint is out of the map already), as the veth's deletion would.
-    if let Some(r) = &route {
+    for r in route.iter().chain(route6.iter()) {
         note(nl.host(|h| async move { netlink::del_route(&h, r).await.map(drop) }));
     }
     if let Some(pn) = &conf.plugin.proxy_neighbor {
@@ -89,10 +90,23 @@ fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()
     if conf.plugin.ip_masq {
         results.push(masq::teardown(&names.masq_chain));
     }
+    // The rule names the veth, so it outlives it. A prevResult without IPv6 says there is
+    // none; without prevResult there may be one.
+    let had_ipv6 = conf.prev_result.as_ref().is_none_or(|r| r.ips.iter().any(|ip| ip.address.addr().is_ipv6()));
+    if conf.plugin.datapath.anti_spoof && had_ipv6 {
+        results.push(antispoof6::unguard(&names.tag));
+    }
     if let Some(ipam) = conf.ipam_type() {
         results.push(delegate::run(ipam, &req.inv, Verb::Del, &req.config).map_err(Error::from));
     }
     results
+}
+
+/// The IPv6 /128 routed through `host_veth`, if the veth and its route still exist.
+async fn pod_route6(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route>> {
+    let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
+    let routes = netlink::ipv6_routes(h).await?;
+    Ok(routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 128))
 }
 
 /// The /32 routed through `host_veth`, if the veth and its route still exist.

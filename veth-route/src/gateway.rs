@@ -2,7 +2,7 @@
 //! or, where the kernel has no dummy device type, on each host veth (as ptp does). Either
 //! way the host owns the address, so it answers the pod's ARP and pings.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use rtnetlink::{Handle, LinkDummy};
@@ -10,6 +10,13 @@ use rtnetlink::{Handle, LinkDummy};
 use crate::config::{GatewayMode, VethRouteConf};
 use crate::error::{errno, Error, Result};
 use crate::netlink::{self, Link};
+
+/// The IPv6 gateway of dual-stack pods: the same link-local on every host veth. IPv6
+/// answers neighbour solicitations only for addresses of the interface they arrive on, so
+/// unlike 169.254.1.1 it cannot live on `dummy0`; a link-local is per link, so every veth
+/// may hold the same one. Fixed rather than the kernel's EUI-64 address, which depends on
+/// the MAC and on `addr_gen_mode` (docs/dual-stack-design.md §1).
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 /// Where the gateway address ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]

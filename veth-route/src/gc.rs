@@ -1,4 +1,4 @@
-//! GC: remove host veths (with their routes), masquerade rules and datapath entries of
+//! GC: remove host veths (with their routes), masquerade rules, IPv6 rpfilter rules and datapath entries of
 //! this network's attachments that are not in `cni.dev/valid-attachments`, and let IPAM
 //! release their addresses (its own GC when it speaks 1.1.0, else DEL per stale attachment).
 
@@ -11,7 +11,7 @@ use crate::datapath;
 use crate::error::{Error, Result};
 use crate::netlink;
 use crate::netns::Netlink;
-use crate::{masq, names, proxy_neigh};
+use crate::{antispoof6, masq, names, proxy_neigh};
 
 /// Run GC: every step runs even when an earlier one failed, so the IPAM plugin is always
 /// reached and addresses are released; the failures are reported together.
@@ -81,6 +81,24 @@ pub fn gc(req: &Request) -> Result<()> {
                 }
             }
             Err(e) => failures.note("list masquerade chains", e),
+        }
+    }
+
+    if conf.plugin.datapath.anti_spoof {
+        // Only dual-stack pods have one.
+        match antispoof6::attachments(network) {
+            Ok(keys) => {
+                for key in keys.into_iter().filter(|k| !keep.contains(k)) {
+                    log::info!("GC: removing the IPv6 rpfilter rule of stale attachment {}/{}", key.0, key.1);
+                    if let Err(e) = antispoof6::unguard(&names::tag(network, &key.0, &key.1)) {
+                        failures.note(format!("IPv6 rpfilter rule of {}/{}", key.0, key.1), e);
+                    }
+                    if !stale.contains(&key) {
+                        stale.push(key);
+                    }
+                }
+            }
+            Err(e) => failures.note("list IPv6 rpfilter rules", e),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod add;
 pub mod antispoof;
+pub mod antispoof6;
 pub mod check;
 pub mod config;
 pub mod datapath;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::error::Result;
-use crate::names::{self, MASQ_CHAIN_PREFIX};
+use crate::names::MASQ_CHAIN_PREFIX;
 use crate::xtables::{self, deletion, rule, Family, Table};
 
 /// The nat table, read once per operation (see `xtables`).
@@ -70,17 +70,7 @@ pub fn check(chain: &str, pod_ip: Ipv4Addr) -> Result<Vec<String>> {
 
 /// Attachments (container ID, ifname) of `network` that have masquerade rules.
 pub fn attachments(network: &str) -> Result<Vec<(String, String)>> {
-    let nat = read_nat()?;
-    let mut out: Vec<(String, String)> = Vec::new();
-    for words in &nat.rules {
-        if let Some((id, ifname)) = xtables::comment(words).and_then(|t| names::parse_tag(t, network)) {
-            let key = (id.to_string(), ifname.to_string());
-            if !out.contains(&key) {
-                out.push(key);
-            }
-        }
-    }
-    Ok(out)
+    Ok(xtables::attachments(read_nat()?.rules.iter(), network))
 }
 
 /// Remove chains of ours that have no rules and nothing jumping to them: what a crash

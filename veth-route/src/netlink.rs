@@ -210,6 +210,9 @@ impl Route {
         if let Some(oif) = self.oif {
             b = b.output_interface(oif);
         }
+        if self.priority != 0 {
+            b = b.priority(self.priority);
+        }
         Ok(b.build())
     }
 

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
+use crate::names;
 
 /// Which of the two programs: the address family's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,20 @@ pub fn comment(words: &[String]) -> Option<&str> {
     words.windows(2).find(|w| w[0] == "--comment").map(|w| w[1].as_str())
 }
 
+/// The attachments (container ID, ifname) of `network` that tagged some of `rules`.
+pub fn attachments<'a>(rules: impl Iterator<Item = &'a Vec<String>>, network: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for words in rules {
+        if let Some((id, ifname)) = comment(words).and_then(|t| names::parse_tag(t, network)) {
+            let key = (id.to_string(), ifname.to_string());
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    out
+}
+
 /// `words` as a deletion (`-D`) of the rule `-S` listed.
 pub fn deletion(words: &[String]) -> String {
     let mut w: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -114,7 +129,7 @@ pub fn rule(words: &[&str]) -> String {
 }
 
 /// Split one `iptables -S` line into words, honouring double quotes and backslashes.
-fn split_rule(line: &str) -> Vec<String> {
+pub(crate) fn split_rule(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let (mut quoted, mut escaped, mut any) = (false, false, false);

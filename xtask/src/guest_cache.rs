@@ -19,8 +19,21 @@ use crate::process::{output, run, Result};
 
 /// What the test bed and the plugin run, by name on PATH (nsenter runs every command in a
 /// namespace; iptables is one multi-call binary behind its names).
-const PROGRAMS: &[&str] =
-    &["ip", "nsenter", "iptables", "iptables-restore", "ip6tables", "bpftool", "ss", "sysctl", "tc", "iperf3", "sockperf", "socat"];
+const PROGRAMS: &[&str] = &[
+    "ip",
+    "nsenter",
+    "iptables",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-restore",
+    "bpftool",
+    "ss",
+    "sysctl",
+    "tc",
+    "iperf3",
+    "sockperf",
+    "socat",
+];
 
 /// Directories copied whole: the reference CNI plugins, and the iptables extensions that
 /// iptables loads on demand.

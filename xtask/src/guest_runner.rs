@@ -30,7 +30,8 @@ pub const CAPABILITIES: &str = "capabilities";
 /// modular. Most would autoload on first use, but not everything the tests rely on does:
 /// the conntrack kfuncs exist only while `nf_conntrack` is loaded (kube-proxy loads it on a
 /// real node), and loading up front keeps the first test from paying for autoloading.
-/// Debian's iptables is iptables-nft, hence the nf_tables family.
+/// Debian's iptables is iptables-nft, hence the nf_tables family; `ip6t_rpfilter` is the
+/// match of dual-stack pods' IPv6 anti-spoofing rule.
 const MODULES: &[&str] = &[
     "veth",
     "dummy",
@@ -57,6 +58,7 @@ const MODULES: &[&str] = &[
     "xt_addrtype",
     "xt_multiport",
     "xt_nat",
+    "ip6t_rpfilter",
     "sch_ingress",
     "sch_tbf",
     "sch_fq",

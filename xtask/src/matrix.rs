@@ -23,6 +23,7 @@ pub const DATAPATH_TESTS: &[&str] = &[
     "plugin_seed",
     "plugin_gateway",
     "plugin_antispoof_kernel",
+    "plugin_dual_stack",
     "fastpath_traffic",
     "fastpath_edges",
     "fastpath_services",

@@ -1,0 +1,300 @@
+//! Dual-stack pods on the kernel path (issue 12): host-local hands out one IPv4 and one
+//! IPv6 address, and the plugin wires both. The pod's IPv6 state, seed-style; traffic
+//! between two pods and from the vrouter over IPv6; forged IPv6 sources dropped by the
+//! kernel fallback (proven by what arrives); CHECK, DEL and GC for both families; results
+//! of every spec version; and the combinations not supported yet refused with nothing left.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use serde_json::{json, Value};
+use testbed::fastpath_support::{udp_send_in_order, udp_socket_at};
+use testbed::patience::io_timeout;
+use testbed::vm::{with_prev, Pod, Vm};
+
+/// The pods' IPv6 subnet (host-local hands out from ::2 up).
+const SUBNET6: &str = "fd00:10:10::/64";
+
+/// The VM's network config with a second, IPv6 range and an IPv6 default route.
+fn dual_stack(vm: &Vm, version: &str) -> Value {
+    let mut conf = vm.network(version);
+    conf["ipam"]["ranges"] = json!([
+        [{"subnet": "10.10.10.0/24", "rangeStart": "10.10.10.19", "rangeEnd": "10.10.10.250"}],
+        [{"subnet": SUBNET6}],
+    ]);
+    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    conf
+}
+
+/// The IPv6 address of an ADD result.
+fn ipv6_of(result: &Value) -> Ipv6Addr {
+    let ip = result["ips"].as_array().unwrap().iter().find_map(|ip| ip["address"].as_str().filter(|a| a.contains(':')));
+    let ip = ip.unwrap_or_else(|| panic!("no IPv6 address in {result}"));
+    ip.split('/').next().unwrap().parse().unwrap()
+}
+
+/// The host veth of the pod behind `result` (the result's first interface).
+fn host_veth(result: &Value) -> String {
+    result["interfaces"][0]["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_dual_stack_pod_gets_both_families_as_the_design_says() {
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let pod = vm.pod();
+    let conf = dual_stack(&vm, "1.0.0");
+    let res = vm.add(&conf, &pod).result();
+
+    // IPv4 first (runtimes take the first address as the pod's), IPv6 as a /128 with the
+    // link-local gateway, both on the pod's interface.
+    let ips = res["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{res}");
+    assert!(ips[0]["address"].as_str().unwrap().starts_with("10.10.10."), "{res}");
+    let ip6 = ipv6_of(&res);
+    assert_eq!(ips[1], json!({"address": format!("{ip6}/128"), "gateway": "fe80::1", "interface": 1}), "{res}");
+    assert!(res["routes"].as_array().unwrap().contains(&json!({"dst": "::/0", "gw": "fe80::1"})), "{res}");
+
+    // The pod: its address usable at once (no DAD), the default route via fe80::1 and the
+    // gateway's neighbour entry fixed to the host veth's MAC.
+    let addr = pod.ns.ip("-6 -o addr show dev eth0 scope global");
+    assert!(addr.contains(&format!("inet6 {ip6}/128")), "{addr}");
+    assert!(!addr.contains("tentative"), "{addr}");
+    assert_eq!(pod.ns.ip("-6 route show default").trim(), "default via fe80::1 dev eth0 metric 1024 pref medium");
+    let host = host_veth(&res);
+    let host_mac = vm.ns.ip(&format!("-j link show {host}"));
+    let host_mac: Value = serde_json::from_str(&host_mac).unwrap();
+    let neigh = pod.ns.ip("-6 neigh show fe80::1 dev eth0");
+    assert_eq!(neigh.trim(), format!("fe80::1 lladdr {} PERMANENT", host_mac[0]["address"].as_str().unwrap()));
+    for key in ["accept_ra", "autoconf", "accept_dad"] {
+        assert_eq!(pod.ns.sh("sysctl", &["-n", &format!("net.ipv6.conf.eth0.{key}")]).trim(), "0", "pod {key}");
+    }
+
+    // The host: the /128 route, fe80::1 on the veth, IPv6 forwarding, the rpfilter rule.
+    assert_eq!(vm.ns.ip(&format!("-6 route show {ip6}")).trim(), format!("{ip6} dev {host} metric 1024 pref medium"));
+    assert!(vm.ns.ip(&format!("-6 -o addr show dev {host}")).contains("inet6 fe80::1/64 scope link"));
+    assert_eq!(vm.ns.sh("sysctl", &["-n", "net.ipv6.conf.all.forwarding"]).trim(), "1");
+    let raw = vm.ns.sh("ip6tables", &["-w", "-t", "raw", "-S", "PREROUTING"]);
+    assert!(raw.contains(&format!("-i {host} -m rpfilter --invert")), "{raw}");
+
+    vm.check(&conf, &pod, &res).assert_ok();
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+    vm.snapshot().assert_same_as(&before, "after DEL of a dual-stack pod");
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+}
+
+/// Two dual-stack pods and the vrouter talk over IPv6: through the host, which forwards
+/// once (hop limit 63 at the receiver).
+#[test]
+fn dual_stack_pods_reach_each_other_and_the_vrouter_reaches_them_over_ipv6() {
+    let vm = Vm::new();
+    let conf = dual_stack(&vm, "1.0.0");
+    let (a, b) = (vm.pod(), vm.pod());
+    let (ra, rb) = (vm.add(&conf, &a).result(), vm.add(&conf, &b).result());
+    let (a6, b6) = (ipv6_of(&ra), ipv6_of(&rb));
+    exchange(&a, a6, &b, b6);
+
+    // The vrouter reaches the pod through the VM's IPv6 address, as its /128 route says.
+    vm.ns.ip("addr add fd00:10:10::8/64 dev eth0 nodad");
+    vm.vrouter.ip("addr add fd00:10:10::1/64 dev qr0 nodad");
+    vm.vrouter.ip(&format!("route add {a6}/128 via fd00:10:10::8"));
+    vm.ns.ip("-6 route add default via fd00:10:10::1 dev eth0");
+    let rx = udp_socket_at(&a.ns, IpAddr::V6(a6));
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
+    let tx = udp_socket_at(&vm.vrouter, "fd00:10:10::1".parse().unwrap());
+    tx.send_to(b"from the vrouter", rx.local_addr().unwrap()).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = rx.recv_from(&mut buf).expect("the vrouter's datagram arrives in the pod");
+    assert_eq!((&buf[..n], from.ip()), (&b"from the vrouter"[..], "fd00:10:10::1".parse::<IpAddr>().unwrap()));
+    // And the pod answers back out through its default route.
+    rx.send_to(b"answer", from).unwrap();
+    tx.set_read_timeout(Some(io_timeout())).unwrap();
+    let (n, _) = tx.recv_from(&mut buf).expect("the pod's answer reaches the vrouter");
+    assert_eq!(&buf[..n], b"answer");
+
+    for (p, r) in [(&a, &ra), (&b, &rb)] {
+        vm.del(&conf, p, Some(r)).assert_ok();
+    }
+}
+
+/// One datagram each way between two pods; returns after both arrived.
+fn exchange(a: &Pod, a6: Ipv6Addr, b: &Pod, b6: Ipv6Addr) {
+    let (sa, sb) = (udp_socket_at(&a.ns, IpAddr::V6(a6)), udp_socket_at(&b.ns, IpAddr::V6(b6)));
+    for s in [&sa, &sb] {
+        s.set_read_timeout(Some(io_timeout())).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    sa.send_to(b"a to b", sb.local_addr().unwrap()).unwrap();
+    let (n, from) = sb.recv_from(&mut buf).expect("a's datagram arrives at b");
+    assert_eq!((&buf[..n], from), (&b"a to b"[..], sa.local_addr().unwrap()));
+    sb.send_to(b"b to a", from).unwrap();
+    let (n, from) = sa.recv_from(&mut buf).expect("b's datagram arrives at a");
+    assert_eq!((&buf[..n], from), (&b"b to a"[..], sb.local_addr().unwrap()));
+}
+
+/// A dual-stack pod that forges its IPv6 source (another address of its subnet, one from
+/// elsewhere) reaches nobody with it: the rpfilter rule drops the packets on the host
+/// veth. Its own address still works, and arriving after the forged datagrams proves
+/// they were dropped, not delayed.
+#[test]
+fn a_dual_stack_pod_cannot_send_from_a_forged_ipv6_source() {
+    let vm = Vm::new();
+    let conf = dual_stack(&vm, "1.0.0");
+    let (a, b) = (vm.pod(), vm.pod());
+    let (ra, rb) = (vm.add(&conf, &a).result(), vm.add(&conf, &b).result());
+    let (a6, b6) = (ipv6_of(&ra), ipv6_of(&rb));
+    let forged: [Ipv6Addr; 2] = ["fd00:10:10::99".parse().unwrap(), "2001:db8:99::5".parse().unwrap()];
+    for f in forged {
+        // A pod with CAP_NET_ADMIN can add any address to its own interface.
+        a.ns.ip(&format!("addr add {f}/128 dev eth0 nodad"));
+    }
+    let rx = udp_socket_at(&b.ns, IpAddr::V6(b6));
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
+    let to: SocketAddr = rx.local_addr().unwrap();
+    let sends: Vec<(IpAddr, SocketAddr, &[u8])> =
+        vec![(forged[0].into(), to, b"forged in subnet"), (forged[1].into(), to, b"forged elsewhere"), (a6.into(), to, b"genuine")];
+    udp_send_in_order(&a.ns, &sends);
+    let mut buf = [0u8; 64];
+    let (n, from) = rx.recv_from(&mut buf).expect("the genuine datagram arrives");
+    assert_eq!((&buf[..n], from.ip()), (&b"genuine"[..], IpAddr::V6(a6)), "a forged datagram arrived first");
+
+    for (p, r) in [(&a, &ra), (&b, &rb)] {
+        vm.del(&conf, p, Some(r)).assert_ok();
+    }
+}
+
+/// CHECK finds each IPv6 piece missing: the host route, the veth's gateway address, the
+/// rpfilter rule, the pod's neighbour entry for fe80::1.
+#[test]
+fn check_catches_each_missing_ipv6_piece() {
+    let vm = Vm::new();
+    let conf = dual_stack(&vm, "1.0.0");
+    let pod = vm.pod();
+    let res = vm.add(&conf, &pod).result();
+    let (ip6, host) = (ipv6_of(&res), host_veth(&res));
+    let tag = format!("veth-route/cni0/{}/eth0", pod.id);
+    let rule = ["-i", &host, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", &tag, "-j", "DROP"];
+    let breakages: [(&str, Box<dyn Fn()>, Box<dyn Fn()>); 4] = [
+        (
+            "host route",
+            Box::new(|| drop(vm.ns.ip(&format!("-6 route del {ip6}/128 dev {host}")))),
+            Box::new(|| drop(vm.ns.ip(&format!("-6 route add {ip6}/128 dev {host} proto boot")))),
+        ),
+        (
+            "IPv6 gateway address",
+            Box::new(|| drop(vm.ns.ip(&format!("-6 addr del fe80::1/64 dev {host}")))),
+            Box::new(|| drop(vm.ns.ip(&format!("-6 addr add fe80::1/64 dev {host} nodad")))),
+        ),
+        (
+            "rpfilter rule",
+            Box::new(|| drop(vm.ns.sh("ip6tables", &[&["-w", "-t", "raw", "-D", "PREROUTING"][..], &rule[..]].concat()))),
+            Box::new(|| drop(vm.ns.sh("ip6tables", &[&["-w", "-t", "raw", "-I", "PREROUTING"][..], &rule[..]].concat()))),
+        ),
+        (
+            "neighbour entry for gateway fe80::1",
+            Box::new(|| drop(pod.ns.ip("-6 neigh del fe80::1 dev eth0"))),
+            Box::new(|| {
+                let mac: Value = serde_json::from_str(&vm.ns.ip(&format!("-j link show {host}"))).unwrap();
+                drop(pod.ns.ip(&format!("-6 neigh replace fe80::1 lladdr {} dev eth0 nud permanent", mac[0]["address"].as_str().unwrap())));
+            }),
+        ),
+    ];
+    vm.check(&conf, &pod, &res).assert_ok();
+    for (what, breaks, repairs) in &breakages {
+        breaks();
+        let (_, _, err) = vm.check(&conf, &pod, &res).error();
+        let msg = err.to_string();
+        let needle = match *what {
+            "host route" => format!("host route `{ip6} dev {host}` is missing"),
+            "IPv6 gateway address" => format!("host veth {host} lacks the IPv6 gateway address fe80::1/64"),
+            "rpfilter rule" => format!("no rpfilter rule for host veth {host}"),
+            _ => "no neighbour entry for gateway fe80::1".to_string(),
+        };
+        assert!(msg.contains(&needle), "{what}: {err}");
+        repairs();
+        vm.check(&conf, &pod, &res).assert_ok();
+    }
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+}
+
+/// GC removes a stale dual-stack attachment's rpfilter rule with its veth; DEL without
+/// prevResult removes the rule too.
+#[test]
+fn gc_and_del_without_prev_result_remove_the_rpfilter_rule() {
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let conf = dual_stack(&vm, "1.0.0");
+    let (stale, kept) = (vm.pod(), vm.pod());
+    let _ = vm.add(&conf, &stale).result();
+    let res_kept = vm.add(&conf, &kept).result();
+    let mut gc = with_prev(&conf, None);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": kept.id, "ifname": "eth0"}]);
+    gc["cniVersion"] = json!("1.1.0");
+    vm.plugin("GC", &gc, None).assert_ok();
+    let raw = vm.ns.sh("ip6tables", &["-w", "-t", "raw", "-S", "PREROUTING"]);
+    assert!(!raw.contains(&stale.id), "GC left the stale pod's rule: {raw}");
+    assert!(raw.contains(&kept.id), "GC removed the kept pod's rule: {raw}");
+    vm.del(&conf, &kept, None).assert_ok();
+    vm.snapshot().assert_same_as(&before, "after GC and DEL without prevResult");
+    let _ = res_kept;
+}
+
+/// The result lists the IPv6 address in every spec version's shape: `version: "6"` up to
+/// 0.4.0, none from 1.0.0. CHECK accepts each (0.4.0 and later have CHECK).
+#[test]
+fn results_of_every_spec_version_carry_the_ipv6_address() {
+    let vm = Vm::new();
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let conf = dual_stack(&vm, version);
+        let pod = vm.pod();
+        let res = vm.add(&conf, &pod).result();
+        assert_eq!(res["cniVersion"], version);
+        let ip6 = &res["ips"][1];
+        assert!(ip6["address"].as_str().unwrap().ends_with("/128"), "{version}: {res}");
+        if version.starts_with("0.") {
+            assert_eq!(ip6["version"], "6", "{version}: {res}");
+            assert_eq!(res["ips"][0]["version"], "4", "{version}: {res}");
+        } else {
+            assert!(ip6.get("version").is_none(), "{version}: {res}");
+        }
+        if version >= "0.4.0" {
+            vm.check(&conf, &pod, &res).assert_ok();
+        }
+        vm.del(&conf, &pod, Some(&res)).assert_ok();
+    }
+}
+
+/// What dual-stack pods cannot have yet is refused with a clear config error, after IPAM
+/// answered, with everything rolled back (host-local's two allocations included).
+#[test]
+fn unsupported_dual_stack_combinations_are_refused_and_leave_nothing() {
+    let vm = Vm::new();
+    // The fast path's programs and maps are the node's, pinned by the first ADD that loads
+    // them and kept (as dummy0 is): an IPv4-only pod puts them there first.
+    let mut ipv4_only = vm.network("1.0.0");
+    ipv4_only["fastPath"] = json!("auto");
+    let first = vm.pod();
+    let res = vm.add(&ipv4_only, &first).result();
+    vm.del(&ipv4_only, &first, Some(&res)).assert_ok();
+    let before = vm.snapshot();
+    let pod = vm.pod();
+    for (key, value, needle) in [
+        ("fastPath", json!("auto"), "\"fastPath\": \"off\" (the eBPF fast path does not carry IPv6 yet)"),
+        ("ipMasq", json!(true), "no \"ipMasq\""),
+        ("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\""),
+    ] {
+        let mut conf = dual_stack(&vm, "1.0.0");
+        conf[key] = value;
+        let (code, msg, err) = vm.add(&conf, &pod).error();
+        assert_eq!(code, 7, "{key}: {err}");
+        assert!(msg.contains("dual-stack pods need") && msg.contains(needle), "{key}: {err}");
+        vm.snapshot().assert_same_as(&before, &format!("after the refused ADD with {key}"));
+        vm.del(&conf, &pod, None).assert_ok();
+    }
+    // Two IPv6 addresses: which one would the pod use?
+    let mut conf = dual_stack(&vm, "1.0.0");
+    conf["ipam"]["ranges"].as_array_mut().unwrap().push(json!([{"subnet": "fd00:20:20::/64"}]));
+    let (code, msg, err) = vm.add(&conf, &pod).error();
+    assert_eq!(code, 123, "{err}");
+    assert!(msg.contains("returned 2 IPv6 addresses"), "{err}");
+    vm.snapshot().assert_same_as(&before, "after the refused ADD with two IPv6 addresses");
+}
