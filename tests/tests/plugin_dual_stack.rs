@@ -1,8 +1,9 @@
-//! Dual-stack pods on the kernel path (issue 12): host-local hands out one IPv4 and one
-//! IPv6 address, and the plugin wires both. The pod's IPv6 state, seed-style; traffic
-//! between two pods and from the vrouter over IPv6; forged IPv6 sources dropped by the
-//! kernel fallback (proven by what arrives); CHECK, DEL and GC for both families; results
-//! of every spec version; and the combinations not supported yet refused with nothing left.
+//! Dual-stack pods (issue 12): host-local hands out one IPv4 and one IPv6 address, and the
+//! plugin wires both. The pod's IPv6 state, seed-style; traffic between two pods and from
+//! the vrouter over IPv6, and forged IPv6 sources dropped (proven by what arrives), each
+//! with the fast path off (the kernel's rpfilter rule alone) and on (from_pod first, the
+//! IPv6 itself on the kernel path); CHECK, DEL and GC for both families; results of every
+//! spec version; and the combinations not supported yet refused with nothing left.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -14,7 +15,8 @@ use testbed::vm::{with_prev, Pod, Vm};
 /// The pods' IPv6 subnet (host-local hands out from ::2 up).
 const SUBNET6: &str = "fd00:10:10::/64";
 
-/// The VM's network config with a second, IPv6 range and an IPv6 default route.
+/// The VM's network config (fast path off) with a second, IPv6 range and an IPv6 default
+/// route.
 fn dual_stack(vm: &Vm, version: &str) -> Value {
     let mut conf = vm.network(version);
     conf["ipam"]["ranges"] = json!([
@@ -82,12 +84,36 @@ fn a_dual_stack_pod_gets_both_families_as_the_design_says() {
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }
 
-/// Two dual-stack pods and the vrouter talk over IPv6: through the host, which forwards
-/// once (hop limit 63 at the receiver).
+/// [`dual_stack`] with `fastPath` set.
+fn dual_stack_with(vm: &Vm, fast_path: &str) -> Value {
+    let mut conf = dual_stack(vm, "1.0.0");
+    conf["fastPath"] = json!(fast_path);
+    conf
+}
+
+/// Counter `name` of `from_pod` (`veth-route stats`).
+fn from_pod_counter(vm: &Vm, name: &str) -> u64 {
+    let out =
+        vm.ns.sh(testbed::cni_runner::plugin_binary().to_str().unwrap(), &["stats", "--pin-dir", vm.pin_dir.to_str().unwrap(), "--json"]);
+    let stats: Value = serde_json::from_str(&out).expect("stats --json");
+    stats["from_pod"][name].as_u64().unwrap_or_else(|| panic!("no counter from_pod.{name}: {stats}"))
+}
+
 #[test]
-fn dual_stack_pods_reach_each_other_and_the_vrouter_reaches_them_over_ipv6() {
+fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_off() {
+    pods_talk_over_ipv6("off");
+}
+
+/// With the fast path on, from_pod lets the pods' own IPv6 through to the kernel path.
+#[test]
+fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_on() {
+    pods_talk_over_ipv6("auto");
+}
+
+/// Two dual-stack pods and the vrouter talk over IPv6, through the host.
+fn pods_talk_over_ipv6(fast_path: &str) {
     let vm = Vm::new();
-    let conf = dual_stack(&vm, "1.0.0");
+    let conf = dual_stack_with(&vm, fast_path);
     let (a, b) = (vm.pod(), vm.pod());
     let (ra, rb) = (vm.add(&conf, &a).result(), vm.add(&conf, &b).result());
     let (a6, b6) = (ipv6_of(&ra), ipv6_of(&rb));
@@ -131,14 +157,24 @@ fn exchange(a: &Pod, a6: Ipv6Addr, b: &Pod, b6: Ipv6Addr) {
     assert_eq!((&buf[..n], from), (&b"b to a"[..], sb.local_addr().unwrap()));
 }
 
-/// A dual-stack pod that forges its IPv6 source (another address of its subnet, one from
-/// elsewhere) reaches nobody with it: the rpfilter rule drops the packets on the host
-/// veth. Its own address still works, and arriving after the forged datagrams proves
-/// they were dropped, not delayed.
 #[test]
-fn a_dual_stack_pod_cannot_send_from_a_forged_ipv6_source() {
+fn a_dual_stack_pod_cannot_send_from_a_forged_ipv6_source_with_the_fast_path_off() {
+    forged_ipv6_sources_are_dropped("off");
+}
+
+/// With the fast path on, from_pod drops them first (counted as spoofed); the rpfilter
+/// rule stays beneath it.
+#[test]
+fn a_dual_stack_pod_cannot_send_from_a_forged_ipv6_source_with_the_fast_path_on() {
+    forged_ipv6_sources_are_dropped("auto");
+}
+
+/// A dual-stack pod that forges its IPv6 source (another address of its subnet, one from
+/// elsewhere) reaches nobody with it. Its own address still works, and arriving after the
+/// forged datagrams proves they were dropped, not delayed.
+fn forged_ipv6_sources_are_dropped(fast_path: &str) {
     let vm = Vm::new();
-    let conf = dual_stack(&vm, "1.0.0");
+    let conf = dual_stack_with(&vm, fast_path);
     let (a, b) = (vm.pod(), vm.pod());
     let (ra, rb) = (vm.add(&conf, &a).result(), vm.add(&conf, &b).result());
     let (a6, b6) = (ipv6_of(&ra), ipv6_of(&rb));
@@ -152,10 +188,14 @@ fn a_dual_stack_pod_cannot_send_from_a_forged_ipv6_source() {
     let to: SocketAddr = rx.local_addr().unwrap();
     let sends: Vec<(IpAddr, SocketAddr, &[u8])> =
         vec![(forged[0].into(), to, b"forged in subnet"), (forged[1].into(), to, b"forged elsewhere"), (a6.into(), to, b"genuine")];
+    let spoofed = (fast_path != "off").then(|| from_pod_counter(&vm, "drop_spoofed"));
     udp_send_in_order(&a.ns, &sends);
     let mut buf = [0u8; 64];
     let (n, from) = rx.recv_from(&mut buf).expect("the genuine datagram arrives");
     assert_eq!((&buf[..n], from.ip()), (&b"genuine"[..], IpAddr::V6(a6)), "a forged datagram arrived first");
+    if let Some(before) = spoofed {
+        assert_eq!(from_pod_counter(&vm, "drop_spoofed"), before + 2, "from_pod must drop both forged datagrams itself");
+    }
 
     for (p, r) in [(&a, &ra), (&b, &rb)] {
         vm.del(&conf, p, Some(r)).assert_ok();
@@ -268,20 +308,11 @@ fn results_of_every_spec_version_carry_the_ipv6_address() {
 #[test]
 fn unsupported_dual_stack_combinations_are_refused_and_leave_nothing() {
     let vm = Vm::new();
-    // The fast path's programs and maps are the node's, pinned by the first ADD that loads
-    // them and kept (as dummy0 is): an IPv4-only pod puts them there first.
-    let mut ipv4_only = vm.network("1.0.0");
-    ipv4_only["fastPath"] = json!("auto");
-    let first = vm.pod();
-    let res = vm.add(&ipv4_only, &first).result();
-    vm.del(&ipv4_only, &first, Some(&res)).assert_ok();
     let before = vm.snapshot();
     let pod = vm.pod();
-    for (key, value, needle) in [
-        ("fastPath", json!("auto"), "\"fastPath\": \"off\" (the eBPF fast path does not carry IPv6 yet)"),
-        ("ipMasq", json!(true), "no \"ipMasq\""),
-        ("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\""),
-    ] {
+    for (key, value, needle) in
+        [("ipMasq", json!(true), "no \"ipMasq\""), ("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\"")]
+    {
         let mut conf = dual_stack(&vm, "1.0.0");
         conf[key] = value;
         let (code, msg, err) = vm.add(&conf, &pod).error();

@@ -17,6 +17,8 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "endpoints";
     /// Host veth ifindex -> the only source address its pod may use.
     pub const SOURCES: &str = "sources";
+    /// Host veth ifindex -> the IPv6 address of its dual-stack pod (no entry: IPv4-only).
+    pub const SOURCES6: &str = "sources6";
     /// Host-wide settings (index 0).
     pub const SETTINGS: &str = "settings";
     /// Per-CPU counters, one slot per program (see [`super::CounterSlot`]).
@@ -57,8 +59,19 @@ pub struct PodSource {
     pub flags: u32,
 }
 
+/// Value of the `sources6` map (key: host veth ifindex, `u32`): the IPv6 address of the
+/// dual-stack pod behind that host veth. A map of its own rather than a field of
+/// [`PodSource`], whose size older builds' pinned maps fix: an IPv4-only pod has no entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct PodSource6 {
+    /// The pod's IPv6 address, network byte order.
+    pub ip: [u8; 16],
+}
+
 /// Drop packets from this pod whose source is not [`PodSource::ip`], and IPv6 other than
-/// link-local neighbour discovery and MLD (pods are IPv4-only).
+/// link-local neighbour discovery and MLD unless it comes from the address in its
+/// [`PodSource6`] entry (a dual-stack pod) or stays between link-local addresses.
 pub const SOURCE_F_ANTI_SPOOF: u32 = 1;
 /// This pod's network redirects only verified flows (`fastPath: auto`).
 pub const SOURCE_F_MODE_AUTO: u32 = 2;
@@ -250,6 +263,7 @@ mod user {
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::PodSource {}
+    unsafe impl aya::Pod for super::PodSource6 {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::FlowKey {}
@@ -296,6 +310,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<EndpointKey>(), 4);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<PodSource>(), 8);
+        assert_eq!(core::mem::size_of::<PodSource6>(), 16);
         assert_eq!(core::mem::size_of::<Settings>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<FlowState>(), 8);

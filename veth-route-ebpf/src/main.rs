@@ -24,7 +24,7 @@ use veth_route_common::{CounterSlot, SOURCE_F_ANTI_SPOOF};
 
 use crate::flows::Known;
 use crate::maps::LocalPod;
-use crate::packet::{Frame, Ipv4Packet, NotForwardable};
+use crate::packet::{Frame, Ipv4Packet, Ipv6Packet, NotForwardable};
 
 /// Outcome of one packet; every outcome has a counter.
 #[derive(Clone, Copy)]
@@ -141,13 +141,30 @@ fn from_pod_verdict(ctx: &TcContext) -> Verdict {
             }
             forward(ctx, &pkt, Ingress::Pod { mode_flags: src_flags })
         }
-        // Pods are IPv4-only: link-local neighbour discovery and MLD are all they may send.
-        Frame::Ipv6(pkt) if policed && !pkt.is_link_local_control(ctx) => Verdict::Drop(DropReason::Ipv6),
+        Frame::Ipv6(pkt) if policed => ipv6_from_pod(ctx, &pkt, ifindex),
         Frame::Ipv6(_) => Verdict::Pass(PassReason::Ipv6),
         Frame::Arp => Verdict::Pass(PassReason::NotIp),
         // VLAN tags and other EtherTypes would carry headers nothing here checks.
         Frame::Other if policed => Verdict::Drop(DropReason::Malformed),
         Frame::Other => Verdict::Pass(PassReason::NotIp),
+    }
+}
+
+/// A policed pod's IPv6, which goes to the kernel (the fast path carries IPv4): link-local
+/// neighbour discovery and MLD from any pod, since every pod's kernel sends them; the rest
+/// only from a dual-stack pod (one with a `sources6` entry), from its own address or
+/// staying on the link. An IPv4-only pod's other IPv6 is dropped as IPv6, a dual-stack
+/// pod's forged source as spoofed.
+#[inline(always)]
+fn ipv6_from_pod(ctx: &TcContext, pkt: &Ipv6Packet, ifindex: u32) -> Verdict {
+    if pkt.is_link_local_control(ctx) {
+        return Verdict::Pass(PassReason::Ipv6);
+    }
+    let Some(own) = maps::pod_source6(ifindex) else { return Verdict::Drop(DropReason::Ipv6) };
+    if pkt.from_address(&own.ip) || pkt.stays_on_the_link() {
+        Verdict::Pass(PassReason::Ipv6)
+    } else {
+        Verdict::Drop(DropReason::Spoofed)
     }
 }
 

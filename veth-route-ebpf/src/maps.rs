@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use veth_route_common::{
-    Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, MODE_ALWAYS, SOURCE_F_MODE_ALWAYS,
+    Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, PodSource6, Settings, COUNTER_SLOTS, MODE_ALWAYS, SOURCE_F_MODE_ALWAYS,
     SOURCE_F_MODE_AUTO,
 };
 
@@ -26,6 +26,9 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, MAX_ENDPOINTS, NO_PREALLOC>
 
 #[btf_map(name = "sources")]
 pub static SOURCES: HashMap<u32, PodSource, MAX_ENDPOINTS, NO_PREALLOC> = HashMap::new();
+
+#[btf_map(name = "sources6")]
+pub static SOURCES6: HashMap<u32, PodSource6, MAX_ENDPOINTS, NO_PREALLOC> = HashMap::new();
 
 #[btf_map(name = "settings")]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
@@ -69,6 +72,13 @@ pub fn local_pod(ip: [u8; 4]) -> Option<LocalPod> {
 pub fn pod_source(ifindex: u32) -> Option<PodSource> {
     // SAFETY: as above, copied out at once.
     unsafe { SOURCES.get(ifindex).copied() }
+}
+
+/// The IPv6 address of the dual-stack pod behind host veth `ifindex`; `None`: IPv4-only.
+#[inline(always)]
+pub fn pod_source6(ifindex: u32) -> Option<PodSource6> {
+    // SAFETY: as above, copied out at once.
+    unsafe { SOURCES6.get(ifindex).copied() }
 }
 
 /// Whether a pod whose `sources` entry has `flags` redirects only verified flows: its own

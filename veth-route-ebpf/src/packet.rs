@@ -263,7 +263,44 @@ const ICMPV6_LINK_LOCAL_TYPES: [u8; 7] = [130, 131, 132, 133, 135, 136, 143];
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
 
+/// fe80::/10.
+#[inline(always)]
+fn is_link_local(a: &[u8; 16]) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// A destination that never leaves the link: link-local unicast, or multicast of
+/// link-local scope (ffx2::/16).
+#[inline(always)]
+fn is_link_scope(a: &[u8; 16]) -> bool {
+    is_link_local(a) || (a[0] == 0xff && a[1] & 0x0f == 0x02)
+}
+
 impl Ipv6Packet {
+    /// Whether the source is `own`, byte by byte (no memcmp in a BPF program).
+    #[inline(always)]
+    pub fn from_address(&self, own: &[u8; 16]) -> bool {
+        // SAFETY: in bounds since `parse`; byte fields only.
+        let src = unsafe { &(*self.ip).saddr };
+        let mut i = 0;
+        while i < 16 {
+            if src[i] != own[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Whether both ends are on the link: a link-local source to a link-scope destination.
+    /// The kernel never forwards such a packet, so any pod may send it.
+    #[inline(always)]
+    pub fn stays_on_the_link(&self) -> bool {
+        // SAFETY: in bounds since `parse`; byte fields only.
+        let ip = unsafe { &*self.ip };
+        is_link_local(&ip.saddr) && is_link_scope(&ip.daddr)
+    }
+
     /// Whether this is link-local neighbour discovery or MLD: source link-local or
     /// unspecified (DAD), destination link-local or link-scope multicast, ICMPv6 of an
     /// allowed type (MLD reports come behind one hop-by-hop header, the router alert).
@@ -271,9 +308,8 @@ impl Ipv6Packet {
     pub fn is_link_local_control(&self, ctx: &TcContext) -> bool {
         // SAFETY: in bounds since `parse`; byte fields only.
         let ip = unsafe { &*self.ip };
-        let src_ok = (ip.saddr[0] == 0xfe && ip.saddr[1] & 0xc0 == 0x80) || ip.saddr == [0; 16];
-        let dst_ok = (ip.daddr[0] == 0xfe && ip.daddr[1] & 0xc0 == 0x80) || (ip.daddr[0] == 0xff && ip.daddr[1] & 0x0f == 0x02);
-        if !src_ok || !dst_ok {
+        let src_ok = is_link_local(&ip.saddr) || ip.saddr == [0; 16];
+        if !src_ok || !is_link_scope(&ip.daddr) {
             return false;
         }
         // Behind the fixed header offsets vary: bpf_skb_load_bytes instead of packet

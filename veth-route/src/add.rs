@@ -8,7 +8,7 @@ use cni::{delegate, CniError, CniResult, ErrorCode, Interface, IpConfig, Request
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::{self, Conf};
-use crate::datapath::{self, Attached, FastPath, PodEndpoint};
+use crate::datapath::{self, Attached, PodEndpoint};
 use crate::error::{Result, CODE_IPAM_RESULT};
 use crate::gateway::GATEWAY6;
 use crate::names::AttachmentNames;
@@ -137,6 +137,7 @@ fn setup(
     }
     let ep = PodEndpoint {
         pod_ip: pod_addr.addr(),
+        pod_ip6,
         pod_mac: pod_if.mac,
         host_ifindex: host_link.index,
         host_ifname: host_link.name.clone(),
@@ -150,7 +151,7 @@ fn setup(
     }
     // Once attached, from_pod polices both IPv4 sources and IPv6 (docs/fastpath.md).
     let fast = attached == Attached::Fast;
-    antispoof::settle(&conf.plugin.datapath, pod_addr.addr(), name, antispoof::EbpfGuard { ipv4: fast, ipv6: fast });
+    antispoof::settle(&conf.plugin.datapath, pod_addr.addr(), name, antispoof::EbpfGuard { ipv4: fast, ipv6: fast }, pod_ip6.is_some());
     stages.end("antispoof");
 
     let ours = CniResult {
@@ -297,12 +298,10 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
 }
 
 /// What dual-stack pods cannot have yet (issue 12), refused rather than left out: a
-/// result that lists an address the pod cannot use, or an IPv6 that is not policed, is
-/// worse than no pod. The fast path polices IPv4-only pods' IPv6 and would drop the
-/// pod's own; `ipMasq` and `proxyNeighbor` cover IPv4 only.
+/// result that lists an address the pod cannot use is worse than no pod. `ipMasq` and
+/// `proxyNeighbor` cover IPv4 only.
 fn refuse_unsupported_ipv6(conf: &Conf, ip6: Ipv6Addr) -> Result<()> {
     let missing = [
-        (conf.plugin.datapath.fast_path != FastPath::Off, "\"fastPath\": \"off\"", "the eBPF fast path does not carry IPv6 yet"),
         (conf.plugin.ip_masq, "no \"ipMasq\"", "masquerading covers IPv4 only"),
         (conf.plugin.proxy_neighbor.is_some(), "no \"proxyNeighbor\"", "proxy neighbour entries cover IPv4 (ARP) only"),
     ];

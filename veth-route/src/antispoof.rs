@@ -174,13 +174,15 @@ pub fn lift_ipv6_block(host_ifname: &str) -> Result<()> {
 /// where `from_pod` polices IPv6, and log which mechanisms guard the pod (info when IPv4
 /// and IPv6 are both covered, a warning naming what is not). Never fails ADD: a block
 /// that cannot be lifted stays, which only errs on the safe side.
-pub fn settle(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfGuard) {
+/// `dual_stack`: the pod has an IPv6 address, whose sources the ip6tables rpfilter rule
+/// polices beneath `from_pod` (`antispoof6`; ADD installed it or failed).
+pub fn settle(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfGuard, dual_stack: bool) {
     if cfg.anti_spoof && ebpf.ipv6 {
         if let Err(e) = lift_ipv6_block(host_ifname) {
             log::warn!("anti-spoofing for {pod_ip}: IPv6 stays blocked on {host_ifname} as well: {e}");
         }
     }
-    report(cfg, pod_ip, host_ifname, ebpf);
+    report(cfg, pod_ip, host_ifname, ebpf, dual_stack);
 }
 
 /// What the kernel enforces on `host_ifname` now; `None` when the veth does not exist.
@@ -222,14 +224,14 @@ pub fn check(host_ifname: &str, ipv6_block: bool) -> Result<Vec<String>> {
 
 /// Log which mechanisms guard the pod's sources: info when both IPv4 and IPv6 are
 /// covered, a warning naming what is not.
-fn report(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfGuard) {
+fn report(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfGuard, dual_stack: bool) {
     if !cfg.anti_spoof {
         log::info!("anti-spoofing for {pod_ip} ({host_ifname}): off (antiSpoof is false)");
         return;
     }
     match in_force(host_ifname) {
         Ok(Some(kernel)) => {
-            let (text, complete) = summary(ebpf, &kernel);
+            let (text, complete) = summary(ebpf, &kernel, dual_stack);
             if complete {
                 log::info!("anti-spoofing for {pod_ip} ({host_ifname}): {text}");
             } else {
@@ -242,7 +244,7 @@ fn report(cfg: &DatapathConfig, pod_ip: Ipv4Addr, host_ifname: &str, ebpf: EbpfG
 }
 
 /// The mechanism in force per address family, and whether both are covered.
-fn summary(ebpf: EbpfGuard, kernel: &KernelGuard) -> (String, bool) {
+fn summary(ebpf: EbpfGuard, kernel: &KernelGuard, dual_stack: bool) -> (String, bool) {
     let rp = if kernel.rp_filter == RpFilter::Strict {
         "strict rp_filter"
     } else {
@@ -262,12 +264,16 @@ fn summary(ebpf: EbpfGuard, kernel: &KernelGuard) -> (String, bool) {
         }
     };
     let ipv6 = match (ebpf.ipv6, kernel.ipv6) {
+        _ if dual_stack && ebpf.ipv6 => {
+            "IPv6 by eBPF from_pod (its own address and link-local), with the ip6tables rpfilter rule beneath it"
+        }
+        _ if dual_stack => "IPv6 by the ip6tables rpfilter rule (eBPF from_pod not attached)",
         (_, Ipv6Intake::Blocked) => "IPv6 blocked by the kernel (disable_ipv6=1)",
         (_, Ipv6Intake::Absent) => "no IPv6 on the host veth",
         (true, Ipv6Intake::Open) => "IPv6 by eBPF from_pod (link-local ND/MLD only)",
         (false, Ipv6Intake::Open) => "IPv6 NOT enforced: the host veth accepts IPv6 and eBPF from_pod does not police it",
     };
-    let complete = (ebpf.ipv4 || kernel.ipv4_enforced()) && (ebpf.ipv6 || kernel.ipv6_blocked());
+    let complete = (ebpf.ipv4 || kernel.ipv4_enforced()) && (dual_stack || ebpf.ipv6 || kernel.ipv6_blocked());
     (format!("{ipv4}; {ipv6}"), complete)
 }
 
@@ -321,29 +327,34 @@ mod tests {
     #[test]
     fn summary_names_the_mechanism_and_what_is_missing() {
         let strict = guard(1, 0, Ipv6Intake::Blocked);
-        let (text, complete) = summary(EbpfGuard::default(), &strict);
+        let (text, complete) = summary(EbpfGuard::default(), &strict, false);
         assert!(complete);
         assert_eq!(text, "IPv4 by the kernel's strict rp_filter (eBPF from_pod not attached); IPv6 blocked by the kernel (disable_ipv6=1)");
 
-        let (text, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &strict);
+        let (text, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &strict, false);
         assert!(complete);
         assert!(text.starts_with("IPv4 by eBPF from_pod, with the kernel's strict rp_filter beneath it"), "{text}");
 
-        let (text, complete) = summary(EbpfGuard::default(), &guard(1, 2, Ipv6Intake::Blocked));
+        let (text, complete) = summary(EbpfGuard::default(), &guard(1, 2, Ipv6Intake::Blocked), false);
         assert!(!complete);
         assert!(text.contains("IPv4 NOT enforced") && text.contains("set net.ipv4.conf.all.rp_filter to 0 or 1"), "{text}");
 
         // eBPF covering IPv4 makes a loose kernel check a note, not a gap.
-        let (_, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &guard(1, 2, Ipv6Intake::Blocked));
+        let (_, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &guard(1, 2, Ipv6Intake::Blocked), false);
         assert!(complete);
 
-        let (text, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &guard(1, 0, Ipv6Intake::Open));
+        let (text, complete) = summary(EbpfGuard { ipv4: true, ipv6: false }, &guard(1, 0, Ipv6Intake::Open), false);
         assert!(!complete);
         assert!(text.contains("IPv6 NOT enforced"), "{text}");
-        assert!(summary(EbpfGuard { ipv4: true, ipv6: true }, &guard(1, 0, Ipv6Intake::Open)).1);
+        assert!(summary(EbpfGuard { ipv4: true, ipv6: true }, &guard(1, 0, Ipv6Intake::Open), false).1);
 
-        let (text, complete) = summary(EbpfGuard::default(), &no_addr(guard(1, 2, Ipv6Intake::Blocked)));
+        let (text, complete) = summary(EbpfGuard::default(), &no_addr(guard(1, 2, Ipv6Intake::Blocked)), false);
         assert!(complete);
         assert!(text.starts_with("IPv4 by the kernel's rp_filter (loose, as strict on a veth without IPv4 addresses)"), "{text}");
+
+        // A dual-stack pod's veth takes IPv6: the rpfilter rule polices it.
+        let (text, complete) = summary(EbpfGuard::default(), &guard(1, 0, Ipv6Intake::Open), true);
+        assert!(complete);
+        assert!(text.ends_with("IPv6 by the ip6tables rpfilter rule (eBPF from_pod not attached)"), "{text}");
     }
 }

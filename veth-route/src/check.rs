@@ -88,6 +88,7 @@ pub fn check(req: &Request) -> Result<()> {
     if let (Some(host_link), Some(pod_mac)) = (host_link, state.link.mac) {
         let ep = PodEndpoint {
             pod_ip: addr.addr(),
+            pod_ip6: addr6,
             pod_mac,
             host_ifindex: host_link.index,
             host_ifname: host_link.name.clone(),
@@ -124,7 +125,8 @@ fn pod_diffs(plan: &PodPlan, state: &PodState, mac: Option<&str>) -> Vec<String>
     let want_addrs = std::iter::once(IpNet::V4(plan.addr)).chain(plan.v6.iter().map(|v6| IpNet::V6(v6.net())));
     for want in want_addrs {
         if !state.addrs.contains(&want) {
-            d.push(format!("pod {ifname} lacks address {want} (has: {})", list(&state.addrs)));
+            let same_family: Vec<IpNet> = state.addrs.iter().copied().filter(|a| a.addr().is_ipv4() == want.addr().is_ipv4()).collect();
+            d.push(format!("pod {ifname} lacks address {want} (has: {})", list(&same_family)));
         }
     }
     let want = plan.routes(state.link.index);

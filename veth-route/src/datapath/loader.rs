@@ -72,7 +72,8 @@ impl Prog {
     }
 }
 
-const MAPS: [&str; 5] = [map_names::ENDPOINTS, map_names::SOURCES, map_names::SETTINGS, map_names::COUNTERS, map_names::FLOWS];
+const MAPS: [&str; 6] =
+    [map_names::ENDPOINTS, map_names::SOURCES, map_names::SOURCES6, map_names::SETTINGS, map_names::COUNTERS, map_names::FLOWS];
 
 /// The programs, loaded (or reopened from their pins), in [`Prog::ALL`] order.
 pub struct Programs {

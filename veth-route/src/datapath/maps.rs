@@ -1,10 +1,10 @@
 //! Typed access to the pinned maps.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use veth_route_common::{
-    map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, Settings, COUNTER_SLOTS, FLOW_VERIFIED,
+    map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, PodSource6, Settings, COUNTER_SLOTS, FLOW_VERIFIED,
 };
 
 use super::pins::PinLayout;
@@ -14,6 +14,9 @@ use super::DatapathError;
 pub struct PinnedMaps {
     pub endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     pub sources: HashMap<MapData, u32, PodSource>,
+    /// `None` in a pin directory of a build from before dual-stack pods: none of its
+    /// pods has IPv6 (the first ADD of this build pins the map).
+    pub sources6: Option<HashMap<MapData, u32, PodSource6>>,
     pub settings: Array<MapData, Settings>,
     pub counters: PerCpuArray<MapData, Counters>,
     pub flows: HashMap<MapData, FlowKey, FlowState>,
@@ -44,6 +47,7 @@ impl PinnedMaps {
         Ok(Self {
             endpoints: typed(layout, map_names::ENDPOINTS)?,
             sources: typed(layout, map_names::SOURCES)?,
+            sources6: if layout.map(map_names::SOURCES6).exists() { Some(typed(layout, map_names::SOURCES6)?) } else { None },
             settings: typed(layout, map_names::SETTINGS)?,
             counters: typed(layout, map_names::COUNTERS)?,
             flows: typed(layout, map_names::FLOWS)?,
@@ -79,6 +83,22 @@ impl PinnedMaps {
         Ok(v)
     }
 
+    /// The IPv6 address of the dual-stack pod behind `ifindex`, if it has one.
+    pub fn source6(&self, ifindex: u32) -> Result<Option<Ipv6Addr>, DatapathError> {
+        let Some(m) = &self.sources6 else { return Ok(None) };
+        match m.get(&ifindex, 0) {
+            Ok(s) => Ok(Some(Ipv6Addr::from(s.ip))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading IPv6 source", e)),
+        }
+    }
+
+    /// Every IPv6 anti-spoof entry.
+    pub fn all_sources6(&self) -> Result<Vec<(u32, Ipv6Addr)>, DatapathError> {
+        let Some(m) = &self.sources6 else { return Ok(Vec::new()) };
+        m.iter().map(|item| item.map(|(k, s)| (k, Ipv6Addr::from(s.ip))).map_err(|e| map_err("listing IPv6 sources", e))).collect()
+    }
+
     /// Every anti-spoof entry.
     pub fn all_sources(&self) -> Result<Vec<(u32, PodSource)>, DatapathError> {
         let mut v = Vec::new();
@@ -106,6 +126,20 @@ impl PinnedMaps {
     /// Insert or replace the anti-spoof entry of `ifindex`.
     pub fn put_source(&mut self, ifindex: u32, src: PodSource) -> Result<(), DatapathError> {
         self.sources.insert(ifindex, src, 0).map_err(|e| map_err("writing source", e))
+    }
+
+    /// Insert or replace the IPv6 address of the dual-stack pod behind `ifindex`.
+    pub fn put_source6(&mut self, ifindex: u32, ip: Ipv6Addr) -> Result<(), DatapathError> {
+        let m = self.sources6.as_mut().ok_or_else(|| DatapathError::Internal(format!("no {} map pinned", map_names::SOURCES6)))?;
+        m.insert(ifindex, PodSource6 { ip: ip.octets() }, 0).map_err(|e| map_err("writing IPv6 source", e))
+    }
+
+    /// Remove the IPv6 anti-spoof entry of `ifindex`; absent is fine.
+    pub fn remove_source6(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        match self.sources6.as_mut() {
+            Some(m) => ignore_missing(m.remove(&ifindex), "removing IPv6 source"),
+            None => Ok(()),
+        }
     }
 
     /// Remove the endpoint for `ip`; absent is fine.

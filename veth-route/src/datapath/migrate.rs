@@ -63,13 +63,19 @@ pub fn migrate(layout: &PinLayout, progs: &mut Programs, maps: &mut PinnedMaps) 
     Ok(())
 }
 
-/// Copy the old generation's entries (anti-spoof, endpoints, flows) into `maps`, keeping
+/// Copy the old generation's entries (anti-spoof of both families, endpoints, flows) into `maps`, keeping
 /// what the current generation already has. Returns how many were copied.
 fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError> {
     let mut n = 0;
     for (idx, src) in old.all_sources()? {
         if maps.source(idx)?.is_none() {
             maps.put_source(idx, src)?;
+            n += 1;
+        }
+    }
+    for (idx, ip) in old.all_sources6()? {
+        if maps.source6(idx)?.is_none() {
+            maps.put_source6(idx, ip)?;
             n += 1;
         }
     }

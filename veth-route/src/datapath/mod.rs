@@ -93,6 +93,8 @@ fn default_true() -> bool {
 pub struct PodEndpoint {
     /// The pod's IPv4 address.
     pub pod_ip: Ipv4Addr,
+    /// A dual-stack pod's IPv6 address: from_pod lets it through to the kernel.
+    pub pod_ip6: Option<std::net::Ipv6Addr>,
     /// MAC of the pod-side interface.
     pub pod_mac: [u8; 6],
     /// Host-side veth.
@@ -309,11 +311,16 @@ fn detach_pod_programs(layout: &PinLayout, host_ifname: &str) {
 fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint) -> Result<(), DatapathError> {
     let layout = PinLayout::new(&cfg.bpf_pin_dir);
     let _lock = layout.lock()?;
-    let inserted = maps.put_source(ep.host_ifindex, ep.source(cfg)).and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()));
+    let inserted = ep
+        .pod_ip6
+        .map_or(Ok(()), |ip6| maps.put_source6(ep.host_ifindex, ip6))
+        .and_then(|()| maps.put_source(ep.host_ifindex, ep.source(cfg)))
+        .and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()));
     if let Err(e) = inserted {
         let _ = maps.remove_endpoint(ep.pod_ip);
         detach_pod_programs(&layout, &ep.host_ifname);
         let _ = maps.remove_source(ep.host_ifindex);
+        let _ = maps.remove_source6(ep.host_ifindex);
         return Err(e);
     }
     Ok(())
@@ -378,6 +385,7 @@ pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str)
     }
     if let Some(idx) = live {
         maps.remove_source(idx)?;
+        maps.remove_source6(idx)?;
         for (ip, ep) in maps.all_endpoints()? {
             if ep.ifindex == idx {
                 maps.remove_endpoint(ip)?;
@@ -442,6 +450,13 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             )))
         }
     }
+    let got6 = maps.source6(ep.host_ifindex)?;
+    if got6 != ep.pod_ip6 {
+        return Err(DatapathError::Mismatch(format!(
+            "IPv6 anti-spoof entry of {} (ifindex {}) is {got6:?}, expected {:?}",
+            ep.host_ifname, ep.host_ifindex, ep.pod_ip6
+        )));
+    }
     for p in Prog::POD {
         let pin =
             loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
@@ -498,6 +513,11 @@ fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
     for (idx, _) in maps.all_sources()? {
         if !mac_of.contains_key(&idx) {
             maps.remove_source(idx)?;
+        }
+    }
+    for (idx, _) in maps.all_sources6()? {
+        if !mac_of.contains_key(&idx) {
+            maps.remove_source6(idx)?;
         }
     }
     Ok(())
