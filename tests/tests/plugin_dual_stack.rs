@@ -202,6 +202,49 @@ fn forged_ipv6_sources_are_dropped(fast_path: &str) {
     }
 }
 
+/// `ipMasq` hides a dual-stack pod's IPv6 behind the VM's own, as it does its IPv4: the
+/// vrouter sees the VM's address, and the answer finds its way back to the pod. Inside the
+/// pods' subnet nothing is translated. DEL removes the ip6tables chain with the iptables one.
+#[test]
+fn ip_masq_translates_a_dual_stack_pods_ipv6_too() {
+    let vm = Vm::new();
+    let before = vm.snapshot();
+    let mut conf = dual_stack(&vm, "1.0.0");
+    conf["ipMasq"] = json!(true);
+    let pod = vm.pod();
+    let res = vm.add(&conf, &pod).result();
+    let ip6 = ipv6_of(&res);
+    // The VM's IPv6 on its uplink, and a destination beyond the vrouter.
+    vm.ns.ip("addr add fd00:10:10::8/64 dev eth0 nodad");
+    vm.vrouter.ip("addr add fd00:10:10::1/64 dev qr0 nodad");
+    vm.vrouter.ip("addr add 2001:db8:ff::1/128 dev qr0 nodad");
+    vm.ns.ip("-6 route add default via fd00:10:10::1 dev eth0");
+    let far = udp_socket_at(&vm.vrouter, "2001:db8:ff::1".parse().unwrap());
+    far.set_read_timeout(Some(io_timeout())).unwrap();
+    let near = udp_socket_at(&vm.vrouter, "fd00:10:10::1".parse().unwrap());
+    near.set_read_timeout(Some(io_timeout())).unwrap();
+    let sock = udp_socket_at(&pod.ns, IpAddr::V6(ip6));
+    sock.set_read_timeout(Some(io_timeout())).unwrap();
+    let mut buf = [0u8; 64];
+
+    sock.send_to(b"out", far.local_addr().unwrap()).unwrap();
+    let (n, from) = far.recv_from(&mut buf).expect("the pod's datagram leaves the VM");
+    assert_eq!((&buf[..n], from.ip()), (&b"out"[..], "fd00:10:10::8".parse::<IpAddr>().unwrap()), "not masqueraded");
+    far.send_to(b"back", from).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("the answer reaches the pod through reverse NAT");
+    assert_eq!(&buf[..n], b"back");
+
+    sock.send_to(b"near", near.local_addr().unwrap()).unwrap();
+    let (_, from) = near.recv_from(&mut buf).expect("the datagram inside the subnet arrives");
+    assert_eq!(from.ip(), IpAddr::V6(ip6), "traffic inside the pods' subnet must keep the pod's address");
+
+    vm.check(&conf, &pod, &res).assert_ok();
+    vm.del(&conf, &pod, Some(&res)).assert_ok();
+    vm.ns.ip("-6 route del default via fd00:10:10::1 dev eth0");
+    vm.ns.ip("addr del fd00:10:10::8/64 dev eth0");
+    vm.snapshot().assert_same_as(&before, "after DEL of a masqueraded dual-stack pod");
+}
+
 /// CHECK finds each IPv6 piece missing: the host route, the veth's gateway address, the
 /// rpfilter rule, the pod's neighbour entry for fe80::1.
 #[test]
@@ -310,9 +353,7 @@ fn unsupported_dual_stack_combinations_are_refused_and_leave_nothing() {
     let vm = Vm::new();
     let before = vm.snapshot();
     let pod = vm.pod();
-    for (key, value, needle) in
-        [("ipMasq", json!(true), "no \"ipMasq\""), ("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\"")]
-    {
+    for (key, value, needle) in [("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\"")] {
         let mut conf = dual_stack(&vm, "1.0.0");
         conf[key] = value;
         let (code, msg, err) = vm.add(&conf, &pod).error();

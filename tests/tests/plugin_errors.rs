@@ -169,18 +169,18 @@ fn ipam_returns_no_ipv4() {
 
 /// Addresses from prevResult (no IPAM) are checked before anything is created: an IPv6
 /// address beside the IPv4 one needs a config that dual-stack pods support, without
-/// `ipMasq` for now (plugin_dual_stack tests the refusal after IPAM, and the pods).
+/// `proxyNeighbor` for now (plugin_dual_stack tests the refusal after IPAM, and the pods).
 #[test]
 fn ipam_returns_ipv6_beside_ipv4() {
     let vm = Vm::new();
     let before = vm.snapshot();
     let pod = vm.pod();
     let mut conf = vm.network("1.0.0");
-    conf["ipMasq"] = json!(true);
+    conf["proxyNeighbor"] = json!({"uplink": "eth0"});
     conf.as_object_mut().unwrap().remove("ipam");
     conf["prevResult"] = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.10.10.40/24"}, {"address": "fd00::5/64"}]});
     let err = assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 7, "(prevResult) returned the IPv6 address fd00::5");
-    assert!(err["msg"].as_str().unwrap().contains("dual-stack pods need no \"ipMasq\""), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("dual-stack pods need no \"proxyNeighbor\""), "{err}");
 }
 
 #[test]

@@ -132,7 +132,10 @@ fn setup(
 
     if conf.plugin.ip_masq {
         undo.masq_chain = true;
-        masq::setup(&names.masq_chain, tag, pod_addr)?;
+        masq::setup(&names.masq_chain, tag, IpNet::V4(pod_addr))?;
+        if let Some(net6) = picked.net6 {
+            masq::setup(&names.masq_chain, tag, IpNet::V6(net6))?;
+        }
         stages.end("masq");
     }
     let ep = PodEndpoint {
@@ -233,6 +236,8 @@ struct Picked {
     routes4: Vec<Ipv4Net>,
     /// A dual-stack pod's IPv6 address.
     v6: Option<Ipv6Addr>,
+    /// The same with the IPAM's prefix (what `ipMasq` leaves unmasqueraded).
+    net6: Option<Ipv6Net>,
     routes6: Vec<Ipv6Net>,
 }
 
@@ -270,7 +275,8 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
         .with_details(v6.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
         .into());
     }
-    let v6 = v6.first().map(|n| n.addr());
+    let net6 = v6.first().copied();
+    let v6 = net6.map(|n| n.addr());
     if let Some(ip6) = v6 {
         refuse_unsupported_ipv6(conf, ip6)?;
     }
@@ -294,17 +300,14 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
     } else {
         Vec::new()
     };
-    Ok(Picked { v4: addr, routes4, v6, routes6 })
+    Ok(Picked { v4: addr, routes4, v6, net6, routes6 })
 }
 
 /// What dual-stack pods cannot have yet (issue 12), refused rather than left out: a
-/// result that lists an address the pod cannot use is worse than no pod. `ipMasq` and
-/// `proxyNeighbor` cover IPv4 only.
+/// result that lists an address the pod cannot use is worse than no pod. `proxyNeighbor`
+/// covers IPv4 (ARP) only.
 fn refuse_unsupported_ipv6(conf: &Conf, ip6: Ipv6Addr) -> Result<()> {
-    let missing = [
-        (conf.plugin.ip_masq, "no \"ipMasq\"", "masquerading covers IPv4 only"),
-        (conf.plugin.proxy_neighbor.is_some(), "no \"proxyNeighbor\"", "proxy neighbour entries cover IPv4 (ARP) only"),
-    ];
+    let missing = [(conf.plugin.proxy_neighbor.is_some(), "no \"proxyNeighbor\"", "proxy neighbour entries cover IPv4 (ARP) only")];
     let why: Vec<String> = missing.iter().filter(|(hit, _, _)| *hit).map(|(_, want, why)| format!("{want} ({why})")).collect();
     if why.is_empty() {
         return Ok(());
@@ -355,7 +358,7 @@ impl Undo<'_> {
             }
         }
         if std::mem::take(&mut self.masq_chain) {
-            if let Err(e) = masq::teardown(&self.names.masq_chain) {
+            if let Err(e) = masq::teardown(&self.names.masq_chain, true) {
                 log::error!("rollback: remove masquerade chain {}: {e}", self.names.masq_chain);
             }
         }

@@ -12,7 +12,7 @@
 //! CNIs' and container engines' are, and a prefix rule would police theirs too. The rule
 //! names the veth, so it outlives it: DEL removes it by tag, and GC sweeps stale tags.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::xtables::{self, deletion, rule, Family, Table};
 
 fn read_raw() -> Result<Table> {
@@ -21,11 +21,7 @@ fn read_raw() -> Result<Table> {
 
 /// The raw table, or `None` on a host without ip6tables: it can hold no rule of ours.
 fn read_raw_if_installed() -> Result<Option<Table>> {
-    match read_raw() {
-        Ok(t) => Ok(Some(t)),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    Table::read_if_installed(Family::V6, "raw")
 }
 
 /// The words of the guard rule of `host_veth`, after `-A PREROUTING` / `-I PREROUTING`.

@@ -83,7 +83,10 @@ pub fn check(req: &Request) -> Result<()> {
         }
     }
     if conf.plugin.ip_masq {
-        diffs.extend(masq::check(&names.masq_chain, addr.addr())?);
+        diffs.extend(masq::check(&names.masq_chain, addr.addr().into())?);
+        if let Some(ip6) = addr6 {
+            diffs.extend(masq::check(&names.masq_chain, ip6.into())?);
+        }
     }
     if let (Some(host_link), Some(pod_mac)) = (host_link, state.link.mac) {
         let ep = PodEndpoint {

@@ -87,12 +87,13 @@ pub fn del(req: &Request) -> Result<()> {
 /// Remove the masquerade chain and release the address: the results in that order.
 fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()>> {
     let mut results = Vec::new();
-    if conf.plugin.ip_masq {
-        results.push(masq::teardown(&names.masq_chain));
-    }
-    // The rule names the veth, so it outlives it. A prevResult without IPv6 says there is
-    // none; without prevResult there may be one.
+    // A prevResult without IPv6 says the pod had no IPv6 rules; without prevResult it may
+    // have had some.
     let had_ipv6 = conf.prev_result.as_ref().is_none_or(|r| r.ips.iter().any(|ip| ip.address.addr().is_ipv6()));
+    if conf.plugin.ip_masq {
+        results.push(masq::teardown(&names.masq_chain, had_ipv6));
+    }
+    // The rule names the veth, so it outlives it.
     if conf.plugin.datapath.anti_spoof && had_ipv6 {
         results.push(antispoof6::unguard(&names.tag));
     }

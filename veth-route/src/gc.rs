@@ -67,7 +67,7 @@ pub fn gc(req: &Request) -> Result<()> {
                 for key in keys.into_iter().filter(|k| !keep.contains(k)) {
                     log::info!("GC: removing masquerade rules of stale attachment {}/{}", key.0, key.1);
                     let chain = names::masq_chain(network, &key.0, &key.1);
-                    if let Err(e) = masq::teardown(&chain) {
+                    if let Err(e) = masq::teardown(&chain, true) {
                         failures.note(format!("masquerade chain {chain}"), e);
                     }
                     if !stale.contains(&key) {

@@ -49,6 +49,15 @@ impl Table {
         Ok(Table { family, name, chains, rules })
     }
 
+    /// [`Table::read`], or `None` on a host without the program: it holds no rule of ours.
+    pub fn read_if_installed(family: Family, name: &'static str) -> Result<Option<Table>> {
+        match Table::read(family, name) {
+            Ok(t) => Ok(Some(t)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn has_chain(&self, chain: &str) -> bool {
         self.chains.iter().any(|c| c == chain)
     }
