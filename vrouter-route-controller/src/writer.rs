@@ -22,7 +22,7 @@
 //!   on the revision), so the read-back shows the route: the record is restored.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::cloud::{Cloud, CloudError};
 use crate::ledger::{self, Cluster, Rewrite};
@@ -154,7 +154,7 @@ impl<'a, C: Cloud> Writer<'a, C> {
     }
 
     /// Migration: takes over the legacy (cluster-less) records of routes to `our_vms`.
-    pub async fn adopt_legacy(&mut self, our_vms: &BTreeSet<Ipv4Addr>) -> Result<(), CloudError> {
+    pub async fn adopt_legacy(&mut self, our_vms: &BTreeSet<IpAddr>) -> Result<(), CloudError> {
         let rw = ledger::adopt(&self.state.tags, self.cluster, our_vms);
         if !rw.is_empty() {
             log::info!(
