@@ -93,8 +93,7 @@ pub fn vm_port(port: &openstack::Port) -> Result<Option<Managed>, ManagedPortErr
 /// The IPv6 part of a managed port: `Ok(None)` without a `primary6` tag.
 fn ipv6(port: &openstack::Port, unreleased: &impl Fn(&IpAddr) -> bool) -> Result<Option<Hosted<Ipv6Addr>>, ManagedPortError> {
     let Some(value) = port.tags.iter().find_map(|t| t.strip_prefix(PRIMARY6_PREFIX)) else { return Ok(None) };
-    let bad = || ManagedPortError::BadPrimary6 { port: port.id.clone(), value: value.to_string() };
-    let primary: Ipv6Addr = value.parse().map_err(|_| bad())?;
+    let primary: Ipv6Addr = value.parse().map_err(|_| ManagedPortError::BadPrimary6 { port: port.id.clone(), value: value.to_string() })?;
     let subnet = port
         .fixed_ips
         .iter()

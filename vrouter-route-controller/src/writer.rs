@@ -139,7 +139,8 @@ impl<'a, C: Cloud> Writer<'a, C> {
         let expected = self.apply(&rw).await?;
         let after = self.cloud.router(&self.state.id).await?;
         let owned = ledger::owned(&after.tags, self.cluster);
-        let back: Vec<Route> = after.routes.iter().filter(|r| gone.contains(r) && !owned.contains(r)).copied().collect();
+        // In `Route`'s order (Neutron's may interleave the families): see `ledger::pack`.
+        let back: Vec<Route> = gone.iter().filter(|r| after.routes.contains(r) && !owned.contains(r)).copied().collect();
         if !back.is_empty() {
             for (t, _) in ledger::pack(&back, self.cluster) {
                 self.cloud.add_tag(&self.state.id, &t).await?;
