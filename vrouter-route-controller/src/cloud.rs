@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::model::{Route, RouterState, VmPort};
 
@@ -20,8 +20,8 @@ pub struct Snapshot {
 pub struct RouterView {
     /// Routes and tags.
     pub state: RouterState,
-    /// IPv4 subnets of the configured networks with an interface on this router.
-    pub subnets: Vec<Ipv4Net>,
+    /// Subnets (of both families) of the configured networks with an interface on this router.
+    pub subnets: Vec<IpNet>,
     /// `router_route` quota of the router's project (`None`: unlimited or unreadable).
     pub quota: Option<usize>,
 }

@@ -1,8 +1,10 @@
-//! What the router's routes should be: each pod address routed to its VM's own address.
+//! What the router's routes should be: each pod address routed to its VM's own address of
+//! the same family (IPv4 pods via the VM's IPv4 address, IPv6 pods via its IPv6 one).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::aggregate::collapse;
 use crate::model::{Route, VmPort};
@@ -10,7 +12,7 @@ use crate::model::{Route, VmPort};
 /// How desired routes are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    /// Collapse aligned blocks that sit wholly behind one VM into one route.
+    /// Collapse aligned IPv4 blocks that sit wholly behind one VM into one route.
     pub aggregate: bool,
     /// The widest block one route may cover (prefix length).
     pub min_prefix: u8,
@@ -22,26 +24,27 @@ impl Default for Shape {
     }
 }
 
-/// Routes a router attached to `router_subnets` should carry for `ports`.
+/// Routes a router attached to `router_subnets` (of both families) should carry for `ports`.
 ///
-/// Only VMs whose own address is on one of the router's subnets qualify: Neutron accepts a
-/// next hop only on a connected subnet, and another router serves the rest.
-pub fn desired_routes(ports: &[VmPort], router_subnets: &[Ipv4Net], shape: Shape) -> Vec<Route> {
+/// Per family, only VMs whose own address of that family is on one of the router's subnets
+/// qualify: Neutron accepts a next hop only on a connected subnet, and another router (or
+/// none, for a router without an IPv6 interface) serves the rest. IPv6 pods are always
+/// `/128`s: tcnp-ipam's node blocks are IPv4 only, so there is nothing to aggregate.
+pub fn desired_routes(ports: &[VmPort], router_subnets: &[IpNet], shape: Shape) -> Vec<Route> {
+    let on_router = |ip: IpAddr| router_subnets.iter().any(|s| s.contains(&ip));
     let mut routes = BTreeSet::new();
     for port in ports {
-        if !router_subnets.iter().any(|s| s.contains(&port.primary)) {
-            continue;
-        }
-        // Defensive: a port never lists its own address twice, but a malformed record must
-        // not produce a route to the VM through itself.
-        let mut pods = port.pod_ips.clone();
-        pods.remove(&port.primary);
-        if shape.aggregate {
-            for block in collapse(&pods, shape.min_prefix) {
-                routes.insert(Route::new(block, port.primary));
+        let v4 = &port.v4;
+        if on_router(v4.primary.into()) {
+            if shape.aggregate {
+                let pods: BTreeSet<_> = v4.pods().collect();
+                routes.extend(collapse(&pods, shape.min_prefix).into_iter().map(|block| Route::v4(block, v4.primary)));
+            } else {
+                routes.extend(v4.pods().map(|ip| Route::host(ip, v4.primary)));
             }
-        } else {
-            routes.extend(pods.iter().map(|ip| Route::host(*ip, port.primary)));
+        }
+        if let Some(v6) = port.v6.as_ref().filter(|v6| on_router(v6.primary.into())) {
+            routes.extend(v6.pods().map(|ip| Route::host(ip, v6.primary)));
         }
     }
     routes.into_iter().collect()
@@ -50,32 +53,91 @@ pub fn desired_routes(ports: &[VmPort], router_subnets: &[Ipv4Net], shape: Shape
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use crate::model::Hosted;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn port(primary: [u8; 4], pods: &[u8]) -> VmPort {
         VmPort {
             port_id: format!("port-{}", primary[3]),
-            primary: primary.into(),
-            pod_ips: pods.iter().map(|i| Ipv4Addr::new(10, 10, 10, *i)).collect(),
+            v4: Hosted { primary: primary.into(), pod_ips: pods.iter().map(|i| Ipv4Addr::new(10, 10, 10, *i)).collect() },
+            v6: None,
         }
     }
 
-    fn subnet() -> Vec<Ipv4Net> {
+    fn v6(i: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, i)
+    }
+
+    /// `port` with IPv6 primary `fd00:10::<primary>` and pods `fd00:10::<pod>`.
+    fn dual(primary: [u8; 4], pods: &[u8], primary6: u16, pods6: &[u16]) -> VmPort {
+        VmPort { v6: Some(Hosted { primary: v6(primary6), pod_ips: pods6.iter().map(|i| v6(*i)).collect() }), ..port(primary, pods) }
+    }
+
+    fn subnet() -> Vec<IpNet> {
         vec!["10.10.10.0/24".parse().unwrap()]
+    }
+
+    fn dual_subnets() -> Vec<IpNet> {
+        vec!["10.10.10.0/24".parse().unwrap(), "fd00:10::/64".parse().unwrap()]
+    }
+
+    fn strings(routes: &[Route]) -> Vec<String> {
+        routes.iter().map(|r| r.to_string()).collect()
     }
 
     #[test]
     fn each_pod_routes_to_its_vm() {
         let ports = [port([10, 10, 10, 8], &[19, 21]), port([10, 10, 10, 9], &[20])];
         let shape = Shape { aggregate: false, ..Shape::default() };
-        let got: Vec<String> = desired_routes(&ports, &subnet(), shape).iter().map(|r| r.to_string()).collect();
+        let got = strings(&desired_routes(&ports, &subnet(), shape));
         assert_eq!(got, ["10.10.10.19/32 via 10.10.10.8", "10.10.10.20/32 via 10.10.10.9", "10.10.10.21/32 via 10.10.10.8"]);
+    }
+
+    #[test]
+    fn ipv6_pods_get_128s_via_the_vms_ipv6_address_beside_the_ipv4_routes() {
+        let ports = [dual([10, 10, 10, 8], &[19], 8, &[0x19, 0x20]), dual([10, 10, 10, 9], &[20], 9, &[0x21])];
+        let shape = Shape { aggregate: false, ..Shape::default() };
+        let got = strings(&desired_routes(&ports, &dual_subnets(), shape));
+        assert_eq!(
+            got,
+            [
+                "10.10.10.19/32 via 10.10.10.8",
+                "10.10.10.20/32 via 10.10.10.9",
+                "fd00:10::19/128 via fd00:10::8",
+                "fd00:10::20/128 via fd00:10::8",
+                "fd00:10::21/128 via fd00:10::9",
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_is_never_aggregated() {
+        // A whole aligned /124 behind one VM: one IPv4 block, but sixteen IPv6 /128s.
+        let ports = [dual([10, 10, 10, 8], &(32..48).collect::<Vec<u8>>(), 8, &(0x30..0x40).collect::<Vec<u16>>())];
+        let got = desired_routes(&ports, &dual_subnets(), Shape::default());
+        assert_eq!(got.iter().filter(|r| r.destination().addr().is_ipv4()).count(), 1);
+        let v6: Vec<&Route> = got.iter().filter(|r| r.destination().addr().is_ipv6()).collect();
+        assert_eq!(v6.len(), 16);
+        assert!(v6.iter().all(|r| r.destination().prefix_len() == 128 && r.nexthop() == IpAddr::V6(self::v6(8))));
+    }
+
+    #[test]
+    fn a_router_without_an_ipv6_interface_gets_ipv4_routes_only() {
+        let ports = [dual([10, 10, 10, 8], &[19], 8, &[0x19])];
+        let got = strings(&desired_routes(&ports, &subnet(), Shape::default()));
+        assert_eq!(got, ["10.10.10.19/32 via 10.10.10.8"]);
+        // And one on another IPv6 subnet than the VM's: none either.
+        let other = vec!["10.10.10.0/24".parse().unwrap(), "fd00:11::/64".parse().unwrap()];
+        assert_eq!(desired_routes(&ports, &other, Shape::default()).len(), 1);
     }
 
     #[test]
     fn vm_on_another_subnet_is_not_this_routers_business() {
         let ports = [port([10, 10, 11, 8], &[19])];
         assert!(desired_routes(&ports, &subnet(), Shape::default()).is_empty());
+        // Only its IPv6 address is on the router: its IPv6 pods are routed, not the IPv4 ones.
+        let ports = [dual([10, 10, 11, 8], &[19], 8, &[0x19])];
+        assert_eq!(strings(&desired_routes(&ports, &dual_subnets(), Shape::default())), ["fd00:10::19/128 via fd00:10::8"]);
     }
 
     #[test]
@@ -86,7 +148,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Route::new("10.10.10.32/28".parse().unwrap(), Ipv4Addr::new(10, 10, 10, 8)),
+                Route::v4("10.10.10.32/28".parse().unwrap(), Ipv4Addr::new(10, 10, 10, 8)),
                 Route::host(Ipv4Addr::new(10, 10, 10, 50), Ipv4Addr::new(10, 10, 10, 9)),
             ]
         );
@@ -97,13 +159,13 @@ mod tests {
         let ports = [port([10, 10, 10, 8], &[20, 22, 24, 26]), port([10, 10, 10, 9], &[21, 23, 25, 27])];
         let got = desired_routes(&ports, &subnet(), Shape::default());
         assert_eq!(got.len(), 8);
-        assert!(got.iter().all(|r| r.destination.prefix_len() == 32));
+        assert!(got.iter().all(|r| r.destination().prefix_len() == 32));
     }
 
     #[test]
     fn primary_listed_as_pod_is_ignored() {
-        let ports = [port([10, 10, 10, 8], &[8, 19])];
-        let got = desired_routes(&ports, &subnet(), Shape { aggregate: false, ..Shape::default() });
-        assert_eq!(got, vec![Route::host(Ipv4Addr::new(10, 10, 10, 19), Ipv4Addr::new(10, 10, 10, 8))]);
+        let ports = [dual([10, 10, 10, 8], &[8, 19], 8, &[8, 0x19])];
+        let got = strings(&desired_routes(&ports, &dual_subnets(), Shape { aggregate: false, ..Shape::default() }));
+        assert_eq!(got, ["10.10.10.19/32 via 10.10.10.8", "fd00:10::19/128 via fd00:10::8"]);
     }
 }

@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn foreign_routes_are_never_removed() {
-        let hand_made = Route::new("192.168.0.0/24".parse().unwrap(), VM);
+        let hand_made = Route::v4("192.168.0.0/24".parse().unwrap(), VM);
         let p = plan(&[], &[hand_made, host(30)], &BTreeSet::new(), None);
         assert!(p.remove.is_empty());
         assert!(p.is_noop());
@@ -112,8 +112,8 @@ mod tests {
 
     #[test]
     fn limit_keeps_widest_blocks_first_and_counts_foreign_routes() {
-        let block = Route::new("10.0.0.32/28".parse().unwrap(), VM);
-        let foreign = Route::new("192.168.0.0/24".parse().unwrap(), VM);
+        let block = Route::v4("10.0.0.32/28".parse().unwrap(), VM);
+        let foreign = Route::v4("192.168.0.0/24".parse().unwrap(), VM);
         let desired = [host(20), host(21), block, host(22)];
         let p = plan(&desired, &[foreign], &BTreeSet::new(), Some(3));
         assert_eq!(p.add, vec![block, host(20)]);
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_new_block_displaces_a_host_route_when_full() {
-        let block = Route::new("10.0.0.32/28".parse().unwrap(), VM);
+        let block = Route::v4("10.0.0.32/28".parse().unwrap(), VM);
         let p = plan(&[host(20), block], &[host(20)], &set(&[host(20)]), Some(1));
         assert_eq!(p.remove, vec![host(20)]);
         assert_eq!(p.add, vec![block]);
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn limit_below_foreign_count_refuses_everything_and_removes_ours() {
-        let foreign = Route::new("192.168.0.0/24".parse().unwrap(), VM);
+        let foreign = Route::v4("192.168.0.0/24".parse().unwrap(), VM);
         let p = plan(&[host(20)], &[foreign, host(20)], &set(&[host(20)]), Some(1));
         assert_eq!(p.remove, vec![host(20)]);
         assert_eq!(p.refused, vec![host(20)]);

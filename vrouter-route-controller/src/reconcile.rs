@@ -7,7 +7,7 @@
 //! meets a concurrent writer starts over from a fresh read.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::cloud::{Cloud, CloudError, RouterView};
 use crate::desired::{desired_routes, Shape};
@@ -114,7 +114,11 @@ impl Reconciler {
     async fn pass<C: Cloud>(&mut self, cloud: &C) -> Result<Report, CloudError> {
         let snapshot = cloud.snapshot().await?;
         let mut report = Report { router_ids: snapshot.routers.iter().map(|r| r.state.id.clone()).collect(), ..Report::default() };
-        let our_vms: BTreeSet<Ipv4Addr> = snapshot.ports.iter().map(|p| p.primary).collect();
+        let our_vms: BTreeSet<IpAddr> = snapshot
+            .ports
+            .iter()
+            .flat_map(|p| std::iter::once(IpAddr::V4(p.v4.primary)).chain(p.v6.as_ref().map(|v6| IpAddr::V6(v6.primary))))
+            .collect();
         for router in &snapshot.routers {
             let desired =
                 if self.settings.release { vec![] } else { desired_routes(&snapshot.ports, &router.subnets, self.settings.shape) };
@@ -133,7 +137,7 @@ impl Reconciler {
         cloud: &C,
         view: &RouterView,
         desired: &[Route],
-        our_vms: &BTreeSet<Ipv4Addr>,
+        our_vms: &BTreeSet<IpAddr>,
     ) -> Result<RouterReport, CloudError> {
         let cluster = self.settings.cluster.clone();
         let mut w = Writer::new(cloud, &cluster, view.state.clone());

@@ -3,9 +3,9 @@
 use super::*;
 use crate::cloud::Snapshot;
 use crate::ledger;
-use crate::model::{RouterState, VmPort};
+use crate::model::{Hosted, RouterState, VmPort};
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A change another writer makes to the router.
 type Interloper = Box<dyn FnOnce(&mut RouterState)>;
@@ -85,7 +85,11 @@ impl Cloud for FakeNeutron {
             return Err(CloudError::Unavailable("down".into()));
         }
         let quota = self.known_quota.then_some(self.quota);
-        let view = RouterView { state: self.router.borrow().clone(), subnets: vec!["10.0.0.0/24".parse().unwrap()], quota };
+        let view = RouterView {
+            state: self.router.borrow().clone(),
+            subnets: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            quota,
+        };
         Ok(Snapshot { routers: vec![view], ports: self.ports.clone() })
     }
     async fn fingerprint(&self, _: &[String]) -> Result<u64, CloudError> {
@@ -128,9 +132,23 @@ impl Cloud for FakeNeutron {
 fn vm(n: u8, pods: impl IntoIterator<Item = u8>) -> VmPort {
     VmPort {
         port_id: format!("p{n}"),
-        primary: Ipv4Addr::new(10, 0, 0, n),
-        pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect(),
+        v4: Hosted { primary: Ipv4Addr::new(10, 0, 0, n), pod_ips: pods.into_iter().map(|i| Ipv4Addr::new(10, 0, 0, i)).collect() },
+        v6: None,
     }
+}
+
+fn ip6(i: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)
+}
+
+/// `vm(n, pods)` dual-stack: own IPv6 address `fd00::<n>`, IPv6 pods `fd00::<i>`.
+fn vm6(n: u8, pods: impl IntoIterator<Item = u8> + Clone) -> VmPort {
+    let v6 = Hosted { primary: ip6(n.into()), pod_ips: pods.clone().into_iter().map(|i| ip6(i.into())).collect() };
+    VmPort { v6: Some(v6), ..vm(n, pods) }
+}
+
+fn host6(i: u8, n: u8) -> Route {
+    Route::host(ip6(i.into()), ip6(n.into()))
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -169,7 +187,7 @@ fn converges_then_second_pass_writes_nothing() {
 #[test]
 fn over_quota_keeps_what_fits_and_reports_the_rest() {
     let cloud = FakeNeutron::new(vec![vm(2, 20..40)], 12);
-    let foreign = Route::new("192.168.0.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+    let foreign = Route::v4("192.168.0.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
     cloud.router.borrow_mut().routes.push(foreign);
     let mut rec = Reconciler::new(host_routes());
     let rep = block_on(rec.run(&cloud)).unwrap();
@@ -333,7 +351,7 @@ fn reaggregation_adds_the_block_before_removing_what_it_replaces() {
     cloud.ports = vec![vm(2, 16..32)];
     block_on(rec.run(&cloud)).unwrap();
     assert_eq!(route_ops(&cloud), ["add", "remove"]);
-    assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
+    assert_eq!(cloud.router.borrow().routes, vec![Route::v4("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
 }
 
 #[test]
@@ -359,7 +377,7 @@ fn at_an_unknown_limit_a_refused_add_is_retried_after_the_removals() {
     let rep = block_on(rec.run(&cloud)).unwrap();
     assert_eq!(route_ops(&cloud), ["add", "add", "remove", "add"], "batch refused, single refused, room made, added");
     assert!(rep.routers[0].refused.is_empty());
-    assert_eq!(cloud.router.borrow().routes, vec![Route::new("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
+    assert_eq!(cloud.router.borrow().routes, vec![Route::v4("10.0.0.16/28".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 2))]);
 }
 
 #[test]
@@ -368,4 +386,56 @@ fn dry_run_writes_nothing() {
     let mut rec = Reconciler::new(Settings { dry_run: true, ..host_routes() });
     block_on(rec.run(&cloud)).unwrap();
     assert_eq!(*cloud.writes.borrow(), 0);
+}
+
+#[test]
+fn dual_stack_pods_get_both_families_with_one_ledger_and_follow_the_ports() {
+    let mut cloud = FakeNeutron::new(vec![vm6(2, 20..23), vm(3, 30..32)], 100);
+    let mut rec = Reconciler::new(Settings::new(cluster()));
+    let rep = block_on(rec.run(&cloud)).unwrap();
+    let r = &rep.routers[0];
+    // 20..23 aggregates to .20/31 + .22/32 in IPv4; IPv6 is three /128s; the other VM is IPv4 only.
+    assert_eq!((r.desired, r.applied), (2 + 3 + 1, 6), "{r:?}");
+    let v6: BTreeSet<Route> = cloud.router.borrow().routes.iter().filter(|r| r.destination().addr().is_ipv6()).copied().collect();
+    assert_eq!(v6, (20..23).map(|i| host6(i, 2)).collect());
+    assert_eq!(owned(&cloud), cloud.router.borrow().routes.iter().copied().collect(), "every route recorded");
+    let tags = cloud.router.borrow().tags.clone();
+    assert_eq!(tags.len(), 2, "one tag per family: {tags:?}");
+    // A converged dual-stack router gets no writes.
+    let writes = *cloud.writes.borrow();
+    block_on(rec.run(&cloud)).unwrap();
+    assert_eq!(*cloud.writes.borrow(), writes);
+    // The IPv6 pods go (their primary6 tag goes with them): the /128s and their records go,
+    // the IPv4 routes stay.
+    cloud.ports = vec![vm(2, 20..23), vm(3, 30..32)];
+    block_on(rec.run(&cloud)).unwrap();
+    let routes = cloud.router.borrow().routes.clone();
+    assert!(routes.iter().all(|r| r.destination().addr().is_ipv4()), "{routes:?}");
+    assert_eq!(routes.len(), 3);
+    assert_eq!(owned(&cloud), routes.iter().copied().collect());
+    block_on(Reconciler::new(Settings { release: true, ..Settings::new(cluster()) }).run(&cloud)).unwrap();
+    assert!(cloud.router.borrow().routes.is_empty() && cloud.router.borrow().tags.is_empty());
+}
+
+#[test]
+fn ipv6_routes_share_the_quota_and_ipv4_ones_are_kept_first() {
+    let cloud = FakeNeutron::new(vec![vm6(2, 20..26)], 8);
+    let mut rec = Reconciler::new(host_routes());
+    let r = block_on(rec.run(&cloud)).unwrap().routers.remove(0);
+    assert_eq!((r.desired, r.applied, r.refused.len(), r.limit), (12, 8, 4, Some(8)), "{r:?}");
+    // Of equally wide routes, IPv4 ones come first (the family every pod has).
+    assert_eq!(r.refused, (22..26).map(|i| host6(i, 2)).collect::<Vec<_>>());
+    assert_eq!(owned(&cloud), cloud.router.borrow().routes.iter().copied().collect());
+}
+
+#[test]
+fn a_foreign_ipv6_route_counts_against_the_limit_and_stays() {
+    let mut cloud = FakeNeutron::new(vec![vm6(2, 20..22)], 4);
+    cloud.known_quota = true;
+    let hand = Route::v6("2001:db8::/64".parse().unwrap(), ip6(2));
+    cloud.router.borrow_mut().routes.push(hand);
+    let r = block_on(Reconciler::new(host_routes()).run(&cloud)).unwrap().routers.remove(0);
+    assert_eq!((r.applied, r.refused.len()), (3, 1), "{r:?}");
+    block_on(Reconciler::new(Settings { release: true, ..host_routes() }).run(&cloud)).unwrap();
+    assert_eq!(cloud.router.borrow().routes, vec![hand]);
 }

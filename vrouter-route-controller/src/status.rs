@@ -173,7 +173,7 @@ mod tests {
     fn refusals_show_in_status_and_metrics() {
         let mut s = Status::default();
         assert!(s.ready().is_err());
-        let refused = vec![Route::host("10.0.0.9".parse().unwrap(), "10.0.0.2".parse().unwrap())];
+        let refused = vec![Route::host("10.0.0.9".parse::<std::net::Ipv4Addr>().unwrap(), "10.0.0.2".parse().unwrap())];
         let r = RouterReport {
             router: "r1".into(),
             desired: 31,

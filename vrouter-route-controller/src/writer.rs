@@ -22,7 +22,7 @@
 //!   on the revision), so the read-back shows the route: the record is restored.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::cloud::{Cloud, CloudError};
 use crate::ledger::{self, Cluster, Rewrite};
@@ -139,7 +139,8 @@ impl<'a, C: Cloud> Writer<'a, C> {
         let expected = self.apply(&rw).await?;
         let after = self.cloud.router(&self.state.id).await?;
         let owned = ledger::owned(&after.tags, self.cluster);
-        let back: Vec<Route> = after.routes.iter().filter(|r| gone.contains(r) && !owned.contains(r)).copied().collect();
+        // In `Route`'s order (Neutron's may interleave the families): see `ledger::pack`.
+        let back: Vec<Route> = gone.iter().filter(|r| after.routes.contains(r) && !owned.contains(r)).copied().collect();
         if !back.is_empty() {
             for (t, _) in ledger::pack(&back, self.cluster) {
                 self.cloud.add_tag(&self.state.id, &t).await?;
@@ -154,7 +155,7 @@ impl<'a, C: Cloud> Writer<'a, C> {
     }
 
     /// Migration: takes over the legacy (cluster-less) records of routes to `our_vms`.
-    pub async fn adopt_legacy(&mut self, our_vms: &BTreeSet<Ipv4Addr>) -> Result<(), CloudError> {
+    pub async fn adopt_legacy(&mut self, our_vms: &BTreeSet<IpAddr>) -> Result<(), CloudError> {
         let rw = ledger::adopt(&self.state.tags, self.cluster, our_vms);
         if !rw.is_empty() {
             log::info!(

@@ -289,8 +289,23 @@ impl Stack {
     /// mode (the router, not Neutron, would send RAs). Ports created afterwards get an
     /// address of it automatically. Returns the subnet id.
     pub fn add_ipv6_subnet(&self, network_id: &str, cidr: IpNet, address_mode: &str) -> Result<String, HarnessError> {
+        self.create_ipv6_subnet(network_id, cidr, address_mode, None)
+    }
+
+    /// As [`Stack::add_ipv6_subnet`] with `dhcpv6-stateful` for a Neutron router: RA mode
+    /// `dhcpv6-stateful` too, as a router interface needs. Neutron refuses to add one to a
+    /// subnet with an address mode but no RA mode (400 "configured to receive RAs from an
+    /// external router"), which leaves such a subnet without routes to its pods.
+    pub fn add_routed_ipv6_subnet(&self, network_id: &str, cidr: IpNet) -> Result<String, HarnessError> {
+        self.create_ipv6_subnet(network_id, cidr, "dhcpv6-stateful", Some("dhcpv6-stateful"))
+    }
+
+    fn create_ipv6_subnet(&self, network_id: &str, cidr: IpNet, address_mode: &str, ra_mode: Option<&str>) -> Result<String, HarnessError> {
         let neutron = self.neutron();
-        let fields = json!({ "name": format!("v6-{address_mode}"), "enable_dhcp": true, "ipv6_address_mode": address_mode });
+        let mut fields = json!({ "name": format!("v6-{address_mode}"), "enable_dhcp": true, "ipv6_address_mode": address_mode });
+        if let Some(mode) = ra_mode {
+            fields["ipv6_ra_mode"] = json!(mode);
+        }
         Ok(block_on(neutron.create_subnet(network_id, cidr, fields))?.id)
     }
 

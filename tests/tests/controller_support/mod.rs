@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use openstack::{FixedIp, FixedIpRequest, Neutron};
 use serde_json::{json, Value};
 use testbed::openstack::{block_on, Stack};
@@ -20,6 +20,7 @@ pub use proxy::HoldProxy;
 /// Tags tcnp-ipam puts on a VM port it manages (see vrouter-route-controller `managed`).
 pub const MANAGED_TAG: &str = "veth-route:managed";
 pub const PRIMARY_PREFIX: &str = "veth-route:primary=";
+pub const PRIMARY6_PREFIX: &str = "veth-route:primary6=";
 
 /// A built binary of the workspace (`cargo build --bins` runs before the tests).
 pub fn bin(name: &str) -> PathBuf {
@@ -38,6 +39,8 @@ pub struct Lab<'a> {
     pub cidr: Ipv4Net,
     pub router_id: String,
     pub ports: Vec<String>,
+    /// The network's `dhcpv6-stateful` IPv6 subnet, when [`Lab::add_ipv6`] made one.
+    pub v6: Option<(String, Ipv6Net)>,
     /// False for a lab on another lab's router (it detaches, the owner deletes).
     owns_router: bool,
 }
@@ -48,6 +51,8 @@ pub struct Vm {
     pub port_id: String,
     pub primary: Ipv4Addr,
     pub subnet_id: String,
+    /// The VM's own IPv6 address on the lab's IPv6 subnet (dual-stack VMs only).
+    pub primary6: Option<Ipv6Addr>,
 }
 
 impl<'a> Lab<'a> {
@@ -61,7 +66,7 @@ impl<'a> Lab<'a> {
             n.add_router_interface(&id, &subnet_id).await.expect("router interface");
             id
         });
-        Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![], owns_router: true }
+        Lab { stack, network_id, subnet_id, cidr, router_id, ports: vec![], v6: None, owns_router: true }
     }
 
     /// A network `name` with subnet `cidr` attached to `router` (another lab's): two
@@ -70,7 +75,7 @@ impl<'a> Lab<'a> {
         let cidr: Ipv4Net = cidr.parse().unwrap();
         let (network_id, subnet_id) = stack.create_network(name, IpNet::V4(cidr), None).expect("network");
         block_on(stack.neutron().add_router_interface(router, &subnet_id)).expect("router interface");
-        Lab { stack, network_id, subnet_id, cidr, router_id: router.to_string(), ports: vec![], owns_router: false }
+        Lab { stack, network_id, subnet_id, cidr, router_id: router.to_string(), ports: vec![], v6: None, owns_router: false }
     }
 
     pub fn neutron(&self) -> Neutron {
@@ -90,7 +95,54 @@ impl<'a> Lab<'a> {
         let port = block_on(n.create_port(&self.network_id, body)).expect("VM port");
         block_on(n.set_port_tags(&port.id, &[MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{primary}")])).expect("tags");
         self.ports.push(port.id.clone());
-        Vm { port_id: port.id, primary, subnet_id: self.subnet_id.clone() }
+        Vm { port_id: port.id, primary, subnet_id: self.subnet_id.clone(), primary6: None }
+    }
+
+    /// Gives the network a `dhcpv6-stateful` IPv6 subnet `cidr` (the kind tcnp-ipam takes
+    /// pods' addresses from, with the RA mode a router interface needs), not yet on the
+    /// router: see [`Lab::attach_ipv6`].
+    pub fn add_ipv6(&mut self, cidr: &str) {
+        let cidr: Ipv6Net = cidr.parse().unwrap();
+        let id = self.stack.add_routed_ipv6_subnet(&self.network_id, IpNet::V6(cidr)).expect("IPv6 subnet");
+        self.v6 = Some((id, cidr));
+    }
+
+    /// Adds a router interface on the IPv6 subnet (Neutron accepts one by subnet id).
+    pub fn attach_ipv6(&self) {
+        let (subnet, _) = self.v6.as_ref().expect("add_ipv6 first");
+        block_on(self.neutron().add_router_interface(&self.router_id, subnet)).expect("IPv6 router interface");
+    }
+
+    /// The `n`th address of the IPv6 subnet.
+    pub fn ip6(&self, n: u128) -> Ipv6Addr {
+        let (_, cidr) = self.v6.as_ref().expect("add_ipv6 first");
+        Ipv6Addr::from(u128::from(cidr.network()) + n)
+    }
+
+    /// A dual-stack VM port with own addresses `primary` and `primary6`, marked managed as
+    /// tcnp-ipam marks it with `veth-route:primary6=<primary6_tag>` (the tag left out when `None`).
+    pub fn vm_dual(&mut self, name: &str, primary: Ipv4Addr, primary6: Ipv6Addr, primary6_tag: Option<Ipv6Addr>, mac: &str) -> Vm {
+        let n = self.neutron();
+        let (subnet6, _) = self.v6.clone().expect("add_ipv6 first");
+        let body = json!({"name": name, "mac_address": mac, "device_owner": "compute:nova",
+                          "fixed_ips": [{"subnet_id": self.subnet_id, "ip_address": primary.to_string()},
+                                        {"subnet_id": subnet6, "ip_address": primary6.to_string()}]});
+        let port = block_on(n.create_port(&self.network_id, body)).expect("VM port");
+        let mut tags = vec![MANAGED_TAG.to_string(), format!("{PRIMARY_PREFIX}{primary}")];
+        tags.extend(primary6_tag.map(|p| format!("{PRIMARY6_PREFIX}{p}")));
+        block_on(n.set_port_tags(&port.id, &tags)).expect("tags");
+        self.ports.push(port.id.clone());
+        Vm { port_id: port.id, primary, subnet_id: self.subnet_id.clone(), primary6: Some(primary6) }
+    }
+
+    /// Sets the pod addresses of both families on a dual-stack VM port.
+    pub fn set_dual_pods(&self, vm: &Vm, pods: &[Ipv4Addr], pods6: &[Ipv6Addr]) {
+        let (subnet6, _) = self.v6.clone().expect("add_ipv6 first");
+        let v4 = std::iter::once(vm.primary).chain(pods.iter().copied()).map(|ip| (vm.subnet_id.clone(), IpAddr::V4(ip)));
+        let v6 = vm.primary6.into_iter().chain(pods6.iter().copied()).map(|ip| (subnet6.clone(), IpAddr::V6(ip)));
+        let ips: Vec<FixedIpRequest> =
+            v4.chain(v6).map(|(subnet_id, ip_address)| FixedIpRequest::Address(FixedIp { subnet_id, ip_address })).collect();
+        block_on(self.neutron().update_port_fixed_ips(&vm.port_id, &ips, json!({}), None)).expect("set pod IPs");
     }
 
     /// Sets the pod addresses on a VM port (what tcnp-ipam's ADDs and DELs amount to).
@@ -103,14 +155,31 @@ impl<'a> Lab<'a> {
         block_on(n.update_port_fixed_ips(&vm.port_id, &ips, json!({}), None)).expect("set pod IPs");
     }
 
-    /// The router's routes as (destination, nexthop).
+    /// The router's IPv4 routes as (destination, nexthop).
     pub fn routes(&self) -> BTreeSet<(Ipv4Net, Ipv4Addr)> {
+        self.all_routes()
+            .into_iter()
+            .filter_map(|r| match r {
+                (IpNet::V4(d), IpAddr::V4(n)) => Some((d, n)),
+                (IpNet::V6(_), IpAddr::V6(_)) => None,
+                other => panic!("Neutron holds a route of mixed families: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The router's routes of both families.
+    pub fn all_routes(&self) -> BTreeSet<(IpNet, IpAddr)> {
         let r = block_on(self.neutron().get_router(&self.router_id)).expect("router");
-        r.routes
-            .iter()
-            .map(|r| match (r.destination, r.nexthop) {
-                (IpNet::V4(d), IpAddr::V4(n)) => (d, n),
-                other => panic!("unexpected route {other:?}"),
+        r.routes.iter().map(|r| (r.destination, r.nexthop)).collect()
+    }
+
+    /// The router's IPv6 routes.
+    pub fn routes6(&self) -> BTreeSet<(Ipv6Net, Ipv6Addr)> {
+        self.all_routes()
+            .into_iter()
+            .filter_map(|r| match r {
+                (IpNet::V6(d), IpAddr::V6(n)) => Some((d, n)),
+                _ => None,
             })
             .collect()
     }
@@ -192,6 +261,7 @@ impl Drop for Lab<'_> {
     fn drop(&mut self) {
         let n = self.neutron();
         let (router, subnet) = (self.router_id.clone(), self.subnet_id.clone());
+        let subnet6 = self.v6.as_ref().map(|(id, _)| id.clone());
         let ports = self.ports.clone();
         let network = self.network_id.clone();
         let owns_router = self.owns_router;
@@ -199,6 +269,9 @@ impl Drop for Lab<'_> {
             // Routes via this network's VMs would keep Neutron from detaching it.
             let _ = n.update_router(&router, json!({"routes": []})).await;
             let _ = n.remove_router_interface(&router, &subnet).await;
+            if let Some(s) = subnet6 {
+                let _ = n.remove_router_interface(&router, &s).await;
+            }
             if owns_router {
                 let _ = n.delete_router(&router).await;
             }
