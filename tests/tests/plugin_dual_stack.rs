@@ -3,7 +3,8 @@
 //! the vrouter over IPv6, and forged IPv6 sources dropped (proven by what arrives), each
 //! with the fast path off (the kernel's rpfilter rule alone) and on (from_pod first, the
 //! IPv6 itself on the kernel path); CHECK, DEL and GC for both families; results of every
-//! spec version; and the combinations not supported yet refused with nothing left.
+//! spec version; `ipMasq` and `proxyNeighbor` for IPv6; two IPv6 addresses refused with
+//! nothing left.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -346,23 +347,55 @@ fn results_of_every_spec_version_carry_the_ipv6_address() {
     }
 }
 
-/// What dual-stack pods cannot have yet is refused with a clear config error, after IPAM
-/// answered, with everything rolled back (host-local's two allocations included).
+/// `proxyNeighbor` answers neighbour solicitations for a dual-stack pod's IPv6 on the
+/// uplink (proxy NDP), so the vrouter reaches the pod over IPv6 without a route, as it does
+/// over IPv4 by ARP. CHECK sees the entry go; DEL without prevResult removes both.
 #[test]
-fn unsupported_dual_stack_combinations_are_refused_and_leave_nothing() {
+fn proxy_neighbor_answers_ndp_for_a_dual_stack_pod() {
+    let vm = Vm::new();
+    let mut conf = dual_stack(&vm, "1.1.0");
+    conf["proxyNeighbor"] = json!({"uplink": "eth0"});
+    // The VM's own IPv6 on the uplink, as DHCPv6 gives it: the pod's answers go on-link.
+    vm.ns.ip("addr add fd00:10:10::8/64 dev eth0 nodad");
+    vm.vrouter.ip("addr add fd00:10:10::1/64 dev qr0 nodad");
+    let pod = vm.pod();
+    let res = vm.add(&conf, &pod).result();
+    let ip6 = ipv6_of(&res);
+    let entries = vm.ns.ip("-6 neigh show proxy dev eth0");
+    assert!(entries.contains(&ip6.to_string()), "{entries}");
+    assert!(!vm.vrouter.ip("-6 route").contains(&ip6.to_string()), "the vrouter must have no route to the pod");
+
+    let rx = udp_socket_at(&pod.ns, IpAddr::V6(ip6));
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
+    let tx = udp_socket_at(&vm.vrouter, "fd00:10:10::1".parse().unwrap());
+    tx.set_read_timeout(Some(io_timeout())).unwrap();
+    tx.send_to(b"on-link", rx.local_addr().unwrap()).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = rx.recv_from(&mut buf).expect("the vrouter's datagram reaches the pod through proxy NDP");
+    assert_eq!(&buf[..n], b"on-link");
+    rx.send_to(b"back", from).unwrap();
+    let (n, _) = tx.recv_from(&mut buf).expect("the pod's answer reaches the vrouter");
+    assert_eq!(&buf[..n], b"back");
+    vm.check(&conf, &pod, &res).assert_ok();
+
+    vm.ns.ip(&format!("-6 neigh del proxy {ip6} dev eth0"));
+    let (code, msg, _) = vm.check(&conf, &pod, &res).error();
+    assert_eq!(code, 121, "{msg}");
+    assert!(msg.contains(&format!("no proxy neighbour entry for {ip6} on eth0")), "{msg}");
+    vm.ns.ip(&format!("-6 neigh add proxy {ip6} dev eth0 proto 86"));
+
+    vm.del(&conf, &pod, None).assert_ok();
+    assert_eq!(vm.ns.ip("neigh show proxy dev eth0"), "", "DEL left a proxy entry");
+    assert_eq!(vm.ns.ip("-6 neigh show proxy dev eth0"), "", "DEL left an IPv6 proxy entry");
+}
+
+/// Two IPv6 addresses are refused (which one would the pod use?), after IPAM answered,
+/// with everything rolled back (host-local's allocations included).
+#[test]
+fn two_ipv6_addresses_are_refused_and_leave_nothing() {
     let vm = Vm::new();
     let before = vm.snapshot();
     let pod = vm.pod();
-    for (key, value, needle) in [("proxyNeighbor", json!({"uplink": "eth0"}), "no \"proxyNeighbor\"")] {
-        let mut conf = dual_stack(&vm, "1.0.0");
-        conf[key] = value;
-        let (code, msg, err) = vm.add(&conf, &pod).error();
-        assert_eq!(code, 7, "{key}: {err}");
-        assert!(msg.contains("dual-stack pods need") && msg.contains(needle), "{key}: {err}");
-        vm.snapshot().assert_same_as(&before, &format!("after the refused ADD with {key}"));
-        vm.del(&conf, &pod, None).assert_ok();
-    }
-    // Two IPv6 addresses: which one would the pod use?
     let mut conf = dual_stack(&vm, "1.0.0");
     conf["ipam"]["ranges"].as_array_mut().unwrap().push(json!([{"subnet": "fd00:20:20::/64"}]));
     let (code, msg, err) = vm.add(&conf, &pod).error();

@@ -167,20 +167,20 @@ fn ipam_returns_no_ipv4() {
     }
 }
 
-/// Addresses from prevResult (no IPAM) are checked before anything is created: an IPv6
-/// address beside the IPv4 one needs a config that dual-stack pods support, without
-/// `proxyNeighbor` for now (plugin_dual_stack tests the refusal after IPAM, and the pods).
+/// Addresses from prevResult (no IPAM) are checked before anything is created: two IPv6
+/// addresses beside the IPv4 one are refused (plugin_dual_stack tests one, and the same
+/// refusal after IPAM).
 #[test]
-fn ipam_returns_ipv6_beside_ipv4() {
+fn prev_result_with_two_ipv6_addresses() {
     let vm = Vm::new();
     let before = vm.snapshot();
     let pod = vm.pod();
     let mut conf = vm.network("1.0.0");
-    conf["proxyNeighbor"] = json!({"uplink": "eth0"});
     conf.as_object_mut().unwrap().remove("ipam");
-    conf["prevResult"] = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.10.10.40/24"}, {"address": "fd00::5/64"}]});
-    let err = assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 7, "(prevResult) returned the IPv6 address fd00::5");
-    assert!(err["msg"].as_str().unwrap().contains("dual-stack pods need no \"proxyNeighbor\""), "{err}");
+    conf["prevResult"] =
+        json!({"cniVersion": "1.0.0", "ips": [{"address": "10.10.10.40/24"}, {"address": "fd00::5/64"}, {"address": "fd00::6/64"}]});
+    let err = assert_clean_error(&vm, &before, Some(&pod), &vm.add(&conf, &pod), 123, "(prevResult) returned 2 IPv6 addresses");
+    assert!(err["details"].as_str().unwrap().contains("fd00::5/64, fd00::6/64"), "{err}");
 }
 
 #[test]

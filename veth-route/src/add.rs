@@ -2,7 +2,7 @@
 //! masquerade, datapath endpoint; on any failure everything done so far is undone in
 //! reverse order.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use cni::{delegate, CniError, CniResult, ErrorCode, Interface, IpConfig, Request, Route, Verb};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -67,7 +67,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         names: &names,
         ipam: false,
         host_veth: false,
-        proxy_neigh: None,
+        proxy_neigh: Vec::new(),
         masq_chain: false,
         antispoof6: false,
         datapath: false,
@@ -121,8 +121,10 @@ fn setup(
     stages.end("host");
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
-        undo.proxy_neigh = Some(pod_addr.addr());
-        nl.block_on(async move { proxy_neigh::add(pn, pod_addr.addr()).await.map_err(Into::into) })?;
+        for ip in std::iter::once(IpAddr::V4(pod_addr.addr())).chain(pod_ip6.map(IpAddr::V6)) {
+            undo.proxy_neigh.push(ip);
+            nl.block_on(async move { proxy_neigh::add(pn, ip).await.map_err(Into::into) })?;
+        }
     }
 
     let plan = PodPlan::new(&inv.ifname, pod_addr, gw, picked.routes4).with_gateway_mac(host_link.mac).with_ipv6(pod_ip6, picked.routes6);
@@ -277,9 +279,6 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
     }
     let net6 = v6.first().copied();
     let v6 = net6.map(|n| n.addr());
-    if let Some(ip6) = v6 {
-        refuse_unsupported_ipv6(conf, ip6)?;
-    }
     let routes4 = ipam
         .routes
         .iter()
@@ -303,23 +302,6 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
     Ok(Picked { v4: addr, routes4, v6, net6, routes6 })
 }
 
-/// What dual-stack pods cannot have yet (issue 12), refused rather than left out: a
-/// result that lists an address the pod cannot use is worse than no pod. `proxyNeighbor`
-/// covers IPv4 (ARP) only.
-fn refuse_unsupported_ipv6(conf: &Conf, ip6: Ipv6Addr) -> Result<()> {
-    let missing = [(conf.plugin.proxy_neighbor.is_some(), "no \"proxyNeighbor\"", "proxy neighbour entries cover IPv4 (ARP) only")];
-    let why: Vec<String> = missing.iter().filter(|(hit, _, _)| *hit).map(|(_, want, why)| format!("{want} ({why})")).collect();
-    if why.is_empty() {
-        return Ok(());
-    }
-    Err(CniError::new(
-        ErrorCode::InvalidNetworkConfig,
-        format!("IPAM plugin {} returned the IPv6 address {ip6}: dual-stack pods need {}", ipam_name(conf), why.join(", ")),
-    )
-    .with_details("set them in this network's config, or give it IPv4 ranges or subnets only")
-    .into())
-}
-
 /// The IPAM plugin's type, or "(prevResult)" when the addresses come from there.
 fn ipam_name(conf: &Conf) -> &str {
     conf.ipam_type().unwrap_or("(prevResult)")
@@ -333,7 +315,7 @@ struct Undo<'a> {
     names: &'a AttachmentNames,
     ipam: bool,
     host_veth: bool,
-    proxy_neigh: Option<Ipv4Addr>,
+    proxy_neigh: Vec<IpAddr>,
     masq_chain: bool,
     antispoof6: bool,
     datapath: bool,
@@ -343,7 +325,7 @@ impl Undo<'_> {
     fn disarm(&mut self) {
         self.ipam = false;
         self.host_veth = false;
-        self.proxy_neigh = None;
+        self.proxy_neigh.clear();
         self.masq_chain = false;
         self.antispoof6 = false;
         self.datapath = false;
@@ -362,7 +344,8 @@ impl Undo<'_> {
                 log::error!("rollback: remove masquerade chain {}: {e}", self.names.masq_chain);
             }
         }
-        if let (Some(ip), Some(pn)) = (self.proxy_neigh.take(), &self.conf.plugin.proxy_neighbor) {
+        for ip in std::mem::take(&mut self.proxy_neigh) {
+            let Some(pn) = &self.conf.plugin.proxy_neighbor else { break };
             if let Err(e) = self.nl.block_on(async move { proxy_neigh::remove(pn, ip).await.map_err(Into::into) }) {
                 log::error!("rollback: remove proxy neighbour {ip}: {e}");
             }

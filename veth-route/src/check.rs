@@ -76,10 +76,12 @@ pub fn check(req: &Request) -> Result<()> {
     }
 
     if let Some(pn) = &conf.plugin.proxy_neighbor {
-        match nl.block_on(async move { Ok(proxy_neigh::check(pn, addr.addr()).await) })? {
-            Ok(()) => {}
-            Err(e @ ProxyNeighError::Missing { .. }) => diffs.push(e.to_string()),
-            Err(e) => return Err(e.into()),
+        for ip in std::iter::once(std::net::IpAddr::V4(addr.addr())).chain(addr6.map(std::net::IpAddr::V6)) {
+            match nl.block_on(async move { Ok(proxy_neigh::check(pn, ip).await) })? {
+                Ok(()) => {}
+                Err(e @ ProxyNeighError::Missing { .. }) => diffs.push(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if conf.plugin.ip_masq {

@@ -60,10 +60,12 @@ pub fn del(req: &Request) -> Result<()> {
     if let Some(pn) = &conf.plugin.proxy_neighbor {
         // Without a known address, drop every entry of ours whose pod route is gone.
         note(nl.block_on(async move {
-            match pod_ip {
-                Some(ip) => proxy_neigh::remove(pn, ip).await.map_err(Into::into),
-                None => proxy_neigh::gc(pn).await.map(drop).map_err(Into::into),
+            let Some(ip) = pod_ip else { return proxy_neigh::gc(pn).await.map(drop).map_err(Into::into) };
+            let ip6 = route6.as_ref().map(|r| r.dst.addr());
+            for ip in std::iter::once(std::net::IpAddr::V4(ip)).chain(ip6) {
+                proxy_neigh::remove(pn, ip).await?;
             }
+            Ok(())
         }));
     }
     stages.end("route");

@@ -1,4 +1,5 @@
-//! Proxy-neighbour mode: the VM answers ARP for its pods' addresses on its uplink.
+//! Proxy-neighbour mode: the VM answers ARP (and, for dual-stack pods' IPv6, neighbour
+//! solicitations) for its pods' addresses on its uplink.
 //!
 //! One proxy neighbour entry per pod IP (`ip neigh add proxy <podIP> dev <uplink>`), never
 //! blanket `proxy_arp`, so the VM claims exactly the addresses Neutron gave it and nothing
@@ -11,10 +12,17 @@
 //! up to `net.ipv4.neigh.<uplink>.proxy_delay` (default 0.8 s), the kernel's damping for
 //! proxies; only the first packet to a pod pays it.
 //!
+//! IPv6 (proxy NDP) needs more: the entry answers only when the uplink forwards, which
+//! comes from `all.forwarding` (set for dual-stack pods, see `host`); unicast solicitations
+//! (the router's reachability probes) arrive as packets to forward, and the kernel hands
+//! them to neighbour discovery only with `net.ipv6.conf.all.proxy_ndp=1`, not the
+//! device's; and `net.ipv6.neigh.<uplink>.proxy_delay=0`, or multicast solicitations are
+//! answered after up to 0.8 s (docs/dual-stack-design.md §5).
+//!
 //! Our entries carry the neighbour protocol [`PROTOCOL`], so GC and DEL touch only entries
 //! this plugin made, never an administrator's.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
@@ -44,11 +52,14 @@ pub enum ProxyNeighError {
     #[error("proxyNeighbor: no uplink configured and no IPv4 default route to take it from")]
     NoDefaultRoute,
     /// Forwarding is off on the uplink, so the kernel would ignore the entry.
-    #[error("proxyNeighbor: IPv4 forwarding is off on {0} (net.ipv4.conf.{0}.forwarding=0); proxy entries answer only when it is on")]
-    ForwardingOff(String),
+    #[error("proxyNeighbor: {family} forwarding is off on {uplink} (net.{family_key}.conf.{uplink}.forwarding=0); proxy entries answer only when it is on", family_key = family.to_lowercase())]
+    ForwardingOff { family: &'static str, uplink: String },
     /// The entry expected by CHECK is missing.
     #[error("proxyNeighbor: no proxy neighbour entry for {ip} on {uplink}")]
-    Missing { ip: Ipv4Addr, uplink: String },
+    Missing { ip: IpAddr, uplink: String },
+    /// A sysctl proxy NDP needs could not be read or written.
+    #[error("proxyNeighbor: {0}")]
+    Sysctl(String),
     /// A netlink request failed.
     #[error("proxyNeighbor: {op} on {uplink}: {source}")]
     Netlink { op: &'static str, uplink: String, source: rtnetlink::Error },
@@ -57,15 +68,19 @@ pub enum ProxyNeighError {
     Socket(#[from] std::io::Error),
 }
 
-/// Makes the VM answer ARP for `ip` on the uplink. Idempotent (the kernel updates in place).
-pub async fn add(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), ProxyNeighError> {
+/// Makes the VM answer ARP (IPv4) or neighbour solicitations (IPv6) for `ip` on the
+/// uplink. Idempotent (the kernel updates in place).
+pub async fn add(cfg: &ProxyNeighborConfig, ip: IpAddr) -> Result<(), ProxyNeighError> {
     let nl = Netlink::open()?;
     let uplink = nl.uplink(cfg).await?;
     let index = nl.index(&uplink).await?;
-    check_forwarding(&uplink)?;
+    check_forwarding(&uplink, ip)?;
+    if ip.is_ipv6() {
+        proxy_ndp_sysctls(&uplink)?;
+    }
     nl.handle
         .neighbours()
-        .add(index, IpAddr::V4(ip))
+        .add(index, ip)
         .flags(NeighbourFlags::Proxy)
         .message_mut_with(|m| m.attributes.push(NeighbourAttribute::Protocol(RouteProtocol::Other(PROTOCOL))))
         .execute()
@@ -74,7 +89,7 @@ pub async fn add(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), ProxyNei
 }
 
 /// Stops answering for `ip`. Succeeds when the entry or even the uplink is already gone.
-pub async fn remove(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), ProxyNeighError> {
+pub async fn remove(cfg: &ProxyNeighborConfig, ip: IpAddr) -> Result<(), ProxyNeighError> {
     let nl = Netlink::open()?;
     let uplink = match nl.uplink(cfg).await {
         Ok(u) => u,
@@ -95,7 +110,7 @@ pub async fn remove(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), Proxy
 }
 
 /// True when our entry for `ip` is present (for CHECK).
-pub async fn check(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), ProxyNeighError> {
+pub async fn check(cfg: &ProxyNeighborConfig, ip: IpAddr) -> Result<(), ProxyNeighError> {
     let nl = Netlink::open()?;
     let uplink = nl.uplink(cfg).await?;
     let index = nl.index(&uplink).await?;
@@ -106,10 +121,11 @@ pub async fn check(cfg: &ProxyNeighborConfig, ip: Ipv4Addr) -> Result<(), ProxyN
     }
 }
 
-/// Removes our entries whose pod is no longer attached here: no `/32` route to the address
-/// through a device other than the uplink. Run it after the plugin's own GC has removed the
-/// stale veths (their routes vanish with them). Returns the addresses released.
-pub async fn gc(cfg: &ProxyNeighborConfig) -> Result<Vec<Ipv4Addr>, ProxyNeighError> {
+/// Removes our entries whose pod is no longer attached here: no `/32` (`/128`) route to
+/// the address through a device other than the uplink. Run it after the plugin's own GC
+/// has removed the stale veths (their routes vanish with them). Returns the addresses
+/// released.
+pub async fn gc(cfg: &ProxyNeighborConfig) -> Result<Vec<IpAddr>, ProxyNeighError> {
     let nl = Netlink::open()?;
     let uplink = nl.uplink(cfg).await?;
     let index = nl.index(&uplink).await?;
@@ -124,19 +140,30 @@ pub async fn gc(cfg: &ProxyNeighborConfig) -> Result<Vec<Ipv4Addr>, ProxyNeighEr
     Ok(released)
 }
 
-/// The kernel ignores proxy entries on an interface that does not forward.
-fn check_forwarding(uplink: &str) -> Result<(), ProxyNeighError> {
-    let path = format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding");
+/// The kernel ignores proxy entries on an interface that does not forward `ip`'s family.
+fn check_forwarding(uplink: &str, ip: IpAddr) -> Result<(), ProxyNeighError> {
+    let (family, key) = if ip.is_ipv4() { ("IPv4", "ipv4") } else { ("IPv6", "ipv6") };
+    let path = format!("/proc/sys/net/{key}/conf/{uplink}/forwarding");
     match std::fs::read_to_string(&path) {
-        Ok(v) if v.trim() == "0" => Err(ProxyNeighError::ForwardingOff(uplink.to_string())),
+        Ok(v) if v.trim() == "0" => Err(ProxyNeighError::ForwardingOff { family, uplink: uplink.to_string() }),
         // Unreadable (e.g. no /proc): let the add itself succeed or fail.
         _ => Ok(()),
     }
 }
 
+/// What proxy NDP needs beyond the entry (see the module docs). Both are node-wide and
+/// harmless without entries: nothing to undo on DEL.
+fn proxy_ndp_sysctls(uplink: &str) -> Result<(), ProxyNeighError> {
+    let set = |key: &str| {
+        crate::sysctl::ensure(key, if key.ends_with("proxy_delay") { "0" } else { "1" }).map_err(|e| ProxyNeighError::Sysctl(e.to_string()))
+    };
+    set("net/ipv6/conf/all/proxy_ndp")?;
+    set(&format!("net/ipv6/neigh/{uplink}/proxy_delay"))
+}
+
 /// One of our proxy entries.
 struct Entry {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     message: NeighbourMessage,
 }
 
@@ -183,7 +210,7 @@ impl Netlink {
         }
     }
 
-    /// Our IPv4 proxy entries on the uplink.
+    /// Our proxy entries of both families on the uplink.
     async fn ours(&self, index: u32, uplink: &str) -> Result<Vec<Entry>, ProxyNeighError> {
         let mut dump = self.handle.neighbours().get().proxies().execute();
         let mut out = Vec::new();
@@ -192,12 +219,13 @@ impl Netlink {
             uplink: uplink.to_string(),
             source,
         })? {
-            if m.header.ifindex != index || m.header.family != AddressFamily::Inet {
+            if m.header.ifindex != index || !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
                 continue;
             }
             let ours = m.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Protocol(RouteProtocol::Other(p)) if *p == PROTOCOL));
             let ip = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
                 _ => None,
             });
             if let (true, Some(ip)) = (ours, ip) {
@@ -218,39 +246,76 @@ impl Netlink {
         }
     }
 
-    /// Addresses with a `/32` main-table route through a device other than the uplink.
-    async fn host_routes_not_via(&self, uplink_index: u32, uplink: &str) -> Result<Vec<Ipv4Addr>, ProxyNeighError> {
-        Ok(self.main_routes(32, uplink).await?.into_iter().filter(|(_, oif)| *oif != uplink_index).map(|(dst, _)| dst).collect())
+    /// Addresses with a host route (`/32`, `/128`) in the main table through a device other
+    /// than the uplink.
+    async fn host_routes_not_via(&self, uplink_index: u32, uplink: &str) -> Result<Vec<IpAddr>, ProxyNeighError> {
+        let v4 = self.main_routes(32, uplink).await?.into_iter().map(|(dst, oif)| (IpAddr::V4(dst), oif));
+        let v6 = self.main_routes6(uplink).await?.into_iter().map(|(dst, oif)| (IpAddr::V6(dst), oif));
+        Ok(v4.chain(v6).filter(|(_, oif)| *oif != uplink_index).map(|(dst, _)| dst).collect())
     }
 
-    /// Main-table IPv4 routes of one prefix length with an output device: (destination, oif).
-    async fn main_routes(&self, prefix_len: u8, uplink: &str) -> Result<Vec<(Ipv4Addr, u32)>, ProxyNeighError> {
-        let mut routes = self.handle.route().get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    /// Main-table IPv6 `/128` routes with an output device: (destination, oif).
+    async fn main_routes6(&self, uplink: &str) -> Result<Vec<(Ipv6Addr, u32)>, ProxyNeighError> {
+        let msgs = self.main_route_messages(rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build(), 128, uplink).await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|r| {
+                let oif = oif_of(r)?;
+                let dst = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                Some((dst, oif))
+            })
+            .collect())
+    }
+
+    /// Main-table routes matching `filter`'s family with one prefix length.
+    async fn main_route_messages(
+        &self,
+        filter: netlink_packet_route::route::RouteMessage,
+        prefix_len: u8,
+        uplink: &str,
+    ) -> Result<Vec<netlink_packet_route::route::RouteMessage>, ProxyNeighError> {
+        let mut routes = self.handle.route().get(filter).execute();
         let mut out = Vec::new();
         while let Some(r) =
             routes.try_next().await.map_err(|source| ProxyNeighError::Netlink { op: "list routes", uplink: uplink.to_string(), source })?
         {
-            if r.header.destination_prefix_length != prefix_len || r.header.table != libc_main_table() {
-                continue;
-            }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            let dst = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-                    _ => None,
-                })
-                .unwrap_or(Ipv4Addr::UNSPECIFIED);
-            if let Some(oif) = oif {
-                out.push((dst, oif));
+            if r.header.destination_prefix_length == prefix_len && r.header.table == libc_main_table() {
+                out.push(r);
             }
         }
         Ok(out)
     }
+
+    /// Main-table IPv4 routes of one prefix length with an output device: (destination, oif).
+    async fn main_routes(&self, prefix_len: u8, uplink: &str) -> Result<Vec<(Ipv4Addr, u32)>, ProxyNeighError> {
+        let msgs = self.main_route_messages(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build(), prefix_len, uplink).await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|r| {
+                let oif = oif_of(r)?;
+                let dst = r
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                Some((dst, oif))
+            })
+            .collect())
+    }
+}
+
+/// A route's output device.
+fn oif_of(r: &netlink_packet_route::route::RouteMessage) -> Option<u32> {
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
 }
 
 /// RT_TABLE_MAIN.
