@@ -5,8 +5,9 @@
 //! `primary6` keeps its IPv4 routes and gets no IPv6 ones, and no VM gets IPv6 routes
 //! while the router has no interface on the IPv6 subnet (Neutron would refuse them).
 //!
-//! No traffic test: the veth-route plugin does not configure IPv6 pods yet (it refuses an
-//! IPv6 address with code 123), so there is no IPv6 pod to reach.
+//! Traffic over the routes is not tested here: the router is Neutron's API, with no
+//! datapath in this test bed; plugin_dual_stack carries IPv6 from a vrouter namespace
+//! routing as these routes say.
 
 mod controller_support;
 mod ipam_support;
