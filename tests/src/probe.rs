@@ -2,7 +2,7 @@
 //! one-shot TCP server/client. Timeouts bound a lost packet; they are not assertions on speed.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::netns::NetNs;
@@ -98,9 +98,14 @@ pub struct TcpServer {
 impl TcpServer {
     /// Listen on 0.0.0.0:`port` inside `ns`; serves until dropped.
     pub fn start(ns: &NetNs, port: u16, reply: &'static str) -> TcpServer {
+        Self::start_on(ns, IpAddr::V4(Ipv4Addr::UNSPECIFIED), port, reply)
+    }
+
+    /// Listen on `addr`:`port` inside `ns` (`::` takes both families); serves until dropped.
+    pub fn start_on(ns: &NetNs, addr: IpAddr, port: u16, reply: &'static str) -> TcpServer {
         use std::os::fd::AsRawFd;
         // The socket is created in the namespace; accepting can happen on any thread.
-        let listener = ns.run(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).expect("bind in netns"));
+        let listener = ns.run(|| TcpListener::bind(SocketAddr::new(addr, port)).expect("bind in netns"));
         let fd = listener.as_raw_fd();
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -127,10 +132,11 @@ impl Drop for TcpServer {
     }
 }
 
-/// Connect from `ns` to `dst:port` and read what the server says.
-pub fn tcp_read(ns: &NetNs, dst: Ipv4Addr, port: u16) -> Result<String, String> {
+/// Connect from `ns` to `dst:port` (either family) and read what the server says.
+pub fn tcp_read(ns: &NetNs, dst: impl Into<IpAddr>, port: u16) -> Result<String, String> {
+    let dst = dst.into();
     ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(5))
+        let mut s = TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))
             .map_err(|e| format!("connect {dst}:{port}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let mut out = String::new();

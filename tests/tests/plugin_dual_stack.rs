@@ -197,6 +197,13 @@ fn forged_ipv6_sources_are_dropped(fast_path: &str) {
     if let Some(before) = spoofed {
         assert_eq!(from_pod_counter(&vm, "drop_spoofed"), before + 2, "from_pod must drop both forged datagrams itself");
     }
+    // What `veth-route stats` says guards the pod.
+    let stats = vm.ns.sh(testbed::cni_runner::plugin_binary().to_str().unwrap(), &["stats", "--pin-dir", vm.pin_dir.to_str().unwrap()]);
+    let line = stats.lines().find(|l| l.contains(&host_veth(&ra))).unwrap_or_else(|| panic!("no line for the pod's veth: {stats}"));
+    assert!(line.ends_with("ip6tables rpfilter rule"), "{line}");
+    if fast_path != "off" {
+        assert!(line.contains(&format!("IPv6 source {a6} and link-local")), "{line}");
+    }
 
     for (p, r) in [(&a, &ra), (&b, &rb)] {
         vm.del(&conf, p, Some(r)).assert_ok();

@@ -67,6 +67,16 @@ pub fn check(host_veth: &str, tag: &str) -> Result<Vec<String>> {
     })
 }
 
+/// The host veths that have a guard rule of ours (any network), for `veth-route stats`.
+pub fn guarded_veths() -> Result<Vec<String>> {
+    let Some(raw) = read_raw_if_installed()? else { return Ok(Vec::new()) };
+    Ok(raw
+        .rules_of("PREROUTING")
+        .filter(|r| xtables::comment(r).is_some_and(crate::names::is_tag) && r.iter().any(|w| w == "rpfilter"))
+        .filter_map(|r| r.windows(2).find(|w| w[0] == "-i").map(|w| w[1].clone()))
+        .collect())
+}
+
 /// Attachments (container ID, ifname) of `network` with a guard rule, for GC.
 pub fn attachments(network: &str) -> Result<Vec<(String, String)>> {
     Ok(match read_raw_if_installed()? {

@@ -45,7 +45,11 @@ enum Task {
         tag: String,
     },
     /// The main job: a local OpenStack, namespaces as VM, vrouter and pods, wired by the plugins (needs root).
-    Demo,
+    Demo {
+        /// Pods get an IPv6 address too (a routed IPv6 subnet, tcnp-ipam ipFamilies IPv4 and IPv6).
+        #[arg(long)]
+        dual_stack: bool,
+    },
     /// Benchmarks side by side (release build); prints ratios and writes docs/benchmarks.md (needs root).
     Bench {
         /// Only the datapath section, on this kernel (`host`, `6.1`, `6.12`, a package or a .deb), in a guest.
@@ -94,7 +98,7 @@ fn main() {
         Task::BuildEbpf => suite::build_ebpf(),
         Task::Build { release } => suite::build(release),
         Task::Image { tag } => image::image(&tag),
-        Task::Demo => suite::demo(),
+        Task::Demo { dual_stack } => suite::demo(dual_stack),
         Task::Bench { kernel } => suite::bench(kernel.as_deref()),
         Task::Test { kernels, no_guests, args } => suite::test(&suite::TestOptions { kernels, no_guests, args }),
         Task::GuestRun { dir } => guest_runner::run(&dir),

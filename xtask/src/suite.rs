@@ -183,10 +183,10 @@ impl Drop for TestStack {
 }
 
 /// The README's first command: install, build, then run the demo binary of the test bed.
-pub fn demo() -> Result<()> {
+pub fn demo(dual_stack: bool) -> Result<()> {
     crate::setup::setup()?;
     build(false)?;
-    run_tool("debug", "veth-route-demo")
+    run_tool("debug", "veth-route-demo", if dual_stack { &["--dual-stack"] } else { &[] })
 }
 
 /// Release build, then the test bed's benchmark runner; with `kernel`, only the datapath
@@ -197,7 +197,7 @@ pub fn bench(kernel: Option<&str>) -> Result<()> {
     build_ebpf()?;
     run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     match choice {
-        None => run_tool("release", "veth-route-bench"),
+        None => run_tool("release", "veth-route-bench", &[]),
         Some(choice) => bench_on(&choice),
     }
 }
@@ -274,7 +274,7 @@ fn bench_on(choice: &KernelChoice) -> Result<()> {
 }
 
 /// Run a test-bed binary of `profile` against the plugin built alongside it.
-fn run_tool(profile: &str, name: &str) -> Result<()> {
+fn run_tool(profile: &str, name: &str, args: &[&str]) -> Result<()> {
     let bin_dir = workspace_root().join("target").join(profile);
-    run(Command::new(bin_dir.join(name)).env(crate::plan::PLUGIN_VAR, bin_dir.join("veth-route")))
+    run(Command::new(bin_dir.join(name)).args(args).env(crate::plan::PLUGIN_VAR, bin_dir.join("veth-route")))
 }

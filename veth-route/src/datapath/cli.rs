@@ -123,9 +123,14 @@ pub fn stats(layout: &PinLayout) -> Result<String, DatapathError> {
     };
     s += "anti-spoofing per host veth:\n";
     for g in guards(layout)? {
-        let ebpf = if g.from_pod { "from_pod (eBPF: IPv4 source, IPv6 link-local ND/MLD only)" } else { "no eBPF" };
+        let ebpf = match (g.from_pod, g.ipv6) {
+            (true, None) => "from_pod (eBPF: IPv4 source, IPv6 link-local ND/MLD only)".to_string(),
+            (true, Some(ip6)) => format!("from_pod (eBPF: IPv4 source, IPv6 source {ip6} and link-local)"),
+            (false, _) => "no eBPF".to_string(),
+        };
         let kernel = g.kernel.map(|k| k.to_string()).unwrap_or_else(|| "unreadable".into());
-        s += &format!("  {:<14} {ebpf}; kernel: {kernel}\n", g.host_veth);
+        let rule = if g.ipv6_rpfilter { ", ip6tables rpfilter rule" } else { "" };
+        s += &format!("  {:<14} {ebpf}; kernel: {kernel}{rule}\n", g.host_veth);
     }
     Ok(s)
 }
@@ -180,12 +185,19 @@ struct SourceGuard {
     from_pod: bool,
     /// The kernel's anti-spoofing on the veth (strict rp_filter, IPv6 intake).
     kernel: Option<crate::antispoof::KernelGuard>,
+    /// A dual-stack pod's IPv6 address, as `from_pod` knows it (`sources6`).
+    ipv6: Option<std::net::Ipv6Addr>,
+    /// The ip6tables rpfilter rule polices the veth's IPv6 (dual-stack pods).
+    ipv6_rpfilter: bool,
 }
 
 /// Every host veth of veth-route (any network: they carry its alias tag) in this namespace.
 fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
         .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
+    let maps = if layout.exists() { PinnedMaps::open(layout).ok() } else { None };
+    // Unreadable (no ip6tables, no permission): shown as no rule.
+    let ruled = crate::antispoof6::guarded_veths().unwrap_or_default();
     let mut out: Vec<SourceGuard> = links
         .into_iter()
         .filter(|l| l.alias.as_deref().is_some_and(crate::names::is_tag))
@@ -193,6 +205,8 @@ fn guards(layout: &PinLayout) -> Result<Vec<SourceGuard>, DatapathError> {
             from_pod: layout.link(Prog::FromPod, &l.name).exists()
                 && programs_on(&l.name, TcAttachType::Ingress).iter().any(|p| p == Prog::FromPod.name()),
             kernel: crate::antispoof::in_force(&l.name).ok().flatten(),
+            ipv6: maps.as_ref().and_then(|m| m.source6(l.index).ok().flatten()),
+            ipv6_rpfilter: ruled.contains(&l.name),
             host_veth: l.name,
         })
         .collect();
