@@ -253,6 +253,9 @@ fn ip_masq_translates_a_dual_stack_pods_ipv6_too() {
     vm.snapshot().assert_same_as(&before, "after DEL of a masqueraded dual-stack pod");
 }
 
+/// Something a test does to the node (break a piece, repair it).
+type Action<'a> = Box<dyn Fn() + 'a>;
+
 /// CHECK finds each IPv6 piece missing: the host route, the veth's gateway address, the
 /// rpfilter rule, the pod's neighbour entry for fe80::1.
 #[test]
@@ -264,43 +267,36 @@ fn check_catches_each_missing_ipv6_piece() {
     let (ip6, host) = (ipv6_of(&res), host_veth(&res));
     let tag = format!("veth-route/cni0/{}/eth0", pod.id);
     let rule = ["-i", &host, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", &tag, "-j", "DROP"];
-    let breakages: [(&str, Box<dyn Fn()>, Box<dyn Fn()>); 4] = [
+    let ip6tables = |op: &str| drop(vm.ns.sh("ip6tables", &[&["-w", "-t", "raw", op, "PREROUTING"][..], &rule[..]].concat()));
+    let host_mac: Value = serde_json::from_str(&vm.ns.ip(&format!("-j link show {host}"))).unwrap();
+    let host_mac = host_mac[0]["address"].as_str().unwrap().to_string();
+    // (what breaks, how CHECK says it, the ip commands that break and repair it)
+    let breakages: [(&str, String, Action, Action); 4] = [
         (
             "host route",
+            format!("host route `{ip6} dev {host}` is missing"),
             Box::new(|| drop(vm.ns.ip(&format!("-6 route del {ip6}/128 dev {host}")))),
             Box::new(|| drop(vm.ns.ip(&format!("-6 route add {ip6}/128 dev {host} proto boot")))),
         ),
         (
             "IPv6 gateway address",
+            format!("host veth {host} lacks the IPv6 gateway address fe80::1/64"),
             Box::new(|| drop(vm.ns.ip(&format!("-6 addr del fe80::1/64 dev {host}")))),
             Box::new(|| drop(vm.ns.ip(&format!("-6 addr add fe80::1/64 dev {host} nodad")))),
         ),
+        ("rpfilter rule", format!("no rpfilter rule for host veth {host}"), Box::new(|| ip6tables("-D")), Box::new(|| ip6tables("-I"))),
         (
-            "rpfilter rule",
-            Box::new(|| drop(vm.ns.sh("ip6tables", &[&["-w", "-t", "raw", "-D", "PREROUTING"][..], &rule[..]].concat()))),
-            Box::new(|| drop(vm.ns.sh("ip6tables", &[&["-w", "-t", "raw", "-I", "PREROUTING"][..], &rule[..]].concat()))),
-        ),
-        (
-            "neighbour entry for gateway fe80::1",
+            "gateway neighbour entry",
+            "no neighbour entry for gateway fe80::1".to_string(),
             Box::new(|| drop(pod.ns.ip("-6 neigh del fe80::1 dev eth0"))),
-            Box::new(|| {
-                let mac: Value = serde_json::from_str(&vm.ns.ip(&format!("-j link show {host}"))).unwrap();
-                drop(pod.ns.ip(&format!("-6 neigh replace fe80::1 lladdr {} dev eth0 nud permanent", mac[0]["address"].as_str().unwrap())));
-            }),
+            Box::new(|| drop(pod.ns.ip(&format!("-6 neigh replace fe80::1 lladdr {host_mac} dev eth0 nud permanent")))),
         ),
     ];
     vm.check(&conf, &pod, &res).assert_ok();
-    for (what, breaks, repairs) in &breakages {
+    for (what, needle, breaks, repairs) in &breakages {
         breaks();
         let (_, _, err) = vm.check(&conf, &pod, &res).error();
-        let msg = err.to_string();
-        let needle = match *what {
-            "host route" => format!("host route `{ip6} dev {host}` is missing"),
-            "IPv6 gateway address" => format!("host veth {host} lacks the IPv6 gateway address fe80::1/64"),
-            "rpfilter rule" => format!("no rpfilter rule for host veth {host}"),
-            _ => "no neighbour entry for gateway fe80::1".to_string(),
-        };
-        assert!(msg.contains(&needle), "{what}: {err}");
+        assert!(err.to_string().contains(needle.as_str()), "{what}: {err}");
         repairs();
         vm.check(&conf, &pod, &res).assert_ok();
     }
