@@ -245,22 +245,13 @@ struct Picked {
 
 /// The pod's addresses: exactly one IPv4 address, and at most one IPv6 address.
 fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
-    let v4: Vec<Ipv4Net> = ipam
-        .ips
-        .iter()
-        .filter_map(|ip| match ip.address {
-            IpNet::V4(n) => Some(n),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<Ipv6Net> = ipam
-        .ips
-        .iter()
-        .filter_map(|ip| match ip.address {
-            IpNet::V6(n) => Some(n),
-            IpNet::V4(_) => None,
-        })
-        .collect();
+    let (mut v4, mut v6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = (Vec::new(), Vec::new());
+    for ip in &ipam.ips {
+        match ip.address {
+            IpNet::V4(n) => v4.push(n),
+            IpNet::V6(n) => v6.push(n),
+        }
+    }
     let Some(addr) = v4.first().copied() else {
         return Err(CniError::new(ErrorCode::Other(CODE_IPAM_RESULT), format!("IPAM plugin {} returned no IPv4 address", ipam_name(conf)))
             .with_details(format!("{} address(es) returned; veth-route needs one IPv4 address", ipam.ips.len()))
@@ -279,26 +270,15 @@ fn pick_addresses(conf: &Conf, ipam: &CniResult) -> Result<Picked> {
     }
     let net6 = v6.first().copied();
     let v6 = net6.map(|n| n.addr());
-    let routes4 = ipam
-        .routes
-        .iter()
-        .filter_map(|r| match r.dst {
-            IpNet::V4(n) => Some(n),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    // IPv6 routes only for a dual-stack pod: without an address they could not be used.
-    let routes6 = if v6.is_some() {
-        ipam.routes
-            .iter()
-            .filter_map(|r| match r.dst {
-                IpNet::V6(n) => Some(n),
-                IpNet::V4(_) => None,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (mut routes4, mut routes6) = (Vec::new(), Vec::new());
+    for r in &ipam.routes {
+        match r.dst {
+            IpNet::V4(n) => routes4.push(n),
+            // Only for a dual-stack pod: without an address they could not be used.
+            IpNet::V6(n) if v6.is_some() => routes6.push(n),
+            IpNet::V6(_) => {}
+        }
+    }
     Ok(Picked { v4: addr, routes4, v6, net6, routes6 })
 }
 

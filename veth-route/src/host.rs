@@ -102,15 +102,7 @@ async fn add_pod_route(h: &Handle, route: &Route, link: &Link) -> Result<()> {
 /// (fe80::1 is usable at once, and the host can solicit the pod from it), and no address
 /// of the kernel's own making (`addr_gen_mode=1`): fe80::1 is its only link-local.
 fn veth_ipv6_sysctls(host_name: &str) -> Result<()> {
-    let key = |k: &str| format!("net/ipv6/conf/{host_name}/{k}");
-    if sysctl::read(&key("disable_ipv6"))?.is_none() {
-        return Err(Error::Command(format!(
-            "the pod has an IPv6 address but the host has no IPv6 on {host_name} (booted with ipv6.disable=1?)"
-        )));
-    }
-    sysctl::ensure(&key("accept_dad"), "0")?;
-    sysctl::ensure(&key("addr_gen_mode"), "1")?;
-    sysctl::ensure(&key("disable_ipv6"), "0")
+    sysctl::ensure_ipv6_conf(host_name, &[("accept_dad", "0"), ("addr_gen_mode", "1"), ("disable_ipv6", "0")])
 }
 
 /// IPv6 forwarding on, without losing the VM's IPv6 default route. Every write of 1 to a

@@ -178,16 +178,7 @@ pub async fn configure(h: &Handle, ns: &NetNs, plan: &PodPlan) -> Result<PodIfac
 /// address), no duplicate address detection (the address is usable at once; IPAM made it
 /// unique). `accept_dad` counts as the larger of `all` and the device's, so both are set.
 fn ipv6_sysctls(ifname: &str) -> Result<()> {
-    let key = |k: &str| format!("net/ipv6/conf/{ifname}/{k}");
-    if sysctl::read(&key("disable_ipv6"))?.is_none() {
-        return Err(Error::Command(format!(
-            "the pod has an IPv6 address but its kernel has no IPv6 on {ifname} (booted with ipv6.disable=1?)"
-        )));
-    }
-    sysctl::ensure(&key("disable_ipv6"), "0")?;
-    sysctl::ensure(&key("accept_ra"), "0")?;
-    sysctl::ensure(&key("autoconf"), "0")?;
-    sysctl::ensure(&key("accept_dad"), "0")?;
+    sysctl::ensure_ipv6_conf(ifname, &[("disable_ipv6", "0"), ("accept_ra", "0"), ("autoconf", "0"), ("accept_dad", "0")])?;
     sysctl::ensure("net/ipv6/conf/all/accept_dad", "0")
 }
 

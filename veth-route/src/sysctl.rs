@@ -35,3 +35,14 @@ pub fn ensure_if_present(key: &str, value: &str) -> Result<()> {
         Some(_) => ensure(key, value),
     }
 }
+
+/// Write the IPv6 settings `net/ipv6/conf/<ifname>/<key>` in order; a clear error instead
+/// of a missing file when the interface has no IPv6 at all (a kernel booted with
+/// `ipv6.disable=1`).
+pub fn ensure_ipv6_conf(ifname: &str, settings: &[(&str, &str)]) -> Result<()> {
+    let key = |k: &str| format!("net/ipv6/conf/{ifname}/{k}");
+    if read(&key("disable_ipv6"))?.is_none() {
+        return Err(Error::Command(format!("the pod has an IPv6 address but {ifname} has no IPv6 (kernel booted with ipv6.disable=1?)")));
+    }
+    settings.iter().try_for_each(|(k, v)| ensure(&key(k), v))
+}
