@@ -253,6 +253,45 @@ fn ip_masq_translates_a_dual_stack_pods_ipv6_too() {
     vm.snapshot().assert_same_as(&before, "after DEL of a masqueraded dual-stack pod");
 }
 
+/// A Service over IPv6: ip6tables DNATs a VIP to a pod of the same VM, with the fast path
+/// on. The connection establishes, so the backend's answers came back through reverse NAT
+/// (from the VIP): IPv6 takes the kernel path, which translates both ways.
+#[test]
+fn a_service_vip_over_ipv6_reaches_its_backend_pod() {
+    let vm = Vm::new();
+    let conf = dual_stack_with(&vm, "auto");
+    let (client, backend) = (vm.pod(), vm.pod());
+    let (rc, rb) = (vm.add(&conf, &client).result(), vm.add(&conf, &backend).result());
+    let vip: Ipv6Addr = "fd00:96::10".parse().unwrap();
+    let to = format!("[{}]:8080", ipv6_of(&rb));
+    vm.ns.sh(
+        "ip6tables",
+        &[
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            &format!("{vip}/128"),
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ],
+    );
+    let _server = testbed::probe::TcpServer::start_on(&backend.ns, IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080, "backend");
+    assert_eq!(testbed::probe::tcp_read(&client.ns, vip, 80).as_deref(), Ok("backend"));
+    vm.ns.sh("ip6tables", &["-w", "-t", "nat", "-F", "PREROUTING"]);
+    for (p, r) in [(&client, &rc), (&backend, &rb)] {
+        vm.del(&conf, p, Some(r)).assert_ok();
+    }
+}
+
 /// Something a test does to the node (break a piece, repair it).
 type Action<'a> = Box<dyn Fn() + 'a>;
 
