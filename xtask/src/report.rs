@@ -51,6 +51,8 @@ pub struct KernelReport {
     pub jobs: Vec<JobReport>,
     /// Why the run as a whole is broken (guest died, timed out, could not start).
     pub problem: Option<String>,
+    /// What else the summary must say (a first boot that died, and the second that ran on).
+    pub notes: Vec<String>,
     /// Wall-clock seconds including boot.
     pub seconds: u64,
     /// Where the logs are.
@@ -65,7 +67,7 @@ impl KernelReport {
 
     /// A kernel that never ran its plan (e.g. the package could not be fetched).
     pub fn broken(label: String, problem: String, dir: PathBuf) -> KernelReport {
-        KernelReport { label, capabilities: None, jobs: Vec::new(), problem: Some(problem), seconds: 0, dir }
+        KernelReport { label, capabilities: None, jobs: Vec::new(), problem: Some(problem), notes: Vec::new(), seconds: 0, dir }
     }
 
     /// Read `dir` after the run of `plan`.
@@ -80,7 +82,7 @@ impl KernelReport {
             )
         });
         let problem = problem.or_else(|| nothing_ran(&jobs));
-        KernelReport { label, capabilities, jobs, problem, seconds, dir: dir.to_path_buf() }
+        KernelReport { label, capabilities, jobs, problem, notes: Vec::new(), seconds, dir: dir.to_path_buf() }
     }
 
     /// The failure sections of the failed jobs' logs, for printing right after the run.
@@ -116,6 +118,9 @@ impl KernelReport {
         }
         if let Some(p) = &self.problem {
             s += &format!("    {p}\n");
+        }
+        for n in &self.notes {
+            s += &format!("    note: {n}\n");
         }
         for job in &self.jobs {
             match job.exit {
