@@ -38,8 +38,8 @@ pub fn del(req: &Request) -> Result<()> {
             _ => None,
         })
     });
-    let route = nl.host(|h| async move { pod_route(&h, host_name).await }).unwrap_or(None);
-    let route6 = nl.host(|h| async move { pod_route6(&h, host_name).await }).unwrap_or(None);
+    let had_ipv6 = may_have_had_ipv6(&conf);
+    let (route, route6) = nl.host(|h| async move { pod_routes(&h, host_name, had_ipv6).await }).unwrap_or((None, None));
     let pod_ip = route
         .as_ref()
         .and_then(|r| match r.dst {
@@ -75,7 +75,7 @@ pub fn del(req: &Request) -> Result<()> {
     // the masquerade chain and IPAM, which do not depend on it, go meanwhile; the
     // reference plugins release the address before deleting the interface too.
     let (deleted, rest) = std::thread::scope(|s| {
-        let rest = s.spawn(|| release(&conf, req, &names));
+        let rest = s.spawn(|| release(&conf, req, &names, had_ipv6));
         let deleted = nl.host(|h| async move { netlink::delete_link(&h, host_name).await.map(drop) });
         let rest = rest.join().unwrap_or_else(|_| vec![Err(Error::Command("DEL worker thread panicked".into()))]);
         (deleted, rest)
@@ -86,12 +86,16 @@ pub fn del(req: &Request) -> Result<()> {
     first.map_or(Ok(()), Err)
 }
 
-/// Remove the masquerade chain and release the address: the results in that order.
-fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()>> {
+/// Whether the pod may have had an IPv6 address: a prevResult without one says it had
+/// none (ADD lists every address it configures); without prevResult it may have.
+fn may_have_had_ipv6(conf: &Conf) -> bool {
+    conf.prev_result.as_ref().is_none_or(|r| r.ips.iter().any(|ip| ip.address.addr().is_ipv6()))
+}
+
+/// Remove the masquerade chains and IPv6 rules, and release the address: the results in
+/// that order.
+fn release(conf: &Conf, req: &Request, names: &AttachmentNames, had_ipv6: bool) -> Vec<Result<()>> {
     let mut results = Vec::new();
-    // A prevResult without IPv6 says the pod had no IPv6 rules; without prevResult it may
-    // have had some.
-    let had_ipv6 = conf.prev_result.as_ref().is_none_or(|r| r.ips.iter().any(|ip| ip.address.addr().is_ipv6()));
     if conf.plugin.ip_masq {
         results.push(masq::teardown(&names.masq_chain, had_ipv6));
     }
@@ -105,16 +109,13 @@ fn release(conf: &Conf, req: &Request, names: &AttachmentNames) -> Vec<Result<()
     results
 }
 
-/// The IPv6 /128 routed through `host_veth`, if the veth and its route still exist.
-async fn pod_route6(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route>> {
-    let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
-    let routes = netlink::ipv6_routes(h).await?;
-    Ok(routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 128))
-}
-
-/// The /32 routed through `host_veth`, if the veth and its route still exist.
-async fn pod_route(h: &rtnetlink::Handle, host_veth: &str) -> Result<Option<Route>> {
-    let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok(None) };
-    let routes = netlink::ipv4_routes(h).await?;
-    Ok(routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == 32))
+/// The /32 and, when the pod may have had IPv6, the /128 routed through `host_veth`, if the
+/// veth and its routes still exist.
+async fn pod_routes(h: &rtnetlink::Handle, host_veth: &str, ipv6: bool) -> Result<(Option<Route>, Option<Route>)> {
+    let Some(link) = netlink::link_by_name(h, host_veth).await? else { return Ok((None, None)) };
+    let through_veth = |routes: Vec<Route>, len: u8| routes.into_iter().find(|r| r.oif == Some(link.index) && r.dst.prefix_len() == len);
+    let route = through_veth(netlink::ipv4_routes(h).await?, 32);
+    // Best effort, as the IPv4 lookup: the veth's deletion removes the route anyway.
+    let route6 = if ipv6 { netlink::ipv6_routes(h).await.ok().and_then(|r| through_veth(r, 128)) } else { None };
+    Ok((route, route6))
 }

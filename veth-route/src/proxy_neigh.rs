@@ -28,6 +28,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
 use netlink_packet_route::AddressFamily;
+use rtnetlink::IpVersion;
 use serde::Deserialize;
 
 /// Neighbour protocol stamped on our entries (`ip neigh show proxy` prints `proto 86`).
@@ -183,7 +184,7 @@ impl Netlink {
         if let Some(u) = &cfg.uplink {
             return Ok(u.clone());
         }
-        match self.main_routes(0, "(default route)").await?.first() {
+        match self.main_routes(IpVersion::V4, 0, "(default route)").await?.first() {
             Some((_, oif)) => self.name(*oif).await,
             None => Err(ProxyNeighError::NoDefaultRoute),
         }
@@ -249,64 +250,40 @@ impl Netlink {
     /// Addresses with a host route (`/32`, `/128`) in the main table through a device other
     /// than the uplink.
     async fn host_routes_not_via(&self, uplink_index: u32, uplink: &str) -> Result<Vec<IpAddr>, ProxyNeighError> {
-        let v4 = self.main_routes(32, uplink).await?.into_iter().map(|(dst, oif)| (IpAddr::V4(dst), oif));
-        let v6 = self.main_routes6(uplink).await?.into_iter().map(|(dst, oif)| (IpAddr::V6(dst), oif));
-        Ok(v4.chain(v6).filter(|(_, oif)| *oif != uplink_index).map(|(dst, _)| dst).collect())
+        let v4 = self.main_routes(IpVersion::V4, 32, uplink).await?;
+        let v6 = self.main_routes(IpVersion::V6, 128, uplink).await?;
+        Ok(v4.into_iter().chain(v6).filter(|(_, oif)| *oif != uplink_index).map(|(dst, _)| dst).collect())
     }
 
-    /// Main-table IPv6 `/128` routes with an output device: (destination, oif).
-    async fn main_routes6(&self, uplink: &str) -> Result<Vec<(Ipv6Addr, u32)>, ProxyNeighError> {
-        let msgs = self.main_route_messages(rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build(), 128, uplink).await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|r| {
-                let oif = oif_of(r)?;
-                let dst = r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(*ip),
-                    _ => None,
-                })?;
-                Some((dst, oif))
-            })
-            .collect())
-    }
-
-    /// Main-table routes matching `filter`'s family with one prefix length.
-    async fn main_route_messages(
-        &self,
-        filter: netlink_packet_route::route::RouteMessage,
-        prefix_len: u8,
-        uplink: &str,
-    ) -> Result<Vec<netlink_packet_route::route::RouteMessage>, ProxyNeighError> {
+    /// Main-table routes of one family and prefix length with an output device:
+    /// (destination, oif). A default route carries no destination: the family's
+    /// unspecified address stands for it.
+    async fn main_routes(&self, family: IpVersion, prefix_len: u8, uplink: &str) -> Result<Vec<(IpAddr, u32)>, ProxyNeighError> {
+        let (filter, unspecified) = match family {
+            IpVersion::V4 => (rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            IpVersion::V6 => (rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build(), IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        };
         let mut routes = self.handle.route().get(filter).execute();
         let mut out = Vec::new();
         while let Some(r) =
             routes.try_next().await.map_err(|source| ProxyNeighError::Netlink { op: "list routes", uplink: uplink.to_string(), source })?
         {
-            if r.header.destination_prefix_length == prefix_len && r.header.table == libc_main_table() {
-                out.push(r);
+            if r.header.destination_prefix_length != prefix_len || r.header.table != libc_main_table() {
+                continue;
             }
+            let Some(oif) = oif_of(&r) else { continue };
+            let dst = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    _ => None,
+                })
+                .unwrap_or(unspecified);
+            out.push((dst, oif));
         }
         Ok(out)
-    }
-
-    /// Main-table IPv4 routes of one prefix length with an output device: (destination, oif).
-    async fn main_routes(&self, prefix_len: u8, uplink: &str) -> Result<Vec<(Ipv4Addr, u32)>, ProxyNeighError> {
-        let msgs = self.main_route_messages(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build(), prefix_len, uplink).await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|r| {
-                let oif = oif_of(r)?;
-                let dst = r
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-                        _ => None,
-                    })
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                Some((dst, oif))
-            })
-            .collect())
     }
 }
 
