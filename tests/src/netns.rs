@@ -75,6 +75,18 @@ impl NetNs {
             .collect()
     }
 
+    /// Add a DNAT rule to nat PREROUTING inside, as kube-proxy's iptables mode does for a
+    /// Service: `proto` traffic to `dst:dport` goes to `to`. iptables or ip6tables, by
+    /// `dst`'s family.
+    pub fn dnat(&self, proto: &str, dst: std::net::IpAddr, dport: u16, to: std::net::SocketAddr) {
+        let program = if dst.is_ipv4() { "iptables" } else { "ip6tables" };
+        let (dst, dport, to) = (dst.to_string(), dport.to_string(), to.to_string());
+        self.sh(
+            program,
+            &["-w", "-t", "nat", "-A", "PREROUTING", "-d", &dst, "-p", proto, "--dport", &dport, "-j", "DNAT", "--to-destination", &to],
+        );
+    }
+
     /// Run `ip <args>` inside and return the raw output (for commands expected to fail).
     pub fn ip_output(&self, args: &str) -> Output {
         self.command("ip").args(args.split_whitespace()).output().expect("run ip")

@@ -17,9 +17,7 @@ const BYTES: usize = 1 << 20;
 
 /// What kube-proxy's iptables mode installs for a ClusterIP with one endpoint.
 fn dnat(vm: &Vm, vip: Ipv4Addr, backend: Ipv4Addr) {
-    let to = format!("{backend}:8080");
-    let vip = vip.to_string();
-    vm.iptables(&["-w", "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &to]);
+    vm.ns.dnat("tcp", vip.into(), 80, SocketAddrV4::new(backend, 8080).into());
 }
 
 #[test]
@@ -151,24 +149,7 @@ fn a_tuple_reused_by_a_nated_flow_is_demoted_and_the_answer_is_reverse_nated() {
     assert_eq!(vm.counter("from_pod", "redirected"), redirected + 1, "the direct answer is redirected");
 
     let vip = SocketAddrV4::new(VIP_LOCAL, 53);
-    let to = server_addr.to_string();
-    vm.iptables(&[
-        "-w",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-d",
-        &VIP_LOCAL.to_string(),
-        "-p",
-        "udp",
-        "--dport",
-        "53",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &to,
-    ]);
+    vm.ns.dnat("udp", VIP_LOCAL.into(), 53, server_addr);
     let demoted = vm.counter("to_pod", "flows_demoted");
     assert_eq!(exchange(vip.into()), std::net::SocketAddr::V4(vip), "the answer must come back from the VIP");
     assert_eq!(vm.counter("to_pod", "flows_demoted"), demoted + 1);
@@ -182,24 +163,7 @@ fn host_port_dnat_to_a_pod_works_with_fast_path_auto() {
     let router = Router::new();
     let vm = Vm::new(&router, 1, "auto");
     let pod = vm.add_pod();
-    let to = format!("{}:8080", pod.ip);
-    vm.iptables(&[
-        "-w",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-d",
-        "192.168.1.2",
-        "-p",
-        "tcp",
-        "--dport",
-        "30080",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &to,
-    ]);
+    vm.ns.dnat("tcp", Ipv4Addr::new(192, 168, 1, 2).into(), 30080, SocketAddrV4::new(pod.ip, 8080).into());
     let out = vm.counter("from_pod", "redirected_out");
     let vm_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 30080);
     assert_eq!(tcp_transfer(&router.ns, &pod.ns, 8080, vm_addr, BYTES), BYTES);

@@ -263,27 +263,7 @@ fn a_service_vip_over_ipv6_reaches_its_backend_pod() {
     let (client, backend) = (vm.pod(), vm.pod());
     let (rc, rb) = (vm.add(&conf, &client).result(), vm.add(&conf, &backend).result());
     let vip: Ipv6Addr = "fd00:96::10".parse().unwrap();
-    let to = format!("[{}]:8080", ipv6_of(&rb));
-    vm.ns.sh(
-        "ip6tables",
-        &[
-            "-w",
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-d",
-            &format!("{vip}/128"),
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ],
-    );
+    vm.ns.dnat("tcp", vip.into(), 80, SocketAddr::new(IpAddr::V6(ipv6_of(&rb)), 8080));
     let _server = testbed::probe::TcpServer::start_on(&backend.ns, IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080, "backend");
     assert_eq!(testbed::probe::tcp_read(&client.ns, vip, 80).as_deref(), Ok("backend"));
     vm.ns.sh("ip6tables", &["-w", "-t", "nat", "-F", "PREROUTING"]);
