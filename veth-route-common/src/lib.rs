@@ -25,6 +25,10 @@ pub mod map_names {
     pub const COUNTERS: &str = "counters";
     /// Flow 5-tuple -> whether the kernel delivered it untranslated (see [`super::FlowKey`]).
     pub const FLOWS: &str = "flows";
+    /// Pod IPv6 address -> where to deliver it (the [`super::Endpoint`] of its pod).
+    pub const ENDPOINTS6: &str = "endpoints6";
+    /// IPv6 flow 5-tuple -> as `flows` (see [`super::FlowKey6`]).
+    pub const FLOWS6: &str = "flows6";
 }
 
 /// Key of the `endpoints` map: a pod's IPv4 address.
@@ -33,6 +37,16 @@ pub mod map_names {
 pub struct EndpointKey {
     /// IPv4 address, network byte order (the packet's bytes).
     pub ip: [u8; 4],
+}
+
+/// Key of the `endpoints6` map: a dual-stack pod's IPv6 address. The value is the same
+/// [`Endpoint`] as under the pod's IPv4 address. Maps of their own (as `sources6`), so the
+/// pinned maps of older builds keep their sizes and only gain new ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct EndpointKey6 {
+    /// IPv6 address, network byte order (the packet's bytes).
+    pub ip: [u8; 16],
 }
 
 /// Value of the `endpoints` map: everything the redirect needs.
@@ -100,7 +114,26 @@ impl FlowKey {
     }
 }
 
-/// Value of the `flows` map.
+/// Key of the `flows6` map: one direction of a TCP or UDP flow over IPv6, as [`FlowKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+impl FlowKey6 {
+    /// The other direction of the same flow.
+    pub const fn reversed(&self) -> FlowKey6 {
+        FlowKey6 { saddr: self.daddr, daddr: self.saddr, sport: self.dport, dport: self.sport, proto: self.proto, pad: [0; 3] }
+    }
+}
+
+/// Value of the `flows` and `flows6` maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowState {
@@ -166,15 +199,16 @@ pub struct Counters {
     /// Neither IPv4 nor IPv6 (ARP...), or a VLAN-tagged frame (802.1Q/802.1ad: the tag
     /// names another network, so the frame is the kernel's).
     pub pass_not_ip: u64,
-    /// IPv6 the pod may send (link-local neighbour discovery, MLD), or any IPv6 from an uplink.
+    /// IPv6 the fast path leaves to the kernel: ICMPv6 (neighbour discovery, MLD, errors),
+    /// extension headers, link-scope or multicast addresses.
     pub pass_ipv6: u64,
     /// Truncated or malformed IPv4 header (from an uplink; from a pod that is a drop).
     pub pass_malformed: u64,
     /// IPv4 header with options.
     pub pass_ip_options: u64,
-    /// IPv4 fragment.
+    /// IPv4 fragment, or IPv6 with a fragment header.
     pub pass_fragment: u64,
-    /// TTL <= 1: the kernel sends the ICMP time-exceeded.
+    /// TTL (IPv6: hop limit) <= 1: the kernel sends the ICMP time-exceeded.
     pub pass_ttl: u64,
     /// Destination is neither a pod of this host nor part of a verified flow.
     pub pass_not_local: u64,
@@ -189,7 +223,7 @@ pub struct Counters {
     /// helper failed, the target host veth is gone or now another pod's, or the packet is
     /// larger than the target's MTU (the kernel sends the ICMP "fragmentation needed").
     pub pass_redirect_failed: u64,
-    /// IPv4 source is not the sending pod's.
+    /// Source is not the sending pod's (IPv4, or IPv6 of a dual-stack pod).
     pub drop_spoofed: u64,
     /// IPv6 from an IPv4-only pod other than link-local neighbour discovery and MLD.
     pub drop_ipv6: u64,
@@ -268,6 +302,8 @@ mod user {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::EndpointKey6 {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
 }
 
 #[cfg(test)]
@@ -303,6 +339,12 @@ mod tests {
         assert_eq!(k.reversed().saddr, k.daddr);
         assert_eq!(k.reversed().sport, k.dport);
         assert_eq!(k.reversed().reversed(), k);
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        let k6 = FlowKey6 { saddr: a, daddr: [1; 16], sport: [0x1f, 0x90], dport: [0, 80], proto: 17, pad: [0; 3] };
+        assert_eq!(k6.reversed().saddr, k6.daddr);
+        assert_eq!(k6.reversed().dport, k6.sport);
+        assert_eq!(k6.reversed().reversed(), k6);
     }
 
     #[test]
@@ -314,6 +356,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<Settings>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<FlowState>(), 8);
+        assert_eq!(core::mem::size_of::<EndpointKey6>(), 16);
+        assert_eq!(core::mem::size_of::<FlowKey6>(), 40);
         assert_eq!(core::mem::size_of::<Counters>(), 18 * 8);
     }
 }

@@ -20,26 +20,75 @@
 //!   every packet of a verified flow that the programs cannot redirect is passed as PENDING,
 //!   so it re-verifies instead of looking like a reuse.
 //!
-//! State lives in an LRU map: an evicted flow falls back to the kernel path and re-verifies.
+//! IPv4 and IPv6 flows live in maps of their own (`flows`, `flows6`), under the same rules.
+//! State lives in LRU maps: an evicted flow falls back to the kernel path and re-verifies.
 
 use aya_ebpf::programs::TcContext;
-use veth_route_common::{FlowKey, FlowState, FLOW_PENDING, FLOW_VERIFIED, MARK_REDIRECTED};
+use veth_route_common::{FlowKey, FlowKey6, FlowState, FLOW_PENDING, FLOW_VERIFIED, MARK_REDIRECTED};
 
-use crate::maps::FLOWS;
-use crate::packet::{Ipv4Packet, QuotedFlow, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN};
+use crate::family::Family;
+use crate::maps::{FLOWS, FLOWS6};
+use crate::packet::{IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN};
 
 const PENDING: FlowState = FlowState { state: FLOW_PENDING, reserved: 0 };
 const VERIFIED: FlowState = FlowState { state: FLOW_VERIFIED, reserved: 0 };
 
-/// The flow a TCP or UDP packet belongs to; `None` for other protocols or a short header.
-#[inline(always)]
-pub fn key_of(ctx: &TcContext, pkt: &Ipv4Packet) -> Option<FlowKey> {
-    let proto = pkt.proto();
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return None;
+/// One direction of a flow, as a key of its family's flow map (`flows`, `flows6`).
+pub trait Flow: Copy {
+    fn proto(&self) -> u8;
+    fn reversed(&self) -> Self;
+    /// `FLOW_PENDING`, `FLOW_VERIFIED`, or `None` when the map has no entry.
+    fn state(&self) -> Option<u32>;
+    fn set(&self, state: FlowState);
+    fn forget(&self);
+}
+
+impl Flow for FlowKey {
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
     }
-    let (sport, dport) = pkt.ports(ctx)?;
-    Some(FlowKey { saddr: pkt.saddr(), daddr: pkt.daddr(), sport, dport, proto, pad: [0; 3] })
+    #[inline(always)]
+    fn reversed(&self) -> Self {
+        FlowKey::reversed(self)
+    }
+    #[inline(always)]
+    fn state(&self) -> Option<u32> {
+        // SAFETY: the state is copied out at once.
+        unsafe { FLOWS.get(self) }.map(|s| s.state)
+    }
+    #[inline(always)]
+    fn set(&self, state: FlowState) {
+        let _ = FLOWS.insert(self, state, 0);
+    }
+    #[inline(always)]
+    fn forget(&self) {
+        let _ = FLOWS.remove(self);
+    }
+}
+
+impl Flow for FlowKey6 {
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn reversed(&self) -> Self {
+        FlowKey6::reversed(self)
+    }
+    #[inline(always)]
+    fn state(&self) -> Option<u32> {
+        // SAFETY: the state is copied out at once.
+        unsafe { FLOWS6.get(self) }.map(|s| s.state)
+    }
+    #[inline(always)]
+    fn set(&self, state: FlowState) {
+        let _ = FLOWS6.insert(self, state, 0);
+    }
+    #[inline(always)]
+    fn forget(&self) {
+        let _ = FLOWS6.remove(self);
+    }
 }
 
 /// Whether the flow an ICMP error is about is verified: then the error belongs on the path
@@ -47,10 +96,8 @@ pub fn key_of(ctx: &TcContext, pkt: &Ipv4Packet) -> Option<FlowKey> {
 /// (its entry may have expired), so on the kernel path the error would be INVALID, and
 /// kube-proxy's `--ctstate INVALID -j DROP` would swallow "fragmentation needed" (PMTUD).
 #[inline(always)]
-pub fn quoted_flow_verified(q: &QuotedFlow) -> bool {
-    let key = FlowKey { saddr: q.saddr, daddr: q.daddr, sport: q.sport, dport: q.dport, proto: q.proto, pad: [0; 3] };
-    // SAFETY: the state is copied out at once.
-    matches!(unsafe { FLOWS.get(&key) }.map(|s| s.state), Some(FLOW_VERIFIED))
+pub fn quoted_flow_verified<K: Flow>(quoted: &K) -> bool {
+    matches!(quoted.state(), Some(FLOW_VERIFIED))
 }
 
 /// What the ingress programs know about a packet's flow.
@@ -65,10 +112,9 @@ pub enum Known {
 
 /// Look up the packet's flow; anything not verified is left PENDING for the egress side.
 #[inline(always)]
-pub fn classify(ctx: &TcContext, pkt: &Ipv4Packet, key: &FlowKey) -> Known {
-    // SAFETY: the state is copied out at once.
-    let state = unsafe { FLOWS.get(key) }.map(|s| s.state);
-    let syn = key.proto == IPPROTO_TCP && matches!(pkt.tcp_flags(ctx), Some(f) if f & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
+pub fn classify<P: Family>(ctx: &TcContext, pkt: &P, key: &P::Flow) -> Known {
+    let state = key.state();
+    let syn = key.proto() == IPPROTO_TCP && matches!(pkt.tcp_flags(ctx), Some(f) if f & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
     match state {
         Some(FLOW_VERIFIED) if !syn => Known::Verified,
         Some(FLOW_PENDING) => Known::Kernel,
@@ -82,8 +128,8 @@ pub fn classify(ctx: &TcContext, pkt: &Ipv4Packet, key: &FlowKey) -> Known {
 /// Hand a packet of `key` to the kernel such that the egress side re-verifies the flow
 /// instead of taking it for a reused tuple.
 #[inline(always)]
-pub fn pending(key: &FlowKey) {
-    let _ = FLOWS.insert(key, PENDING, 0);
+pub fn pending<K: Flow>(key: &K) {
+    key.set(PENDING);
 }
 
 /// What an egress program concluded.
@@ -95,18 +141,17 @@ pub enum Observed {
 
 /// The kernel delivered a packet of `key`; `ours` when the fast path itself redirected it.
 #[inline(always)]
-pub fn observe(key: &FlowKey, ours: bool) -> Observed {
-    // SAFETY: the state is copied out at once.
-    match unsafe { FLOWS.get(key) }.map(|s| s.state) {
+pub fn observe<K: Flow>(key: &K, ours: bool) -> Observed {
+    match key.state() {
         Some(FLOW_PENDING) => {
             // Both directions: the reply enters through the other ingress program.
-            let _ = FLOWS.insert(key.reversed(), VERIFIED, 0);
-            let _ = FLOWS.insert(key, VERIFIED, 0);
+            key.reversed().set(VERIFIED);
+            key.set(VERIFIED);
             Observed::Verified
         }
         Some(FLOW_VERIFIED) if !ours => {
-            let _ = FLOWS.remove(key);
-            let _ = FLOWS.remove(key.reversed());
+            key.forget();
+            key.reversed().forget();
             Observed::Demoted
         }
         _ => Observed::Nothing,

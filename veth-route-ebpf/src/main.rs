@@ -1,6 +1,6 @@
-//! veth-route fast path: tc programs that deliver IPv4 packets straight into the destination
-//! pod with `bpf_redirect_peer` (or out of the VM), leaving everything they cannot handle
-//! safely to the kernel's routes (the fallback path).
+//! veth-route fast path: tc programs that deliver IPv4 and IPv6 packets straight into the
+//! destination pod with `bpf_redirect_peer` (or out of the VM), leaving everything they
+//! cannot handle safely to the kernel's routes (the fallback path).
 //!
 //! - `from_pod` (ingress of each host veth): anti-spoofing, then forwarding.
 //! - `from_uplink` (ingress of each uplink): forwarding to local pods.
@@ -14,6 +14,7 @@
 #![no_main]
 
 mod counters;
+mod family;
 mod flows;
 mod maps;
 mod packet;
@@ -22,9 +23,10 @@ mod redirect;
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use veth_route_common::{CounterSlot, SOURCE_F_ANTI_SPOOF};
 
+use crate::family::Family;
 use crate::flows::Known;
 use crate::maps::LocalPod;
-use crate::packet::{Frame, Ipv4Packet, Ipv6Packet, NotForwardable};
+use crate::packet::{Frame, Ipv6Packet, NotForwardable};
 
 /// Outcome of one packet; every outcome has a counter.
 #[derive(Clone, Copy)]
@@ -69,6 +71,7 @@ impl From<NotForwardable> for PassReason {
             NotForwardable::Options => PassReason::IpOptions,
             NotForwardable::Fragment => PassReason::Fragment,
             NotForwardable::Ttl => PassReason::Ttl,
+            NotForwardable::Ipv6KernelOnly => PassReason::Ipv6,
         }
     }
 }
@@ -88,7 +91,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     } else {
         match packet::parse(&ctx) {
             Some(Frame::Ipv4(pkt)) => forward(&ctx, &pkt, Ingress::Uplink),
-            Some(Frame::Ipv6(_)) => Verdict::Pass(PassReason::Ipv6),
+            Some(Frame::Ipv6(pkt)) => forward(&ctx, &pkt, Ingress::Uplink),
             Some(Frame::Arp | Frame::Other) => Verdict::Pass(PassReason::NotIp),
             None => Verdict::Pass(PassReason::Malformed),
         }
@@ -119,13 +122,10 @@ pub fn to_uplink(ctx: TcContext) -> i32 {
 fn from_pod_verdict(ctx: &TcContext) -> Verdict {
     // SAFETY: reading a field of the context the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    // Plain values, not an Option kept alive across the pipeline: LLVM may merge a `None`'s
-    // undefined payload into later code, which the verifier rejects (reading an
-    // uninitialised register). No entry: no source matches, no mode of its own.
-    let (src_ip, src_flags, policed) = match maps::pod_source(ifindex) {
-        Some(s) => (s.ip, s.flags, s.flags & SOURCE_F_ANTI_SPOOF != 0),
-        None => ([0; 4], 0, true),
-    };
+    // No entry: no source matches, no mode of its own, policed (see `maps::pod_source`).
+    let (src, present) = maps::pod_source(ifindex);
+    let (src_ip, src_flags) = (src.ip, src.flags);
+    let policed = !present || src_flags & SOURCE_F_ANTI_SPOOF != 0;
     // A tag would carry the frame to a network nothing here checks (as other EtherTypes).
     if packet::vlan_tagged(ctx) {
         return if policed { Verdict::Drop(DropReason::Malformed) } else { Verdict::Pass(PassReason::NotIp) };
@@ -141,8 +141,8 @@ fn from_pod_verdict(ctx: &TcContext) -> Verdict {
             }
             forward(ctx, &pkt, Ingress::Pod { mode_flags: src_flags })
         }
-        Frame::Ipv6(pkt) if policed => ipv6_from_pod(ctx, &pkt, ifindex),
-        Frame::Ipv6(_) => Verdict::Pass(PassReason::Ipv6),
+        Frame::Ipv6(pkt) if policed => ipv6_from_pod(ctx, &pkt, ifindex, src_flags),
+        Frame::Ipv6(pkt) => forward(ctx, &pkt, Ingress::Pod { mode_flags: src_flags }),
         Frame::Arp => Verdict::Pass(PassReason::NotIp),
         // VLAN tags and other EtherTypes would carry headers nothing here checks.
         Frame::Other if policed => Verdict::Drop(DropReason::Malformed),
@@ -150,18 +150,20 @@ fn from_pod_verdict(ctx: &TcContext) -> Verdict {
     }
 }
 
-/// A policed pod's IPv6, which goes to the kernel (the fast path carries IPv4): link-local
-/// neighbour discovery and MLD from any pod, since every pod's kernel sends them; the rest
-/// only from a dual-stack pod (one with a `sources6` entry), from its own address or
-/// staying on the link. An IPv4-only pod's other IPv6 is dropped as IPv6, a dual-stack
-/// pod's forged source as spoofed.
+/// A policed pod's IPv6: link-local neighbour discovery and MLD from any pod (to the
+/// kernel), since every pod's kernel sends them; the rest only from a dual-stack pod (one
+/// with a `sources6` entry): from its own address (forwarded), or staying on the link (to
+/// the kernel). An IPv4-only pod's other IPv6 is dropped as IPv6, a dual-stack pod's
+/// forged source as spoofed.
 #[inline(always)]
-fn ipv6_from_pod(ctx: &TcContext, pkt: &Ipv6Packet, ifindex: u32) -> Verdict {
+fn ipv6_from_pod(ctx: &TcContext, pkt: &Ipv6Packet, ifindex: u32, mode_flags: u32) -> Verdict {
     if pkt.is_link_local_control(ctx) {
         return Verdict::Pass(PassReason::Ipv6);
     }
     let Some(own) = maps::pod_source6(ifindex) else { return Verdict::Drop(DropReason::Ipv6) };
-    if pkt.from_address(&own.ip) || pkt.stays_on_the_link() {
+    if pkt.from_address(&own.ip) {
+        forward(ctx, pkt, Ingress::Pod { mode_flags })
+    } else if pkt.stays_on_the_link() {
         Verdict::Pass(PassReason::Ipv6)
     } else {
         Verdict::Drop(DropReason::Spoofed)
@@ -177,15 +179,15 @@ pub enum Ingress {
     Uplink,
 }
 
-/// Route one IPv4 packet: redirect into a local pod or out of the VM when its flow is
+/// Route one packet: redirect into a local pod or out of the VM when its flow is
 /// verified (`auto`) or its destination is a pod (`always`); else the kernel's. The mode is
 /// the destination pod's network's, else the sending pod's.
 #[inline(always)]
-fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
-    if let Err(n) = pkt.forwardable() {
+fn forward<P: Family>(ctx: &TcContext, pkt: &P, ingress: Ingress) -> Verdict {
+    if let Err(n) = pkt.forwardable(ctx) {
         return Verdict::Pass(n.into());
     }
-    let pod = maps::local_pod(pkt.daddr());
+    let pod = pkt.local_pod();
     let mode_flags = match (&pod, ingress) {
         (Some(p), _) => p.owner_flags,
         (None, Ingress::Pod { mode_flags }) => mode_flags,
@@ -201,12 +203,12 @@ fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
     if pod.is_none() && matches!(ingress, Ingress::Uplink) {
         return Verdict::Pass(PassReason::NotLocal);
     }
-    let Some(key) = flows::key_of(ctx, pkt) else {
+    let Some(key) = pkt.flow(ctx) else {
         // An ICMP error about a bypassed flow goes the flow's way (see flows).
-        return match pkt.icmp_error_quote(ctx) {
-            Some(q) if flows::quoted_flow_verified(&q) => along_the_flow(ctx, pkt, pod),
-            _ => Verdict::Pass(if pod.is_some() { PassReason::UntrackedProto } else { PassReason::NotLocal }),
-        };
+        if pkt.quotes_verified_flow(ctx) {
+            return along_the_flow(ctx, pkt, pod);
+        }
+        return Verdict::Pass(if pod.is_some() { PassReason::UntrackedProto } else { PassReason::NotLocal });
     };
     match flows::classify(ctx, pkt, &key) {
         Known::New => Verdict::Pass(PassReason::NewFlow),
@@ -223,7 +225,7 @@ fn forward(ctx: &TcContext, pkt: &Ipv4Packet, ingress: Ingress) -> Verdict {
 
 /// Where a verified flow's packets go: into the local pod, else out of the VM.
 #[inline(always)]
-fn along_the_flow(ctx: &TcContext, pkt: &Ipv4Packet, pod: Option<LocalPod>) -> Verdict {
+fn along_the_flow<P: Family>(ctx: &TcContext, pkt: &P, pod: Option<LocalPod>) -> Verdict {
     match pod {
         Some(p) => redirect::deliver(ctx, pkt, &p),
         None => redirect::route_out(ctx, pkt),
@@ -235,11 +237,19 @@ fn along_the_flow(ctx: &TcContext, pkt: &Ipv4Packet, pod: Option<LocalPod>) -> V
 /// a pod whose packets never consult it).
 #[inline(always)]
 fn observe(ctx: &TcContext, slot: CounterSlot, ours: bool) {
-    let Some(Frame::Ipv4(pkt)) = packet::parse(ctx) else { return };
-    if pkt.plain().is_err() {
+    match packet::parse(ctx) {
+        Some(Frame::Ipv4(pkt)) => observe_flow(ctx, &pkt, slot, ours),
+        Some(Frame::Ipv6(pkt)) => observe_flow(ctx, &pkt, slot, ours),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn observe_flow<P: Family>(ctx: &TcContext, pkt: &P, slot: CounterSlot, ours: bool) {
+    if pkt.plain(ctx).is_err() {
         return;
     }
-    if let Some(key) = flows::key_of(ctx, &pkt) {
+    if let Some(key) = pkt.flow(ctx) {
         counters::observed(slot, flows::observe(&key, ours));
     }
 }

@@ -5,6 +5,7 @@
 //! packet data, so a `u16`/`u32` field read through a packet pointer could be misaligned.
 
 use aya_ebpf::programs::TcContext;
+use veth_route_common::{FlowKey, FlowKey6};
 
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
@@ -14,6 +15,10 @@ const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 /// Bytes we want in the linear area: Ethernet + IPv4 without options + TCP through its flags.
 const WANT_LINEAR: usize = ETH_HLEN + IPV4_HLEN + 14;
+/// The same for IPv6 without extension headers.
+const WANT_LINEAR6: usize = ETH_HLEN + IPV6_HLEN + 14;
+/// IPv6 next header: a fragment header.
+const IPPROTO_FRAGMENT: u8 = 44;
 /// More-fragments flag and fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
@@ -82,13 +87,14 @@ struct Quoted {
     ports: L4Ports,
 }
 
-/// What an ICMP error says about the packet it quotes.
-pub struct QuotedFlow {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
-    pub proto: u8,
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
+/// Where an ICMPv6 error quotes the offending packet: behind the 8-byte ICMPv6 header.
+const ICMPV6_QUOTE: usize = ETH_HLEN + IPV6_HLEN + 8;
+
+/// The start of the packet an ICMPv6 error quotes.
+#[repr(C)]
+struct Quoted6 {
+    ip: Ipv6Hdr,
+    ports: L4Ports,
 }
 
 /// What a frame carries, as far as the programs care.
@@ -108,7 +114,8 @@ pub struct Ipv4Packet {
 
 /// An IPv6 packet whose Ethernet and IPv6 fixed headers are in bounds.
 pub struct Ipv6Packet {
-    pub ip: *const Ipv6Hdr,
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv6Hdr,
 }
 
 /// Pointer to a `T` at `offset` into the packet, if it lies entirely before `data_end`.
@@ -133,28 +140,29 @@ pub fn vlan_tagged(ctx: &TcContext) -> bool {
 /// Parse the frame; `None` when its headers are truncated or not what they claim.
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Frame> {
-    // Headers may sit in paged data (e.g. GRO'd skbs); make them direct-accessible. A frame
+    // Headers may sit in paged data (e.g. GRO'd skbs); make them direct-accessible (the
+    // pull invalidates packet pointers, so the EtherType is copied out first). A frame
     // shorter than that fails the pull, and the bounds checks below decide.
-    if ctx.data() + WANT_LINEAR > ctx.data_end() {
-        let _ = ctx.pull_data(WANT_LINEAR as u32);
+    let proto: [u8; 2] = ctx.load(12).ok()?;
+    let want = if proto == ETH_P_IPV6 { WANT_LINEAR6 } else { WANT_LINEAR };
+    if ctx.data() + want > ctx.data_end() {
+        let _ = ctx.pull_data(want as u32);
     }
     let eth: *mut EthHdr = header(ctx, 0)?;
-    // SAFETY: bounds checked by `header`; all fields are bytes (alignment 1).
-    let proto = unsafe { (*eth).proto };
     if proto == ETH_P_IP {
         let ip: *mut Ipv4Hdr = header(ctx, ETH_HLEN)?;
-        // SAFETY: as above.
+        // SAFETY: bounds checked by `header`; all fields are bytes (alignment 1).
         if unsafe { (*ip).ver_ihl } >> 4 != 4 {
             return None;
         }
         Some(Frame::Ipv4(Ipv4Packet { eth, ip }))
     } else if proto == ETH_P_IPV6 {
-        let ip: *const Ipv6Hdr = header(ctx, ETH_HLEN)?;
+        let ip: *mut Ipv6Hdr = header(ctx, ETH_HLEN)?;
         // SAFETY: as above.
         if unsafe { (*ip).ver_tc_flow[0] } >> 4 != 6 {
             return None;
         }
-        Some(Frame::Ipv6(Ipv6Packet { ip }))
+        Some(Frame::Ipv6(Ipv6Packet { eth, ip }))
     } else if proto == ETH_P_ARP {
         Some(Frame::Arp)
     } else {
@@ -167,6 +175,9 @@ pub enum NotForwardable {
     Options,
     Fragment,
     Ttl,
+    /// IPv6 that is not plain TCP or UDP between routable addresses: ICMPv6 (neighbour
+    /// discovery, MLD, errors), extension headers, link-scope or multicast addresses.
+    Ipv6KernelOnly,
 }
 
 impl Ipv4Packet {
@@ -216,11 +227,10 @@ impl Ipv4Packet {
     }
 
     /// For an ICMP error (destination unreachable, time exceeded, parameter problem) about a
-    /// TCP or UDP packet that this packet's destination sent: that packet's addresses and
-    /// ports. The quote is read with `bpf_skb_load_bytes` (it may lie beyond the linear
+    /// TCP or UDP packet that this packet's destination sent: that packet's flow. The quote is read with `bpf_skb_load_bytes` (it may lie beyond the linear
     /// area); a quote with IP options or of a non-first fragment carries no ports here.
     #[inline(always)]
-    pub fn icmp_error_quote(&self, ctx: &TcContext) -> Option<QuotedFlow> {
+    pub fn icmp_error_quote(&self, ctx: &TcContext) -> Option<FlowKey> {
         if self.proto() != IPPROTO_ICMP {
             return None;
         }
@@ -237,7 +247,21 @@ impl Ipv4Packet {
         if !plain || (q.ip.proto != IPPROTO_TCP && q.ip.proto != IPPROTO_UDP) || q.ip.saddr != self.daddr() {
             return None;
         }
-        Some(QuotedFlow { saddr: q.ip.saddr, daddr: q.ip.daddr, proto: q.ip.proto, sport: q.ports.sport, dport: q.ports.dport })
+        Some(FlowKey { saddr: q.ip.saddr, daddr: q.ip.daddr, sport: q.ports.sport, dport: q.ports.dport, proto: q.ip.proto, pad: [0; 3] })
+    }
+
+    /// TTL - 1 with the incremental checksum update of RFC 1141, as `ip_decrease_ttl` does:
+    /// the TTL is the high byte of its 16-bit word, so the sum grows by 0x0100.
+    #[inline(always)]
+    pub fn decrement_ttl(&self) {
+        // SAFETY: in bounds since `parse`; byte fields only.
+        unsafe {
+            let ip = &mut *self.ip;
+            let mut check = u16::from_ne_bytes(ip.check) as u32;
+            check += (0x0100u16).to_be() as u32;
+            ip.check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
+            ip.ttl -= 1;
+        }
     }
 
     /// TCP flags, for a TCP packet whose IPv4 header has no options.
@@ -263,6 +287,26 @@ const ICMPV6_LINK_LOCAL_TYPES: [u8; 7] = [130, 131, 132, 133, 135, 136, 143];
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
 
+/// Whether the ICMPv6 message behind a fixed IPv6 header is an error that quotes a packet:
+/// destination unreachable, packet too big, time exceeded, parameter problem (types 1-4).
+#[inline(always)]
+fn icmpv6_error(ctx: &TcContext) -> bool {
+    matches!(ctx.load::<u8>(ETH_HLEN + IPV6_HLEN), Ok(1..=4))
+}
+
+/// Whether two IPv6 addresses are equal, byte by byte (no memcmp in a BPF program).
+#[inline(always)]
+pub fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// fe80::/10.
 #[inline(always)]
 fn is_link_local(a: &[u8; 16]) -> bool {
@@ -277,19 +321,100 @@ fn is_link_scope(a: &[u8; 16]) -> bool {
 }
 
 impl Ipv6Packet {
-    /// Whether the source is `own`, byte by byte (no memcmp in a BPF program).
+    #[inline(always)]
+    pub fn saddr(&self) -> [u8; 16] {
+        // SAFETY: in bounds since `parse`; no helper that moves packet data ran since.
+        unsafe { (*self.ip).saddr }
+    }
+
+    #[inline(always)]
+    pub fn daddr(&self) -> [u8; 16] {
+        // SAFETY: as in `saddr`.
+        unsafe { (*self.ip).daddr }
+    }
+
+    #[inline(always)]
+    pub fn next_header(&self) -> u8 {
+        // SAFETY: as in `saddr`.
+        unsafe { (*self.ip).next_header }
+    }
+
+    /// As [`Ipv4Packet::forwardable`]: [`Self::plain`], and a hop limit that survives the
+    /// decrement.
+    #[inline(always)]
+    pub fn forwardable(&self, ctx: &TcContext) -> Result<(), NotForwardable> {
+        self.plain(ctx)?;
+        // SAFETY: as in `saddr`.
+        if unsafe { (*self.ip).hop_limit } <= 1 {
+            return Err(NotForwardable::Ttl);
+        }
+        Ok(())
+    }
+
+    /// TCP, UDP or an ICMPv6 error right behind the fixed header, between addresses a
+    /// router forwards. Other ICMPv6 (neighbour discovery, MLD, echo) stays the kernel's:
+    /// neighbour discovery must reach the host's stack.
+    #[inline(always)]
+    pub fn plain(&self, ctx: &TcContext) -> Result<(), NotForwardable> {
+        // SAFETY: as in `saddr`.
+        let ip = unsafe { &*self.ip };
+        match ip.next_header {
+            IPPROTO_TCP | IPPROTO_UDP => {}
+            IPPROTO_ICMPV6 if icmpv6_error(ctx) => {}
+            IPPROTO_FRAGMENT => return Err(NotForwardable::Fragment),
+            _ => return Err(NotForwardable::Ipv6KernelOnly),
+        }
+        let routable = |a: &[u8; 16]| !is_link_local(a) && a[0] != 0xff;
+        if !routable(&ip.saddr) || !routable(&ip.daddr) || same_address(&ip.saddr, &[0; 16]) {
+            return Err(NotForwardable::Ipv6KernelOnly);
+        }
+        Ok(())
+    }
+
+    /// For an ICMPv6 error about a TCP or UDP packet that this packet's destination sent:
+    /// that packet's flow (see [`Ipv4Packet::icmp_error_quote`]). Only the fixed header is
+    /// read: a quote with extension headers carries no ports here.
+    #[inline(always)]
+    pub fn icmp_error_quote(&self, ctx: &TcContext) -> Option<FlowKey6> {
+        if self.next_header() != IPPROTO_ICMPV6 || !icmpv6_error(ctx) {
+            return None;
+        }
+        let q: Quoted6 = ctx.load(ICMPV6_QUOTE).ok()?;
+        let proto = q.ip.next_header;
+        if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !same_address(&q.ip.saddr, &self.daddr()) {
+            return None;
+        }
+        Some(FlowKey6 { saddr: q.ip.saddr, daddr: q.ip.daddr, sport: q.ports.sport, dport: q.ports.dport, proto, pad: [0; 3] })
+    }
+
+    /// Hop limit - 1 (IPv6 has no header checksum).
+    #[inline(always)]
+    pub fn decrement_hop_limit(&self) {
+        // SAFETY: as in `saddr`.
+        unsafe { (*self.ip).hop_limit -= 1 };
+    }
+
+    /// TCP/UDP ports as on the wire, behind a fixed header.
+    #[inline(always)]
+    pub fn ports(&self, ctx: &TcContext) -> Option<([u8; 2], [u8; 2])> {
+        let p: *const L4Ports = header(ctx, ETH_HLEN + IPV6_HLEN)?;
+        // SAFETY: bounds checked by `header`; byte fields only.
+        Some(unsafe { ((*p).sport, (*p).dport) })
+    }
+
+    /// TCP flags, for a TCP packet behind a fixed header.
+    #[inline(always)]
+    pub fn tcp_flags(&self, ctx: &TcContext) -> Option<u8> {
+        let t: *const TcpHead = header(ctx, ETH_HLEN + IPV6_HLEN)?;
+        // SAFETY: bounds checked by `header`; byte fields only.
+        Some(unsafe { (*t).flags })
+    }
+
+    /// Whether the source is `own`.
     #[inline(always)]
     pub fn from_address(&self, own: &[u8; 16]) -> bool {
         // SAFETY: in bounds since `parse`; byte fields only.
-        let src = unsafe { &(*self.ip).saddr };
-        let mut i = 0;
-        while i < 16 {
-            if src[i] != own[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        same_address(unsafe { &(*self.ip).saddr }, own)
     }
 
     /// Whether both ends are on the link: a link-local source to a link-scope destination.

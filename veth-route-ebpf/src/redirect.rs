@@ -1,32 +1,29 @@
 //! Delivery: rewrite like a router would, then hand the packet to the pod's veth peer, or
 //! out of the VM after a FIB lookup.
 
-use crate::{flows, maps::LocalPod, packet::Ipv4Packet, PassReason, Verdict};
+use crate::{family::Family, flows, maps::LocalPod, packet::EthHdr, PassReason, Verdict};
 use aya_ebpf::{
-    bindings::{
-        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_fib_lookup as FibLookupC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
-        TC_ACT_REDIRECT,
-    },
+    bindings::{bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_fib_lookup as FibLookupC, bpf_redir_neigh, TC_ACT_REDIRECT},
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 
-/// Rewrite MACs and TTL, then `bpf_redirect_peer` into the pod behind `pod.ep.ifindex`.
+/// Rewrite MACs and TTL (hop limit), then `bpf_redirect_peer` into the pod behind `pod.ep.ifindex`.
 ///
 /// `bpf_redirect_peer` cannot fail here: it only records the target, and a target that is
 /// gone is a silent drop later, in the kernel. So the target is checked first, and the
 /// kernel gets the packet instead (`pass_redirect_failed`) when the endpoint is stale (the
 /// pod went without a DEL, so its veth and ifindex are gone; or the ifindex now belongs to
-/// another pod, whose `sources` entry names another address) or the packet does not fit
+/// another pod, whose `sources` or `sources6` entry names another address) or the packet does not fit
 /// the veth's MTU (the kernel answers with "fragmentation needed", as a router does).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, pod: &LocalPod) -> Verdict {
+pub fn deliver<P: Family>(ctx: &TcContext, pkt: &P, pod: &LocalPod) -> Verdict {
     let ep = &pod.ep;
-    if pod.owner_ip != pkt.daddr() || !fits(ctx, ep.ifindex) {
+    if !pod.current || !fits(ctx, ep.ifindex) {
         return Verdict::Pass(PassReason::RedirectFailed);
     }
-    rewrite_macs(pkt, &ep.pod_mac, &ep.host_mac);
-    decrement_ttl(pkt);
+    rewrite_macs(pkt.eth(), &ep.pod_mac, &ep.host_mac);
+    pkt.decrement_hop();
     // SAFETY: plain helper call; flags must be 0.
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
     if rc == TC_ACT_REDIRECT as i64 {
@@ -46,9 +43,10 @@ fn fits(ctx: &TcContext, ifindex: u32) -> bool {
     rc == 0
 }
 
-/// `struct bpf_fib_lookup` (64 bytes), IPv4 view; addresses in network order.
+/// `struct bpf_fib_lookup` (64 bytes); addresses in network order, an IPv4 address in the
+/// first 4 bytes of its field.
 #[repr(C)]
-struct FibLookup {
+pub struct FibLookup {
     family: u8,
     l4_protocol: u8,
     sport: u16,
@@ -56,17 +54,23 @@ struct FibLookup {
     /// 0: the kernel checks the skb (GSO aware) against the egress MTU.
     tot_len: u16,
     ifindex: u32,
+    /// IPv4 TOS or IPv6 flow info; 0 for both.
     tos: u32,
-    ipv4_src: [u8; 4],
-    _src_v6: [u32; 3],
-    ipv4_dst: [u8; 4],
-    _dst_v6: [u32; 3],
+    src: [u8; 16],
+    /// The destination; on `BPF_FIB_LKUP_RET_NO_NEIGH`, the next hop.
+    pub dst: [u8; 16],
     vlan: u32,
     smac: [u8; 6],
     dmac: [u8; 6],
 }
 
-const AF_INET: u8 = 2;
+impl FibLookup {
+    /// A query for a packet of `family` (`AF_INET`, `AF_INET6`) entering on `ifindex`.
+    #[inline(always)]
+    pub fn new(family: u8, l4_protocol: u8, ifindex: u32, src: [u8; 16], dst: [u8; 16]) -> Self {
+        FibLookup { family, l4_protocol, sport: 0, dport: 0, tot_len: 0, ifindex, tos: 0, src, dst, vlan: 0, smac: [0; 6], dmac: [0; 6] }
+    }
+}
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 
@@ -77,33 +81,18 @@ const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 /// mid-stream when the neighbour entry expires. No route, a local destination or an MTU
 /// problem go to the kernel.
 #[inline(always)]
-pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
+pub fn route_out<P: Family>(ctx: &TcContext, pkt: &P) -> Verdict {
     // SAFETY: reading a field of the context the kernel passed in.
     let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    let mut fib = FibLookup {
-        family: AF_INET,
-        l4_protocol: pkt.proto(),
-        sport: 0,
-        dport: 0,
-        tot_len: 0,
-        ifindex: ingress_ifindex,
-        tos: 0,
-        ipv4_src: pkt.saddr(),
-        _src_v6: [0; 3],
-        ipv4_dst: pkt.daddr(),
-        _dst_v6: [0; 3],
-        vlan: 0,
-        smac: [0; 6],
-        dmac: [0; 6],
-    };
+    let mut fib = pkt.fib_query(ingress_ifindex);
     // SAFETY: `fib` is a valid, initialised bpf_fib_lookup of the size passed.
     let rc = unsafe {
         bpf_fib_lookup(ctx.skb.skb.cast(), (&mut fib as *mut FibLookup).cast::<FibLookupC>(), core::mem::size_of::<FibLookup>() as i32, 0)
     };
     let redirected = match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            rewrite_macs(pkt, &fib.dmac, &fib.smac);
-            decrement_ttl(pkt);
+            rewrite_macs(pkt.eth(), &fib.dmac, &fib.smac);
+            pkt.decrement_hop();
             flows::mark_redirected(ctx);
             // SAFETY: plain helper call; flags 0 = egress of the target.
             unsafe { bpf_redirect(fib.ifindex, 0) }
@@ -111,11 +100,8 @@ pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             // The lookup filled in the egress interface and the next hop (the gateway, or
             // the destination itself when on-link).
-            let mut nh = bpf_redir_neigh {
-                nh_family: AF_INET as u32,
-                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: u32::from_ne_bytes(fib.ipv4_dst) },
-            };
-            decrement_ttl(pkt);
+            let mut nh = P::next_hop(&fib);
+            pkt.decrement_hop();
             flows::mark_redirected(ctx);
             // SAFETY: `nh` is a valid bpf_redir_neigh of the size passed; flags must be 0.
             unsafe { bpf_redirect_neigh(fib.ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) }
@@ -130,26 +116,12 @@ pub fn route_out(ctx: &TcContext, pkt: &Ipv4Packet) -> Verdict {
 }
 
 /// Before kernel 6.15 `bpf_redirect_peer` does not scrub the skb: the destination MAC must
-/// be the pod's or `ip_rcv` in the pod drops the packet as PACKET_OTHERHOST.
+/// be the pod's or the pod's stack drops the packet as PACKET_OTHERHOST.
 #[inline(always)]
-fn rewrite_macs(pkt: &Ipv4Packet, dst: &[u8; 6], src: &[u8; 6]) {
+fn rewrite_macs(eth: *mut EthHdr, dst: &[u8; 6], src: &[u8; 6]) {
     // SAFETY: bounds checked in `packet::parse`.
     unsafe {
-        (*pkt.eth).dst = *dst;
-        (*pkt.eth).src = *src;
-    }
-}
-
-/// TTL - 1 with the incremental checksum update of RFC 1141, as `ip_decrease_ttl` does:
-/// the TTL is the high byte of its 16-bit word, so the sum grows by 0x0100.
-#[inline(always)]
-fn decrement_ttl(pkt: &Ipv4Packet) {
-    // SAFETY: bounds checked in `packet::parse`.
-    unsafe {
-        let ip = &mut *pkt.ip;
-        let mut check = u16::from_ne_bytes(ip.check) as u32;
-        check += (0x0100u16).to_be() as u32;
-        ip.check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
-        ip.ttl -= 1;
+        (*eth).dst = *dst;
+        (*eth).src = *src;
     }
 }

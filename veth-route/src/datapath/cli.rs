@@ -238,7 +238,11 @@ fn pod_mode(src: Option<PodSource>, maps: &PinnedMaps) -> Result<&'static str, D
 /// Endpoint table.
 pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
-    let mut s = format!("{:<16} {:<18} {:<18} {:<18} {:<10} {}\n", "POD IP", "HOST VETH", "POD MAC", "HOST MAC", "ANTI-SPOOF", "MODE");
+    let mut s = format!(
+        "{:<16} {:<18} {:<18} {:<18} {:<10} {:<6} {}\n",
+        "POD IP", "HOST VETH", "POD MAC", "HOST MAC", "ANTI-SPOOF", "MODE", "IPV6"
+    );
+    let ipv6 = ipv6_by_ifindex(&maps)?;
     for (ip, ep) in maps.all_endpoints()? {
         let veth = format!("{}({})", ifname(ep.ifindex).unwrap_or_else(|| "?".into()), ep.ifindex);
         let src = maps.source(ep.ifindex)?;
@@ -249,9 +253,21 @@ pub fn endpoints(layout: &PinLayout) -> Result<String, DatapathError> {
             None => "none",
         };
         let mode = pod_mode(src, &maps)?;
-        s += &format!("{:<16} {:<18} {:<18} {:<18} {spoof:<10} {mode}\n", ip.to_string(), veth, mac(&ep.pod_mac), mac(&ep.host_mac));
+        let ip6 = ipv6.get(&ep.ifindex).map_or("-".to_string(), |a| a.to_string());
+        s += &format!(
+            "{:<16} {:<18} {:<18} {:<18} {spoof:<10} {mode:<6} {ip6}\n",
+            ip.to_string(),
+            veth,
+            mac(&ep.pod_mac),
+            mac(&ep.host_mac)
+        );
     }
     Ok(s)
+}
+
+/// The IPv6 endpoints by host veth: a dual-stack pod's second address.
+fn ipv6_by_ifindex(maps: &PinnedMaps) -> Result<std::collections::HashMap<u32, std::net::Ipv6Addr>, DatapathError> {
+    Ok(maps.all_endpoints6()?.into_iter().map(|(ip, ep)| (ep.ifindex, ip)).collect())
 }
 
 /// `{"pinned": true, "anti_spoofing": [..], "default_mode": "auto", "attach": {"pods": "netlink", "uplinks": "tcx"},
@@ -292,15 +308,17 @@ pub fn stats_json(layout: &PinLayout) -> Result<String, DatapathError> {
     Ok(format!("{v}\n"))
 }
 
-/// `[{"ip": "10.10.10.19", "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true,
+/// `[{"ip": "10.10.10.19", "ip6": "fd00::13" or null, "ifindex": 7, "ifname": "veth...", "pod_mac": "..", "host_mac": "..", "anti_spoof": true,
 /// "mode": "auto", ...}]`.
 pub fn endpoints_json(layout: &PinLayout) -> Result<String, DatapathError> {
     let maps = open(layout)?;
+    let ipv6 = ipv6_by_ifindex(&maps)?;
     let mut list = Vec::new();
     for (ip, ep) in maps.all_endpoints()? {
         let src = maps.source(ep.ifindex)?;
         list.push(serde_json::json!({
             "ip": ip.to_string(),
+            "ip6": ipv6.get(&ep.ifindex).map(|a| a.to_string()),
             "ifindex": ep.ifindex,
             "ifname": ifname(ep.ifindex),
             "pod_mac": mac(&ep.pod_mac),

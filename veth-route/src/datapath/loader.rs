@@ -72,8 +72,16 @@ impl Prog {
     }
 }
 
-const MAPS: [&str; 6] =
-    [map_names::ENDPOINTS, map_names::SOURCES, map_names::SOURCES6, map_names::SETTINGS, map_names::COUNTERS, map_names::FLOWS];
+const MAPS: [&str; 8] = [
+    map_names::ENDPOINTS,
+    map_names::SOURCES,
+    map_names::SOURCES6,
+    map_names::ENDPOINTS6,
+    map_names::SETTINGS,
+    map_names::COUNTERS,
+    map_names::FLOWS,
+    map_names::FLOWS6,
+];
 
 /// The programs, loaded (or reopened from their pins), in [`Prog::ALL`] order.
 pub struct Programs {

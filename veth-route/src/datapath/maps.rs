@@ -4,7 +4,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use veth_route_common::{
-    map_names, Counters, Endpoint, EndpointKey, FlowKey, FlowState, PodSource, PodSource6, Settings, COUNTER_SLOTS, FLOW_VERIFIED,
+    map_names, Counters, Endpoint, EndpointKey, EndpointKey6, FlowKey, FlowKey6, FlowState, PodSource, PodSource6, Settings, COUNTER_SLOTS,
+    FLOW_VERIFIED,
 };
 
 use super::pins::PinLayout;
@@ -17,9 +18,13 @@ pub struct PinnedMaps {
     /// `None` in a pin directory of a build from before dual-stack pods: none of its
     /// pods has IPv6 (the first ADD of this build pins the map).
     pub sources6: Option<HashMap<MapData, u32, PodSource6>>,
+    /// `None` as `sources6`.
+    pub endpoints6: Option<HashMap<MapData, EndpointKey6, Endpoint>>,
     pub settings: Array<MapData, Settings>,
     pub counters: PerCpuArray<MapData, Counters>,
     pub flows: HashMap<MapData, FlowKey, FlowState>,
+    /// `None` as `sources6`.
+    pub flows6: Option<HashMap<MapData, FlowKey6, FlowState>>,
 }
 
 /// How many flow directions the `flows` map holds, by state.
@@ -41,35 +46,58 @@ fn typed<T: TryFrom<Map, Error = MapError>>(layout: &PinLayout, name: &str) -> R
     T::try_from(open(layout, name)?).map_err(|source| DatapathError::Map { op: format!("pinned map {name}"), source })
 }
 
+/// A map that a pin directory of an older build may not have (see `sources6`).
+fn optional<T: TryFrom<Map, Error = MapError>>(layout: &PinLayout, name: &str) -> Result<Option<T>, DatapathError> {
+    if layout.map(name).exists() {
+        typed(layout, name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The value under `key`, if present.
+fn lookup<K: aya::Pod, V: aya::Pod>(m: &HashMap<MapData, K, V>, key: &K, what: &str) -> Result<Option<V>, DatapathError> {
+    match m.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(what, e)),
+    }
+}
+
+/// A map of this build that an older build's pin directory lacks, for writing.
+fn present<'a, T>(m: &'a mut Option<T>, name: &str) -> Result<&'a mut T, DatapathError> {
+    m.as_mut().ok_or_else(|| DatapathError::Internal(format!("no {name} map pinned")))
+}
+
 impl PinnedMaps {
     /// Open all maps pinned under `layout`.
     pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
         Ok(Self {
             endpoints: typed(layout, map_names::ENDPOINTS)?,
             sources: typed(layout, map_names::SOURCES)?,
-            sources6: if layout.map(map_names::SOURCES6).exists() { Some(typed(layout, map_names::SOURCES6)?) } else { None },
+            sources6: optional(layout, map_names::SOURCES6)?,
+            endpoints6: optional(layout, map_names::ENDPOINTS6)?,
             settings: typed(layout, map_names::SETTINGS)?,
             counters: typed(layout, map_names::COUNTERS)?,
             flows: typed(layout, map_names::FLOWS)?,
+            flows6: optional(layout, map_names::FLOWS6)?,
         })
     }
 
     /// The endpoint for `ip`, if present.
     pub fn endpoint(&self, ip: Ipv4Addr) -> Result<Option<Endpoint>, DatapathError> {
-        match self.endpoints.get(&key(ip), 0) {
-            Ok(ep) => Ok(Some(ep)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err("reading endpoint", e)),
-        }
+        lookup(&self.endpoints, &key(ip), "reading endpoint")
+    }
+
+    /// The endpoint for IPv6 address `ip`, if present.
+    pub fn endpoint6(&self, ip: Ipv6Addr) -> Result<Option<Endpoint>, DatapathError> {
+        let Some(m) = &self.endpoints6 else { return Ok(None) };
+        lookup(m, &EndpointKey6 { ip: ip.octets() }, "reading IPv6 endpoint")
     }
 
     /// The anti-spoof entry of host veth `ifindex`, if present.
     pub fn source(&self, ifindex: u32) -> Result<Option<PodSource>, DatapathError> {
-        match self.sources.get(&ifindex, 0) {
-            Ok(s) => Ok(Some(s)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err("reading source", e)),
-        }
+        lookup(&self.sources, &ifindex, "reading source")
     }
 
     /// Every endpoint, sorted by address.
@@ -83,14 +111,21 @@ impl PinnedMaps {
         Ok(v)
     }
 
+    /// Every IPv6 endpoint, sorted by address.
+    pub fn all_endpoints6(&self) -> Result<Vec<(Ipv6Addr, Endpoint)>, DatapathError> {
+        let Some(m) = &self.endpoints6 else { return Ok(Vec::new()) };
+        let mut v: Vec<(Ipv6Addr, Endpoint)> = m
+            .iter()
+            .map(|item| item.map(|(k, ep)| (Ipv6Addr::from(k.ip), ep)).map_err(|e| map_err("listing IPv6 endpoints", e)))
+            .collect::<Result<_, _>>()?;
+        v.sort_by_key(|(ip, _)| *ip);
+        Ok(v)
+    }
+
     /// The IPv6 address of the dual-stack pod behind `ifindex`, if it has one.
     pub fn source6(&self, ifindex: u32) -> Result<Option<Ipv6Addr>, DatapathError> {
         let Some(m) = &self.sources6 else { return Ok(None) };
-        match m.get(&ifindex, 0) {
-            Ok(s) => Ok(Some(Ipv6Addr::from(s.ip))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err("reading IPv6 source", e)),
-        }
+        Ok(lookup(m, &ifindex, "reading IPv6 source")?.map(|s| Ipv6Addr::from(s.ip)))
     }
 
     /// Every IPv6 anti-spoof entry.
@@ -113,9 +148,19 @@ impl PinnedMaps {
         self.flows.iter().flatten().collect()
     }
 
+    /// Every IPv6 flow direction, as [`Self::all_flows`].
+    pub fn all_flows6(&self) -> Vec<(FlowKey6, FlowState)> {
+        self.flows6.as_ref().map(|m| m.iter().flatten().collect()).unwrap_or_default()
+    }
+
     /// Insert or replace the state of one flow direction.
     pub fn put_flow(&mut self, key: FlowKey, state: FlowState) -> Result<(), DatapathError> {
         self.flows.insert(key, state, 0).map_err(|e| map_err("writing flow", e))
+    }
+
+    /// Insert or replace the state of one IPv6 flow direction.
+    pub fn put_flow6(&mut self, key: FlowKey6, state: FlowState) -> Result<(), DatapathError> {
+        present(&mut self.flows6, map_names::FLOWS6)?.insert(key, state, 0).map_err(|e| map_err("writing IPv6 flow", e))
     }
 
     /// Insert or replace the endpoint for `ip`.
@@ -128,9 +173,23 @@ impl PinnedMaps {
         self.sources.insert(ifindex, src, 0).map_err(|e| map_err("writing source", e))
     }
 
+    /// Insert or replace the endpoint for IPv6 address `ip`.
+    pub fn put_endpoint6(&mut self, ip: Ipv6Addr, ep: Endpoint) -> Result<(), DatapathError> {
+        let m = present(&mut self.endpoints6, map_names::ENDPOINTS6)?;
+        m.insert(EndpointKey6 { ip: ip.octets() }, ep, 0).map_err(|e| map_err("writing IPv6 endpoint", e))
+    }
+
+    /// Remove the endpoint for IPv6 address `ip`; absent is fine.
+    pub fn remove_endpoint6(&mut self, ip: Ipv6Addr) -> Result<(), DatapathError> {
+        match self.endpoints6.as_mut() {
+            Some(m) => ignore_missing(m.remove(&EndpointKey6 { ip: ip.octets() }), "removing IPv6 endpoint"),
+            None => Ok(()),
+        }
+    }
+
     /// Insert or replace the IPv6 address of the dual-stack pod behind `ifindex`.
     pub fn put_source6(&mut self, ifindex: u32, ip: Ipv6Addr) -> Result<(), DatapathError> {
-        let m = self.sources6.as_mut().ok_or_else(|| DatapathError::Internal(format!("no {} map pinned", map_names::SOURCES6)))?;
+        let m = present(&mut self.sources6, map_names::SOURCES6)?;
         m.insert(ifindex, PodSource6 { ip: ip.octets() }, 0).map_err(|e| map_err("writing IPv6 source", e))
     }
 
@@ -158,12 +217,12 @@ impl PinnedMaps {
         Ok(self.settings.get(&0, 0).map_err(|e| map_err("reading settings", e))?.mode)
     }
 
-    /// Flow directions by state (walks the map: for operators, not for every ADD).
+    /// Flow directions of both families by state (walks the maps: for operators, not for
+    /// every ADD). Entries evicted while we walk are simply not counted.
     pub fn flow_counts(&self) -> Result<FlowCounts, DatapathError> {
         let mut c = FlowCounts::default();
-        for item in self.flows.iter() {
-            // Entries evicted while we walk are simply not counted.
-            let Ok((_, state)) = item else { continue };
+        let states = self.all_flows().into_iter().map(|(_, s)| s).chain(self.all_flows6().into_iter().map(|(_, s)| s));
+        for state in states {
             if state.state == FLOW_VERIFIED {
                 c.verified += 1;
             } else {

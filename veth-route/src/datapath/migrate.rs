@@ -63,7 +63,7 @@ pub fn migrate(layout: &PinLayout, progs: &mut Programs, maps: &mut PinnedMaps) 
     Ok(())
 }
 
-/// Copy the old generation's entries (anti-spoof of both families, endpoints, flows) into `maps`, keeping
+/// Copy the old generation's entries (anti-spoof, endpoints and flows of both families) into `maps`, keeping
 /// what the current generation already has. Returns how many were copied.
 fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError> {
     let mut n = 0;
@@ -85,9 +85,19 @@ fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError
             n += 1;
         }
     }
+    for (ip, ep) in old.all_endpoints6()? {
+        if maps.endpoint6(ip)?.is_none() {
+            maps.put_endpoint6(ip, ep)?;
+            n += 1;
+        }
+    }
     // Verified flows stay verified: else they would drop to the kernel path mid-stream.
     for (key, state) in old.all_flows() {
         maps.put_flow(key, state)?;
+        n += 1;
+    }
+    for (key, state) in old.all_flows6() {
+        maps.put_flow6(key, state)?;
         n += 1;
     }
     Ok(n)

@@ -93,7 +93,7 @@ fn default_true() -> bool {
 pub struct PodEndpoint {
     /// The pod's IPv4 address.
     pub pod_ip: Ipv4Addr,
-    /// A dual-stack pod's IPv6 address: from_pod lets it through to the kernel.
+    /// A dual-stack pod's IPv6 address: its `sources6` entry and its IPv6 endpoint.
     pub pod_ip6: Option<std::net::Ipv6Addr>,
     /// MAC of the pod-side interface.
     pub pod_mac: [u8; 6],
@@ -315,8 +315,12 @@ fn insert_endpoint(cfg: &DatapathConfig, maps: &mut PinnedMaps, ep: &PodEndpoint
         .pod_ip6
         .map_or(Ok(()), |ip6| maps.put_source6(ep.host_ifindex, ip6))
         .and_then(|()| maps.put_source(ep.host_ifindex, ep.source(cfg)))
-        .and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()));
+        .and_then(|()| maps.put_endpoint(ep.pod_ip, ep.endpoint()))
+        .and_then(|()| ep.pod_ip6.map_or(Ok(()), |ip6| maps.put_endpoint6(ip6, ep.endpoint())));
     if let Err(e) = inserted {
+        if let Some(ip6) = ep.pod_ip6 {
+            let _ = maps.remove_endpoint6(ip6);
+        }
         let _ = maps.remove_endpoint(ep.pod_ip);
         detach_pod_programs(&layout, &ep.host_ifname);
         let _ = maps.remove_source(ep.host_ifindex);
@@ -391,6 +395,11 @@ pub fn detach(cfg: &DatapathConfig, pod_ip: Option<Ipv4Addr>, host_ifname: &str)
                 maps.remove_endpoint(ip)?;
             }
         }
+        for (ip, ep) in maps.all_endpoints6()? {
+            if ep.ifindex == idx {
+                maps.remove_endpoint6(ip)?;
+            }
+        }
     }
     sweep_vanished(&mut maps)
 }
@@ -457,6 +466,18 @@ pub fn check(cfg: &DatapathConfig, ep: &PodEndpoint) -> Result<(), DatapathError
             ep.host_ifname, ep.host_ifindex, ep.pod_ip6
         )));
     }
+    if let Some(ip6) = ep.pod_ip6 {
+        match maps.endpoint6(ip6)? {
+            Some(got) if got == want => {}
+            got => {
+                return Err(DatapathError::Mismatch(format!(
+                    "IPv6 endpoint for {ip6} is {} but the pod is {}",
+                    got.as_ref().map_or("missing".into(), cli::describe),
+                    cli::describe(&want)
+                )))
+            }
+        }
+    }
     for p in Prog::POD {
         let pin =
             loader::pinned_program(&layout, p).ok_or_else(|| DatapathError::Mismatch(format!("program {} is not pinned", p.name())))?;
@@ -495,9 +516,9 @@ pub fn gc(cfg: &DatapathConfig) -> Result<(), DatapathError> {
     sweep_vanished(&mut maps)
 }
 
-/// Drop map entries whose host veth no longer exists: an endpoint whose ifindex is gone or
-/// now has another MAC (a new interface got the index), or whose `sources` entry names
-/// another pod; an anti-spoof entry whose ifindex is gone.
+/// Drop map entries whose host veth no longer exists: an endpoint (of either family) whose
+/// ifindex is gone or now has another MAC (a new interface got the index), or whose
+/// `sources` (`sources6`) entry names another pod; an anti-spoof entry whose ifindex is gone.
 fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
     let links = crate::netns::with_netlink(|h| async move { crate::netlink::links(&h).await })
         .map_err(|e| DatapathError::Netlink { op: "listing interfaces", source: Box::new(e) })?;
@@ -508,6 +529,14 @@ fn sweep_vanished(maps: &mut PinnedMaps) -> Result<(), DatapathError> {
         if !live {
             log::info!("removing stale endpoint {ip} (host veth ifindex {} is gone or another pod's)", ep.ifindex);
             maps.remove_endpoint(ip)?;
+        }
+    }
+    for (ip, ep) in maps.all_endpoints6()? {
+        let owner = maps.source6(ep.ifindex)?;
+        let live = mac_of.get(&ep.ifindex) == Some(&Some(ep.host_mac)) && owner.is_none_or(|o| o == ip);
+        if !live {
+            log::info!("removing stale endpoint {ip} (host veth ifindex {} is gone or another pod's)", ep.ifindex);
+            maps.remove_endpoint6(ip)?;
         }
     }
     for (idx, _) in maps.all_sources()? {
