@@ -276,13 +276,15 @@ pub fn try_tcp_transfer_with(
     client: &NetNs,
     server: &NetNs,
     listen_port: u16,
-    connect: SocketAddrV4,
+    connect: impl Into<SocketAddr>,
     bytes: usize,
     first: usize,
     midway: impl FnOnce(),
 ) -> Result<usize, String> {
+    let connect: SocketAddr = connect.into();
     let port = if listen_port == 0 { connect.port() } else { listen_port };
-    let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+    let any = if connect.is_ipv6() { "::" } else { "0.0.0.0" };
+    let listener = server.run(|| TcpListener::bind((any, port)).expect("bind"));
     let payload: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
     let want_sum = crate::fnv1a(&payload);
     std::thread::scope(|s| {
@@ -301,8 +303,7 @@ pub fn try_tcp_transfer_with(
             conn.write_all(&crate::fnv1a(&got).to_be_bytes()).map_err(|e| e.to_string())
         });
         let client_side = || -> Result<usize, String> {
-            let mut conn =
-                client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(connect), io_timeout())).map_err(|e| format!("connect: {e}"))?;
+            let mut conn = client.run(|| TcpStream::connect_timeout(&connect, io_timeout())).map_err(|e| format!("connect: {e}"))?;
             conn.set_read_timeout(Some(io_timeout())).unwrap();
             conn.set_write_timeout(Some(io_timeout())).unwrap();
             let (head, tail) = payload.split_at(first.min(payload.len()));
@@ -358,16 +359,28 @@ pub fn forget_conntrack(ns: &NetNs) {
 /// Send one UDP datagram with IP TTL `ttl` from `sender` (bound to `from`, or any address)
 /// to `to`, received in `receiver`; returns the TTL the receiver saw (IP_RECVTTL).
 pub fn udp_ttl(sender: &NetNs, from: Option<Ipv4Addr>, receiver: &NetNs, to: Ipv4Addr, ttl: u32) -> u8 {
+    udp_hops(sender, from.map(std::net::IpAddr::V4), receiver, to.into(), ttl)
+}
+
+/// [`udp_ttl`] for either family: an IPv6 datagram goes with hop limit `hops` and the
+/// receiver reports the hop limit it saw (IPV6_RECVHOPLIMIT).
+pub fn udp_hops(sender: &NetNs, from: Option<std::net::IpAddr>, receiver: &NetNs, to: std::net::IpAddr, hops: u32) -> u8 {
     let rx = receiver.run(|| UdpSocket::bind((to, 0)).expect("bind receiver"));
     let port = rx.local_addr().unwrap().port();
-    enable_recv_ttl(&rx);
+    let v6 = to.is_ipv6();
+    enable_recv_hops(&rx, v6);
     rx.set_read_timeout(Some(io_timeout())).unwrap();
-    let tx = sender.run(|| UdpSocket::bind((from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)).expect("bind sender"));
-    tx.set_ttl(ttl).unwrap();
+    let any = if v6 { std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) } else { std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let tx = sender.run(|| UdpSocket::bind((from.unwrap_or(any), 0)).expect("bind sender"));
+    if v6 {
+        set_unicast_hops(&tx, hops);
+    } else {
+        tx.set_ttl(hops).unwrap();
+    }
     tx.send_to(b"ttl probe", (to, port)).expect("send");
-    let (payload, got_ttl) = recv_with_ttl(&rx).expect("datagram delivered");
+    let (payload, got) = recv_with_hops(&rx).expect("datagram delivered");
     assert_eq!(payload, b"ttl probe");
-    got_ttl
+    got
 }
 
 /// A UDP socket created inside `ns`, bound to `bind` (port chosen by the kernel).
@@ -375,15 +388,27 @@ pub fn udp_socket_in(ns: &NetNs, bind: Ipv4Addr) -> UdpSocket {
     ns.run(|| UdpSocket::bind((bind, 0)).expect("bind"))
 }
 
-fn enable_recv_ttl(sock: &UdpSocket) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid int option on our socket.
-    let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, (&one as *const libc::c_int).cast(), 4) };
-    assert_eq!(rc, 0, "IP_RECVTTL");
+fn enable_recv_hops(sock: &UdpSocket, v6: bool) {
+    if v6 {
+        set_int_opt(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1, "IPV6_RECVHOPLIMIT");
+    } else {
+        set_int_opt(sock, libc::IPPROTO_IP, libc::IP_RECVTTL, 1, "IP_RECVTTL");
+    }
 }
 
-/// One datagram and its IP TTL; None on timeout.
-fn recv_with_ttl(sock: &UdpSocket) -> Option<(Vec<u8>, u8)> {
+/// The hop limit of IPv6 datagrams `sock` sends.
+pub fn set_unicast_hops(sock: &UdpSocket, hops: u32) {
+    set_int_opt(sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, hops as libc::c_int, "IPV6_UNICAST_HOPS");
+}
+
+fn set_int_opt(sock: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int, what: &str) {
+    // SAFETY: setsockopt with a valid int option on our socket.
+    let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, (&value as *const libc::c_int).cast(), 4) };
+    assert_eq!(rc, 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+/// One datagram and its IP TTL or IPv6 hop limit; None on timeout.
+fn recv_with_hops(sock: &UdpSocket) -> Option<(Vec<u8>, u8)> {
     let mut buf = [0u8; 2048];
     let mut cbuf = [0u64; 16];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -403,13 +428,14 @@ fn recv_with_ttl(sock: &UdpSocket) -> Option<(Vec<u8>, u8)> {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TTL {
+            let (level, ty) = ((*c).cmsg_level, (*c).cmsg_type);
+            if (level == libc::IPPROTO_IP && ty == libc::IP_TTL) || (level == libc::IPPROTO_IPV6 && ty == libc::IPV6_HOPLIMIT) {
                 ttl = Some(*(libc::CMSG_DATA(c) as *const libc::c_int) as u8);
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Some((buf[..n as usize].to_vec(), ttl.expect("IP_TTL control message")))
+    Some((buf[..n as usize].to_vec(), ttl.expect("IP_TTL or IPV6_HOPLIMIT control message")))
 }
 
 /// Poll `cond` until it holds (event-driven counters settle in microseconds; the deadline

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cni_runner;
+pub mod dual_stack;
 pub mod elf;
 pub mod fastpath_support;
 pub mod kernel;

@@ -1,39 +1,19 @@
 //! Dual-stack pods (issue 12): host-local hands out one IPv4 and one IPv6 address, and the
 //! plugin wires both. The pod's IPv6 state, seed-style; traffic between two pods and from
 //! the vrouter over IPv6, and forged IPv6 sources dropped (proven by what arrives), each
-//! with the fast path off (the kernel's rpfilter rule alone) and on (from_pod first, the
-//! IPv6 itself on the kernel path); CHECK, DEL and GC for both families; results of every
+//! with the fast path off (the kernel's rpfilter rule alone) and on (from_pod first; the
+//! IPv6 traffic redirected, proven by the counters); the hop limit; a Service over IPv6
+//! (NAT stays on the kernel path); CHECK, DEL and GC for both families; results of every
 //! spec version; `ipMasq` and `proxyNeighbor` for IPv6; two IPv6 addresses refused with
 //! nothing left.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use serde_json::{json, Value};
+use testbed::dual_stack::{dual_stack, dual_stack_with, from_pod_counter, ipv6_of, route_ipv6_through_the_vrouter, Redirects};
 use testbed::fastpath_support::{udp_send_in_order, udp_socket_at};
 use testbed::patience::io_timeout;
 use testbed::vm::{with_prev, Pod, Vm};
-
-/// The pods' IPv6 subnet (host-local hands out from ::2 up).
-const SUBNET6: &str = "fd00:10:10::/64";
-
-/// The VM's network config (fast path off) with a second, IPv6 range and an IPv6 default
-/// route.
-fn dual_stack(vm: &Vm, version: &str) -> Value {
-    let mut conf = vm.network(version);
-    conf["ipam"]["ranges"] = json!([
-        [{"subnet": "10.10.10.0/24", "rangeStart": "10.10.10.19", "rangeEnd": "10.10.10.250"}],
-        [{"subnet": SUBNET6}],
-    ]);
-    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
-    conf
-}
-
-/// The IPv6 address of an ADD result.
-fn ipv6_of(result: &Value) -> Ipv6Addr {
-    let ip = result["ips"].as_array().unwrap().iter().find_map(|ip| ip["address"].as_str().filter(|a| a.contains(':')));
-    let ip = ip.unwrap_or_else(|| panic!("no IPv6 address in {result}"));
-    ip.split('/').next().unwrap().parse().unwrap()
-}
 
 /// The host veth of the pod behind `result` (the result's first interface).
 fn host_veth(result: &Value) -> String {
@@ -85,58 +65,72 @@ fn a_dual_stack_pod_gets_both_families_as_the_design_says() {
     vm.del(&conf, &pod, Some(&res)).assert_ok();
 }
 
-/// [`dual_stack`] with `fastPath` set.
-fn dual_stack_with(vm: &Vm, fast_path: &str) -> Value {
-    let mut conf = dual_stack(vm, "1.0.0");
-    conf["fastPath"] = json!(fast_path);
-    conf
-}
-
-/// Counter `name` of `from_pod` (`veth-route stats`).
-fn from_pod_counter(vm: &Vm, name: &str) -> u64 {
-    let out =
-        vm.ns.sh(testbed::cni_runner::plugin_binary().to_str().unwrap(), &["stats", "--pin-dir", vm.pin_dir.to_str().unwrap(), "--json"]);
-    let stats: Value = serde_json::from_str(&out).expect("stats --json");
-    stats["from_pod"][name].as_u64().unwrap_or_else(|| panic!("no counter from_pod.{name}: {stats}"))
-}
-
 #[test]
 fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_off() {
     pods_talk_over_ipv6("off");
 }
 
-/// With the fast path on, from_pod lets the pods' own IPv6 through to the kernel path.
+/// `auto`: the first datagram of each flow takes the kernel path; the answers, once the
+/// kernel was seen to deliver the flow untranslated, the fast path.
 #[test]
-fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_on() {
+fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_auto() {
     pods_talk_over_ipv6("auto");
 }
 
-/// Two dual-stack pods and the vrouter talk over IPv6, through the host.
+/// `always`: every datagram to a pod's IPv6 address is redirected.
+#[test]
+fn dual_stack_pods_talk_over_ipv6_with_the_fast_path_always() {
+    pods_talk_over_ipv6("always");
+}
+
+/// Two dual-stack pods and the vrouter talk over IPv6, through the host. With the fast
+/// path on, its counters prove it carried them: only IPv6 is sent while they are read.
 fn pods_talk_over_ipv6(fast_path: &str) {
     let vm = Vm::new();
+    let on = fast_path != "off";
     let conf = dual_stack_with(&vm, fast_path);
     let (a, b) = (vm.pod(), vm.pod());
     let (ra, rb) = (vm.add(&conf, &a).result(), vm.add(&conf, &b).result());
     let (a6, b6) = (ipv6_of(&ra), ipv6_of(&rb));
+    let before = on.then(|| Redirects::read(&vm));
     exchange(&a, a6, &b, b6);
+    if let Some(before) = &before {
+        // auto: b's answer (the flow verified by a's first datagram); always: both.
+        let want = if fast_path == "always" { 2 } else { 1 };
+        let got = Redirects::read(&vm).pod_to_pod - before.pod_to_pod;
+        assert!(got >= want, "from_pod redirected {got} IPv6 datagrams between the pods, want at least {want}");
+    }
 
     // The vrouter reaches the pod through the VM's IPv6 address, as its /128 route says.
-    vm.ns.ip("addr add fd00:10:10::8/64 dev eth0 nodad");
-    vm.vrouter.ip("addr add fd00:10:10::1/64 dev qr0 nodad");
-    vm.vrouter.ip(&format!("route add {a6}/128 via fd00:10:10::8"));
-    vm.ns.ip("-6 route add default via fd00:10:10::1 dev eth0");
+    route_ipv6_through_the_vrouter(&vm, a6);
     let rx = udp_socket_at(&a.ns, IpAddr::V6(a6));
     rx.set_read_timeout(Some(io_timeout())).unwrap();
     let tx = udp_socket_at(&vm.vrouter, "fd00:10:10::1".parse().unwrap());
-    tx.send_to(b"from the vrouter", rx.local_addr().unwrap()).unwrap();
-    let mut buf = [0u8; 64];
-    let (n, from) = rx.recv_from(&mut buf).expect("the vrouter's datagram arrives in the pod");
-    assert_eq!((&buf[..n], from.ip()), (&b"from the vrouter"[..], "fd00:10:10::1".parse::<IpAddr>().unwrap()));
-    // And the pod answers back out through its default route.
-    rx.send_to(b"answer", from).unwrap();
     tx.set_read_timeout(Some(io_timeout())).unwrap();
-    let (n, _) = tx.recv_from(&mut buf).expect("the pod's answer reaches the vrouter");
-    assert_eq!(&buf[..n], b"answer");
+    let before = on.then(|| Redirects::read(&vm));
+    let mut buf = [0u8; 64];
+    // Twice each way: in `auto` the second datagram from the vrouter rides the flow that
+    // the first one and the pod's answer verified.
+    for round in ["first", "second"] {
+        tx.send_to(round.as_bytes(), rx.local_addr().unwrap()).unwrap();
+        let (n, from) = rx.recv_from(&mut buf).expect("the vrouter's datagram arrives in the pod");
+        assert_eq!((&buf[..n], from.ip()), (round.as_bytes(), "fd00:10:10::1".parse::<IpAddr>().unwrap()));
+        // And the pod answers back out through its default route.
+        rx.send_to(b"answer", from).unwrap();
+        let (n, _) = tx.recv_from(&mut buf).expect("the pod's answer reaches the vrouter");
+        assert_eq!(&buf[..n], b"answer");
+    }
+    if let Some(before) = &before {
+        let after = Redirects::read(&vm);
+        let (into_pod, out) = (after.from_the_network - before.from_the_network, after.out_of_the_vm - before.out_of_the_vm);
+        let want_in = if fast_path == "always" { 2 } else { 1 };
+        assert!(into_pod >= want_in, "from_uplink redirected {into_pod} IPv6 datagrams into the pod, want at least {want_in}");
+        // Out of the VM only `auto` redirects (verified flows; `always` is about pod
+        // destinations): both answers, on the flow the first datagram verified.
+        if fast_path == "auto" {
+            assert!(out >= 2, "from_pod sent {out} IPv6 answers out of the VM, want 2");
+        }
+    }
 
     for (p, r) in [(&a, &ra), (&b, &rb)] {
         vm.del(&conf, p, Some(r)).assert_ok();
@@ -255,7 +249,8 @@ fn ip_masq_translates_a_dual_stack_pods_ipv6_too() {
 
 /// A Service over IPv6: ip6tables DNATs a VIP to a pod of the same VM, with the fast path
 /// on. The connection establishes, so the backend's answers came back through reverse NAT
-/// (from the VIP): IPv6 takes the kernel path, which translates both ways.
+/// (from the VIP): the translated flow never verifies, so it stays on the kernel path,
+/// which translates both ways.
 #[test]
 fn a_service_vip_over_ipv6_reaches_its_backend_pod() {
     let vm = Vm::new();

@@ -24,6 +24,7 @@ pub const DATAPATH_TESTS: &[&str] = &[
     "plugin_gateway",
     "plugin_antispoof_kernel",
     "plugin_dual_stack",
+    "fastpath_ipv6",
     "fastpath_traffic",
     "fastpath_edges",
     "fastpath_services",
