@@ -43,53 +43,37 @@ pub trait Flow: Copy {
     fn forget(&self);
 }
 
-impl Flow for FlowKey {
-    #[inline(always)]
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-    #[inline(always)]
-    fn reversed(&self) -> Self {
-        FlowKey::reversed(self)
-    }
-    #[inline(always)]
-    fn state(&self) -> Option<u32> {
-        // SAFETY: the state is copied out at once.
-        unsafe { FLOWS.get(self) }.map(|s| s.state)
-    }
-    #[inline(always)]
-    fn set(&self, state: FlowState) {
-        let _ = FLOWS.insert(self, state, 0);
-    }
-    #[inline(always)]
-    fn forget(&self) {
-        let _ = FLOWS.remove(self);
-    }
+/// `Flow` for a key type and its map: the two impls differ only in those.
+macro_rules! flow_in {
+    ($key:ty, $map:ident) => {
+        impl Flow for $key {
+            #[inline(always)]
+            fn proto(&self) -> u8 {
+                self.proto
+            }
+            #[inline(always)]
+            fn reversed(&self) -> Self {
+                <$key>::reversed(self)
+            }
+            #[inline(always)]
+            fn state(&self) -> Option<u32> {
+                // SAFETY: the state is copied out at once.
+                unsafe { $map.get(self) }.map(|s| s.state)
+            }
+            #[inline(always)]
+            fn set(&self, state: FlowState) {
+                let _ = $map.insert(self, state, 0);
+            }
+            #[inline(always)]
+            fn forget(&self) {
+                let _ = $map.remove(self);
+            }
+        }
+    };
 }
 
-impl Flow for FlowKey6 {
-    #[inline(always)]
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-    #[inline(always)]
-    fn reversed(&self) -> Self {
-        FlowKey6::reversed(self)
-    }
-    #[inline(always)]
-    fn state(&self) -> Option<u32> {
-        // SAFETY: the state is copied out at once.
-        unsafe { FLOWS6.get(self) }.map(|s| s.state)
-    }
-    #[inline(always)]
-    fn set(&self, state: FlowState) {
-        let _ = FLOWS6.insert(self, state, 0);
-    }
-    #[inline(always)]
-    fn forget(&self) {
-        let _ = FLOWS6.remove(self);
-    }
-}
+flow_in!(FlowKey, FLOWS);
+flow_in!(FlowKey6, FLOWS6);
 
 /// Whether the flow an ICMP error is about is verified: then the error belongs on the path
 /// the flow takes. The kernel's conntrack has not seen such a flow since its first packet

@@ -267,18 +267,30 @@ impl Ipv4Packet {
     /// TCP flags, for a TCP packet whose IPv4 header has no options.
     #[inline(always)]
     pub fn tcp_flags(&self, ctx: &TcContext) -> Option<u8> {
-        let t: *const TcpHead = header(ctx, ETH_HLEN + IPV4_HLEN)?;
-        // SAFETY: bounds checked by `header`; byte fields only.
-        Some(unsafe { (*t).flags })
+        tcp_flags_at(ctx, ETH_HLEN + IPV4_HLEN)
     }
 
     /// TCP/UDP ports as on the wire, for a header without options.
     #[inline(always)]
     pub fn ports(&self, ctx: &TcContext) -> Option<([u8; 2], [u8; 2])> {
-        let p: *const L4Ports = header(ctx, ETH_HLEN + IPV4_HLEN)?;
-        // SAFETY: bounds checked by `header`; byte fields only.
-        Some(unsafe { ((*p).sport, (*p).dport) })
+        ports_at(ctx, ETH_HLEN + IPV4_HLEN)
     }
+}
+
+/// TCP/UDP ports as on the wire, of a transport header at `offset`.
+#[inline(always)]
+fn ports_at(ctx: &TcContext, offset: usize) -> Option<([u8; 2], [u8; 2])> {
+    let p: *const L4Ports = header(ctx, offset)?;
+    // SAFETY: bounds checked by `header`; byte fields only.
+    Some(unsafe { ((*p).sport, (*p).dport) })
+}
+
+/// TCP flags, of a TCP header at `offset`.
+#[inline(always)]
+fn tcp_flags_at(ctx: &TcContext, offset: usize) -> Option<u8> {
+    let t: *const TcpHead = header(ctx, offset)?;
+    // SAFETY: bounds checked by `header`; byte fields only.
+    Some(unsafe { (*t).flags })
 }
 
 /// ICMPv6 types an IPv4-only pod may send: MLD query/report/done (130-132), router and
@@ -397,17 +409,13 @@ impl Ipv6Packet {
     /// TCP/UDP ports as on the wire, behind a fixed header.
     #[inline(always)]
     pub fn ports(&self, ctx: &TcContext) -> Option<([u8; 2], [u8; 2])> {
-        let p: *const L4Ports = header(ctx, ETH_HLEN + IPV6_HLEN)?;
-        // SAFETY: bounds checked by `header`; byte fields only.
-        Some(unsafe { ((*p).sport, (*p).dport) })
+        ports_at(ctx, ETH_HLEN + IPV6_HLEN)
     }
 
     /// TCP flags, for a TCP packet behind a fixed header.
     #[inline(always)]
     pub fn tcp_flags(&self, ctx: &TcContext) -> Option<u8> {
-        let t: *const TcpHead = header(ctx, ETH_HLEN + IPV6_HLEN)?;
-        // SAFETY: bounds checked by `header`; byte fields only.
-        Some(unsafe { (*t).flags })
+        tcp_flags_at(ctx, ETH_HLEN + IPV6_HLEN)
     }
 
     /// Whether the source is `own`.
