@@ -154,7 +154,29 @@ impl Vm {
         let result = out.result();
         let addr = result["ips"][0]["address"].as_str().expect("result has an address");
         let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-        Ok(Pod { vm: self, conf, ns, att, ip, result, deleted: false })
+        let ip6 = result["ips"].as_array().into_iter().flatten().find_map(|ip| {
+            let a = ip["address"].as_str()?;
+            a.contains(':').then(|| a.split('/').next().unwrap().parse().unwrap())
+        });
+        Ok(Pod { vm: self, conf, ns, att, ip, ip6, result, deleted: false })
+    }
+
+    /// Make this VM dual-stack: IPv6 on its uplink and the router's end (the router routes
+    /// the VM's pod prefix `fd00:10:10:N::/64` to it), an IPv6 default route, and an IPv6
+    /// range in the network config's IPAM beside the IPv4 one. Call before adding pods.
+    pub fn add_ipv6(&mut self, router: &Router) {
+        let (index, link) = (self.index, &self.router_link);
+        router.ns.sh("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+        router.ns.ip(&format!("addr add fd00:192:168:{index}::1/64 dev {link} nodad"));
+        router.ns.ip(&format!("-6 route add fd00:10:10:{index}::/64 via fd00:192:168:{index}::2"));
+        self.ns.ip(&format!("addr add fd00:192:168:{index}::2/64 dev {UPLINK} nodad"));
+        self.ns.ip(&format!("-6 route add default via fd00:192:168:{index}::1"));
+        let ranges = self.conf["ipam"]["ranges"].as_array_mut().expect("IPAM ranges");
+        ranges.push(json!([{ "subnet": format!("fd00:10:10:{index}::/64") }]));
+        // A config that lists its IPv4 default route gets the IPv6 one too (ptp).
+        if let Some(routes) = self.conf["ipam"]["routes"].as_array_mut() {
+            routes.push(json!({"dst": "::/0"}));
+        }
     }
 
     /// host-local IPAM config for this VM's pod subnet.
@@ -236,6 +258,8 @@ pub struct Pod<'a> {
     pub ns: NetNs,
     pub att: Attachment,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address, on a dual-stack VM ([`Vm::add_ipv6`]).
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// The ADD result (prevResult of CHECK and DEL).
     pub result: Value,
     deleted: bool,

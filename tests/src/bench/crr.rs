@@ -6,7 +6,7 @@
 //! fresh SYN). One connection at a time, client and server each pinned to its own CPU.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Server {
 
 impl Server {
     /// Listen on `ip:port` in `ns`, on a thread pinned to `cpu`; returns once it listens.
-    pub fn start(ns: &NetNs, ip: Ipv4Addr, port: u16, cpu: usize) -> Server {
+    pub fn start(ns: &NetNs, ip: IpAddr, port: u16, cpu: usize) -> Server {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = ns.run(|| TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}")));
         let flag = stop.clone();
@@ -99,7 +99,7 @@ impl Outcome {
 
 /// Run transactions against `server` from `ns`, on a thread pinned to `cpu`, until `limit`.
 /// Panics on a failed transaction: a benchmark must not count a broken path as slow.
-pub fn client(ns: &NetNs, server: SocketAddrV4, cpu: usize, limit: Limit) -> Outcome {
+pub fn client(ns: &NetNs, server: SocketAddr, cpu: usize, limit: Limit) -> Outcome {
     ns.run(|| {
         pin_to_cpu(cpu);
         name_this_thread(CLIENT_THREAD);
@@ -118,8 +118,8 @@ pub fn client(ns: &NetNs, server: SocketAddrV4, cpu: usize, limit: Limit) -> Out
     })
 }
 
-fn transaction(server: SocketAddrV4) -> std::io::Result<()> {
-    let mut conn = TcpStream::connect_timeout(&server.into(), IO_TIMEOUT)?;
+fn transaction(server: SocketAddr) -> std::io::Result<()> {
+    let mut conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.write_all(REQUEST)?;
     let mut answer = Vec::with_capacity(RESPONSE.len());
@@ -152,13 +152,14 @@ pub fn pin_to_cpu(cpu: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn every_transaction_is_a_connection_the_server_answered() {
         let ns = NetNs::new("crr");
         let last_cpu = std::thread::available_parallelism().map(|n| n.get() - 1).unwrap_or(0);
-        let server = Server::start(&ns, Ipv4Addr::LOCALHOST, 18080, last_cpu);
-        let out = client(&ns, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 18080), 0, Limit::Transactions(200));
+        let server = Server::start(&ns, Ipv4Addr::LOCALHOST.into(), 18080, last_cpu);
+        let out = client(&ns, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 18080), 0, Limit::Transactions(200));
         assert_eq!(out.transactions, 200);
         assert_eq!(server.finish(), 200, "one answered request per connection");
         // The server closed first: its sockets wait in TIME_WAIT, the client's ports are free.

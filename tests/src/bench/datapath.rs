@@ -2,8 +2,9 @@
 //! eBPF fast path, veth-route `fastPath: off` and Debian's reference `ptp`, measure TCP
 //! ping-pong latency and transaction rate (sockperf), connection rate (`crr`), and TCP
 //! throughput with 1 and 4 streams (iperf3); pod<->pod on one VM and uplink->pod (the
-//! client in the router namespace); on an idle VM and on one loaded like a kube-proxy node
-//! in iptables mode (`kube_proxy`). Every VM runs `pods` pods (100 by default: the
+//! client in the router namespace), over IPv4 and, on the idle VM, over IPv6 (the pods are
+//! dual-stack); on an idle VM and on one loaded like a kube-proxy node in iptables mode
+//! (`kube_proxy`). Every VM runs `pods` pods (100 by default: the
 //! endpoint map and routing table at a node's size), of which two are measured.
 //!
 //! Method: clients on CPU 0, servers on CPU 1, for every datapath. Each measurement runs
@@ -14,7 +15,7 @@
 //! where the time goes on the loaded VMs (program run time, counters, a CPU profile).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,21 +53,39 @@ impl Variant {
     }
 }
 
-/// Who talks to the measured pod.
+/// Who talks to the measured pod, and over which IP family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Topology {
     PodToPod,
     UplinkToPod,
+    PodToPod6,
+    UplinkToPod6,
 }
 
 impl Topology {
-    pub const ALL: [Topology; 2] = [Topology::PodToPod, Topology::UplinkToPod];
+    pub const ALL: [Topology; 4] = [Topology::PodToPod, Topology::UplinkToPod, Topology::PodToPod6, Topology::UplinkToPod6];
 
     pub fn label(self) -> &'static str {
         match self {
             Topology::PodToPod => "pod<->pod, one VM",
             Topology::UplinkToPod => "uplink<->pod",
+            Topology::PodToPod6 => "pod<->pod, one VM, IPv6",
+            Topology::UplinkToPod6 => "uplink<->pod, IPv6",
         }
+    }
+
+    pub fn ipv6(self) -> bool {
+        matches!(self, Topology::PodToPod6 | Topology::UplinkToPod6)
+    }
+
+    fn from_uplink(self) -> bool {
+        matches!(self, Topology::UplinkToPod | Topology::UplinkToPod6)
+    }
+
+    /// Whether this traffic is measured under `load`: IPv6 on the idle VM only, since the
+    /// kube-proxy rules loaded here are IPv4 iptables, which IPv6 never passes.
+    pub fn measured_under(self, load: Load) -> bool {
+        !self.ipv6() || load == Load::Idle
     }
 }
 
@@ -112,6 +131,14 @@ enum Measurement {
 
 const MEASUREMENTS: [Measurement; 4] = [Measurement::PingPong, Measurement::Crr, Measurement::Stream1, Measurement::Stream4];
 
+impl Measurement {
+    /// Whether the tool runs over this family: Debian 12's sockperf (3.7) takes no IPv6
+    /// address, so IPv6 has no ping-pong cells.
+    fn runs_over(self, topology: Topology) -> bool {
+        !(topology.ipv6() && matches!(self, Measurement::PingPong))
+    }
+}
+
 /// Which case a sample belongs to.
 pub type Key = (Load, Topology, Variant, Quantity);
 /// Per case, one sample per round, in round order.
@@ -133,7 +160,7 @@ pub struct Config {
 struct Ends<'a> {
     client: &'a NetNs,
     server: &'a NetNs,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     /// The VM in between, if any (its conntrack is flushed before a connection-rate run).
     vm: Option<&'a Vm>,
 }
@@ -146,9 +173,18 @@ pub fn run(cfg: &Config) -> Section {
     da.ip(&format!("link add eth0 type veth peer name eth0 netns {}", db.name()));
     da.ip("addr add 10.10.9.2/24 dev eth0");
     db.ip("addr add 10.10.9.3/24 dev eth0");
+    da.ip("addr add fd00:10:9::2/64 dev eth0 nodad");
+    db.ip("addr add fd00:10:9::3/64 dev eth0 nodad");
     da.ip("link set eth0 up");
     db.ip("link set eth0 up");
-    let direct = Ends { client: &da, server: &db, ip: Ipv4Addr::new(10, 10, 9, 3), vm: None };
+    let direct = |topology: Topology| {
+        let ip = if topology.ipv6() {
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x9, 0, 0, 0, 0, 3))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(10, 10, 9, 3))
+        };
+        Ends { client: &da, server: &db, ip, vm: None }
+    };
 
     let router = Router::new();
     let vms: Vec<(Variant, Vm)> = [Variant::FastPath, Variant::KernelPath, Variant::Ptp]
@@ -165,12 +201,13 @@ pub fn run(cfg: &Config) -> Section {
         .collect();
     let ends = |variant: Variant, topology: Topology| -> Ends {
         if variant == Variant::Direct {
-            return Ends { ..direct };
+            return direct(topology);
         }
         let i = vms.iter().position(|(v, _)| *v == variant).expect("a VM per variant");
         let (client, server) = (&pods[i][0], &pods[i][1]);
-        let client = if topology == Topology::PodToPod { &client.ns } else { &router.ns };
-        Ends { client, server: &server.ns, ip: server.ip, vm: Some(&vms[i].1) }
+        let client = if topology.from_uplink() { &router.ns } else { &client.ns };
+        let ip = if topology.ipv6() { IpAddr::V6(server.ip6.expect("dual-stack pods")) } else { IpAddr::V4(server.ip) };
+        Ends { client, server: &server.ns, ip, vm: Some(&vms[i].1) }
     };
 
     let scratch = TempDir::new("bench");
@@ -184,8 +221,8 @@ pub fn run(cfg: &Config) -> Section {
             }
         }
         for round in 0..cfg.rounds {
-            for topology in Topology::ALL {
-                for m in MEASUREMENTS {
+            for topology in Topology::ALL.into_iter().filter(|t| t.measured_under(load)) {
+                for m in MEASUREMENTS.into_iter().filter(|m| m.runs_over(topology)) {
                     for k in 0..Variant::ALL.len() {
                         let variant = Variant::ALL[(k + round) % Variant::ALL.len()];
                         for (q, value) in measure(m, &ends(variant, topology), cfg.seconds) {
@@ -213,7 +250,8 @@ pub fn run(cfg: &Config) -> Section {
     Section { title: "Datapath: latency, transaction and connection rate, throughput".into(), body }
 }
 
-/// A VM with `variant`'s plugin: veth-route with the fast path (`auto`) or without, or ptp.
+/// A dual-stack VM with `variant`'s plugin: veth-route with the fast path (`auto`) or
+/// without, or ptp.
 fn vm_for(variant: Variant, router: &Router, index: u8) -> Vm {
     let mut vm = Vm::new(router, index, if variant == Variant::FastPath { "auto" } else { "off" });
     if variant == Variant::Ptp {
@@ -221,6 +259,7 @@ fn vm_for(variant: Variant, router: &Router, index: u8) -> Vm {
         vm.conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
         vm.bin = Path::new(REFERENCE_PLUGINS).join("ptp");
     }
+    vm.add_ipv6(router);
     vm
 }
 
@@ -236,8 +275,7 @@ fn measure(m: Measurement, e: &Ends, seconds: u32) -> Vec<(Quantity, f64)> {
                 forget_conntrack(&vm.ns);
             }
             let server = crr::Server::start(e.server, e.ip, 8080, SERVER_CPU);
-            let out =
-                crr::client(e.client, SocketAddrV4::new(e.ip, 8080), CLIENT_CPU, crr::Limit::Time(Duration::from_secs(seconds.into())));
+            let out = crr::client(e.client, SocketAddr::new(e.ip, 8080), CLIENT_CPU, crr::Limit::Time(Duration::from_secs(seconds.into())));
             server.finish();
             vec![(Quantity::ConnRate, out.rate())]
         }

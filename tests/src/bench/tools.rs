@@ -1,7 +1,7 @@
 //! The measuring tools of the datapath benchmark, each side pinned to its own CPU with
 //! `taskset`: sockperf TCP ping-pong, iperf3 TCP streams.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ pub struct PingPong {
 }
 
 /// sockperf TCP ping-pong for `seconds` from `client` to `ip` in `server`.
-pub fn sockperf(client: &NetNs, server: &NetNs, ip: Ipv4Addr, seconds: u32) -> PingPong {
+pub fn sockperf(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32) -> PingPong {
     let ip = ip.to_string();
     let _srv = Server::start(server, 11111, "sockperf", &["sr", "--tcp", "-i", &ip, "-p", "11111"]);
     let out = pinned(client, CLIENT_CPU, "sockperf", &["pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &seconds.to_string()])
@@ -72,7 +72,7 @@ fn parse_sockperf(text: &str) -> Option<PingPong> {
 }
 
 /// iperf3 TCP throughput with `streams` parallel streams (receiver side), Gbit/s.
-pub fn iperf3(client: &NetNs, server: &NetNs, ip: Ipv4Addr, seconds: u32, streams: u32) -> f64 {
+pub fn iperf3(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32, streams: u32) -> f64 {
     let ip = ip.to_string();
     let _srv = Server::start(server, 5201, "iperf3", &["-s", "-1", "-B", &ip, "-p", "5201"]);
     let out = run_ok(&mut pinned(
