@@ -78,7 +78,7 @@ impl Topology {
         matches!(self, Topology::PodToPod6 | Topology::UplinkToPod6)
     }
 
-    fn from_uplink(self) -> bool {
+    fn client_is_the_router(self) -> bool {
         matches!(self, Topology::UplinkToPod | Topology::UplinkToPod6)
     }
 
@@ -205,7 +205,7 @@ pub fn run(cfg: &Config) -> Section {
         }
         let i = vms.iter().position(|(v, _)| *v == variant).expect("a VM per variant");
         let (client, server) = (&pods[i][0], &pods[i][1]);
-        let client = if topology.from_uplink() { &router.ns } else { &client.ns };
+        let client = if topology.client_is_the_router() { &router.ns } else { &client.ns };
         let ip = if topology.ipv6() { IpAddr::V6(server.ip6.expect("dual-stack pods")) } else { IpAddr::V4(server.ip) };
         Ends { client, server: &server.ns, ip, vm: Some(&vms[i].1) }
     };
