@@ -93,8 +93,22 @@ pub struct Pool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeBlocks {
-    /// Block size as a prefix length, e.g. 28 for 16 addresses.
+    /// IPv4 block size as a prefix length, e.g. 28 for 16 addresses.
     pub prefix_length: u8,
+    /// IPv6 block size; absent: as many addresses as an IPv4 block (124 beside 28), so a
+    /// dual-stack node claims its two families alike.
+    #[serde(default)]
+    pub ipv6_prefix_length: Option<u8>,
+}
+
+impl NodeBlocks {
+    /// The block prefix length for addresses of `subnet`'s family.
+    pub fn prefix_for(&self, subnet: &IpNet) -> u8 {
+        match subnet {
+            IpNet::V4(_) => self.prefix_length,
+            IpNet::V6(_) => self.ipv6_prefix_length.unwrap_or(96 + self.prefix_length),
+        }
+    }
 }
 
 /// Whether pods get an IPv6 address beside their IPv4 one. Off unless asked for, as in
@@ -206,6 +220,10 @@ impl Settings {
             if !(16..=32).contains(&b.prefix_length) {
                 return Err(invalid(format!("nodeBlocks.prefixLength {} must be between 16 and 32", b.prefix_length)));
             }
+            // The same bounds in addresses: up to 65536 fixed IPs per claim.
+            if let Some(p) = b.ipv6_prefix_length.filter(|p| !(112..=128).contains(p)) {
+                return Err(invalid(format!("nodeBlocks.ipv6PrefixLength {p} must be between 112 and 128")));
+            }
         }
         let ipv6 = match nc.ip_families.as_deref() {
             None => Ipv6::Off,
@@ -222,10 +240,6 @@ impl Settings {
                 }
             },
         };
-        if ipv6 == Ipv6::Required && raw.node_blocks.is_some() {
-            return Err(invalid("nodeBlocks gives IPv4 addresses only: drop it, or \"IPv6\" from neutronConf.ipFamilies")
-                .with_details("node-affine blocks are aligned IPv4 blocks of the subnet; IPv6 pods take single fixed IPs"));
-        }
         for r in &raw.routes {
             if r.gw.is_some_and(|gw| gw.is_ipv4() != r.dst.addr().is_ipv4()) {
                 return Err(invalid(format!("routes: gateway {} is not of the family of {}", r.gw.unwrap_or(r.dst.addr()), r.dst)));
@@ -339,9 +353,17 @@ mod tests {
         let e = Settings::parse("cni0", &c).unwrap_err();
         assert!(e.msg.contains("not of the family"), "{e}");
         c["routes"] = json!([]);
+        // Node blocks serve both families: IPv6 ones as large as the IPv4 ones unless given.
         c["nodeBlocks"] = json!({"prefixLength": 28});
+        let b = Settings::parse("cni0", &c).unwrap().node_blocks.unwrap();
+        let (v4, v6): (IpNet, IpNet) = ("10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap());
+        assert_eq!((b.prefix_for(&v4), b.prefix_for(&v6)), (28, 124));
+        c["nodeBlocks"] = json!({"prefixLength": 28, "ipv6PrefixLength": 120});
+        assert_eq!(Settings::parse("cni0", &c).unwrap().node_blocks.unwrap().prefix_for(&v6), 120);
+        c["nodeBlocks"] = json!({"prefixLength": 28, "ipv6PrefixLength": 64});
         let e = Settings::parse("cni0", &c).unwrap_err();
-        assert!(e.msg.contains("IPv4 addresses only"), "{e}");
+        assert!(e.msg.contains("ipv6PrefixLength 64"), "{e}");
+        c.as_object_mut().unwrap().remove("nodeBlocks");
         for bad in [json!(["IPv6"]), json!(["ipv4"]), json!([])] {
             c["neutronConf"]["ipFamilies"] = bad.clone();
             assert_eq!(Settings::parse("cni0", &c).unwrap_err().code, ErrorCode::InvalidNetworkConfig, "{bad}");

@@ -206,19 +206,19 @@ impl Op {
         added
     }
 
-    /// Claims a free aligned block of `/prefix` on the port; its addresses become spares.
-    async fn claim_block(&mut self, prefix: u8) -> Result<(), IpamError> {
+    /// Claims a free aligned block of `/prefix` of `subnet` on the port; its addresses
+    /// become spares.
+    async fn claim_block(&mut self, subnet: &SubnetInfo, prefix: u8) -> Result<(), IpamError> {
         let info = self.port().await?;
         for _ in 0..5 {
             let neutron = self.neutron().await?;
-            let free = blocks::free_blocks(&neutron, &info.subnet.id, prefix).await?;
-            let Some(block) = blocks::spread(&free, &info.id) else {
+            let Some(block) = blocks::pick_free(&neutron, &subnet.id, prefix, &info.id).await? else {
                 return Err(IpamError::Exhausted(format!(
                     "subnet {} ({}) has no free /{prefix} block left for this node",
-                    info.subnet.id, info.subnet.cidr
+                    subnet.id, subnet.cidr
                 )));
             };
-            match self.allocate(&port::Add::Exact(info.subnet.id.clone(), blocks::addresses(&block).collect()), None).await {
+            match self.allocate(&port::Add::Exact(subnet.id.clone(), blocks::addresses(&block).collect()), None).await {
                 Ok(leases) => {
                     log::info!("claimed block {block} on port {}", info.id);
                     self.state.blocks.push(block);
@@ -315,9 +315,13 @@ impl Op {
         // IPv6 as found with the port, unless the config turned it off since.
         let ipv6 = self.settings.ipv6 == Ipv6::Required;
         let subnets: Vec<SubnetInfo> = info.pod_subnets().filter(|s| ipv6 || s.cidr.addr().is_ipv4()).cloned().collect();
-        // Node blocks are IPv4 only (asking for IPv6 with them is a config error).
-        if let (Some(b), 0) = (self.settings.node_blocks, self.spares_of(&info.subnet)) {
-            self.claim_block(b.prefix_length).await?;
+        // With node blocks, each family without a spare claims a block of its own.
+        if let Some(b) = self.settings.node_blocks {
+            for subnet in &subnets {
+                if self.spares_of(subnet) == 0 {
+                    self.claim_block(subnet, b.prefix_for(&subnet.cidr)).await?;
+                }
+            }
         }
         // One PUT for every family without a spare: this attachment's address plus a full
         // pool of each; if a subnet cannot give that many, settle for the one address of

@@ -2,41 +2,45 @@
 //!
 //! "Behind one VM" means: each address of the block is a non-primary fixed IP of that VM's
 //! port (a pod or a warm spare). Nothing else can be in such a block, so a block route never
-//! steals traffic from another VM or from an on-link address of the subnet.
+//! steals traffic from another VM or from an on-link address of the subnet. The same holds
+//! for both families (tcnp-ipam's node blocks are /28s and /124s by default).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
-/// The fewest aligned prefixes that cover exactly `ips`, none shorter than `/min_prefix`.
-pub fn collapse(ips: &BTreeSet<Ipv4Addr>, min_prefix: u8) -> Vec<Ipv4Net> {
-    let hosts: Vec<Ipv4Net> = ips.iter().map(|ip| Ipv4Net::new(*ip, 32).expect("/32 is valid")).collect();
+use crate::model::HostAddr;
+
+/// The fewest aligned prefixes that cover exactly `ips`, none shorter than `/min_prefix`
+/// (a prefix length of the addresses' family).
+pub fn collapse<A: HostAddr>(ips: &BTreeSet<A>, min_prefix: u8) -> Vec<IpNet> {
+    let hosts: Vec<IpNet> = ips.iter().map(|ip| ip.host_net()).collect();
     let mut out = Vec::new();
-    for net in Ipv4Net::aggregate(&hosts) {
+    for net in IpNet::aggregate(&hosts) {
         split_to_min_prefix(net, min_prefix, &mut out);
     }
     out
 }
 
 /// `aggregate` may merge into very large blocks; cap how wide one route may be.
-fn split_to_min_prefix(net: Ipv4Net, min_prefix: u8, out: &mut Vec<Ipv4Net>) {
+fn split_to_min_prefix(net: IpNet, min_prefix: u8, out: &mut Vec<IpNet>) {
     if net.prefix_len() >= min_prefix {
         out.push(net);
     } else {
-        out.extend(net.subnets(min_prefix).expect("min_prefix <= 32"));
+        out.extend(net.subnets(min_prefix).expect("min_prefix within the family"));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn ips(list: &[&str]) -> BTreeSet<Ipv4Addr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
-    fn nets(list: &[&str]) -> Vec<Ipv4Net> {
+    fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
@@ -72,6 +76,16 @@ mod tests {
 
     #[test]
     fn empty_set_gives_no_routes() {
-        assert!(collapse(&BTreeSet::new(), 24).is_empty());
+        assert!(collapse(&BTreeSet::<Ipv4Addr>::new(), 24).is_empty());
+    }
+
+    #[test]
+    fn ipv6_blocks_collapse_alike() {
+        let block: BTreeSet<Ipv6Addr> = (0x30..0x40).map(|i| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)).collect();
+        assert_eq!(collapse(&block, 120), nets(&["fd00::30/124"]));
+        let mut gap = block.clone();
+        gap.remove(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x35));
+        assert_eq!(collapse(&gap, 120).len(), 4, "{:?}", collapse(&gap, 120));
+        assert_eq!(collapse(&block, 126).len(), 4, "capped at /126");
     }
 }

@@ -94,7 +94,8 @@ pub struct Args {
     /// One /32 route per pod: do not collapse blocks wholly behind one VM.
     #[arg(long, env = "VRC_NO_AGGREGATE")]
     pub no_aggregate: bool,
-    /// Widest block one aggregated route may cover (prefix length).
+    /// Widest block one aggregated route may cover, as an IPv4 prefix length (IPv6 blocks
+    /// may cover as many addresses: 24 allows /120).
     #[arg(long, env = "VRC_MIN_PREFIX")]
     pub min_prefix: Option<u8>,
     /// Cap on routes per router, below Neutron's own limit (e.g. to leave room for others).

@@ -7,15 +7,35 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::aggregate::collapse;
-use crate::model::{Route, VmPort};
+use crate::model::{HostAddr, Route, VmPort};
 
 /// How desired routes are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    /// Collapse aligned IPv4 blocks that sit wholly behind one VM into one route.
+    /// Collapse aligned blocks that sit wholly behind one VM into one route.
     pub aggregate: bool,
-    /// The widest block one route may cover (prefix length).
+    /// The widest block one route may cover, as an IPv4 prefix length; IPv6 blocks may
+    /// cover as many addresses (`/24` here: `/120`).
     pub min_prefix: u8,
+}
+
+impl Shape {
+    /// The widest block one route may cover in `family`'s prefix lengths.
+    fn min_prefix_of<A: HostAddr>(&self) -> u8 {
+        A::MAX_PREFIX - (32 - self.min_prefix)
+    }
+
+    /// Routes to `pods` behind `primary`: aligned blocks or host routes.
+    fn routes<A: HostAddr>(&self, pods: impl Iterator<Item = A>, primary: A) -> Vec<Route> {
+        if !self.aggregate {
+            return pods.map(|ip| Route::host(ip, primary)).collect();
+        }
+        let pods: BTreeSet<A> = pods.collect();
+        collapse(&pods, self.min_prefix_of::<A>())
+            .into_iter()
+            .map(|block| Route::checked(block, primary.into()).expect("blocks of the primary's family"))
+            .collect()
+    }
 }
 
 impl Default for Shape {
@@ -28,23 +48,17 @@ impl Default for Shape {
 ///
 /// Per family, only VMs whose own address of that family is on one of the router's subnets
 /// qualify: Neutron accepts a next hop only on a connected subnet, and another router (or
-/// none, for a router without an IPv6 interface) serves the rest. IPv6 pods are always
-/// `/128`s: tcnp-ipam's node blocks are IPv4 only, so there is nothing to aggregate.
+/// none, for a router without an IPv6 interface) serves the rest.
 pub fn desired_routes(ports: &[VmPort], router_subnets: &[IpNet], shape: Shape) -> Vec<Route> {
     let on_router = |ip: IpAddr| router_subnets.iter().any(|s| s.contains(&ip));
     let mut routes = BTreeSet::new();
     for port in ports {
         let v4 = &port.v4;
         if on_router(v4.primary.into()) {
-            if shape.aggregate {
-                let pods: BTreeSet<_> = v4.pods().collect();
-                routes.extend(collapse(&pods, shape.min_prefix).into_iter().map(|block| Route::v4(block, v4.primary)));
-            } else {
-                routes.extend(v4.pods().map(|ip| Route::host(ip, v4.primary)));
-            }
+            routes.extend(shape.routes(v4.pods(), v4.primary));
         }
         if let Some(v6) = port.v6.as_ref().filter(|v6| on_router(v6.primary.into())) {
-            routes.extend(v6.pods().map(|ip| Route::host(ip, v6.primary)));
+            routes.extend(shape.routes(v6.pods(), v6.primary));
         }
     }
     routes.into_iter().collect()
@@ -111,14 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_is_never_aggregated() {
-        // A whole aligned /124 behind one VM: one IPv4 block, but sixteen IPv6 /128s.
-        let ports = [dual([10, 10, 10, 8], &(32..48).collect::<Vec<u8>>(), 8, &(0x30..0x40).collect::<Vec<u16>>())];
-        let got = desired_routes(&ports, &dual_subnets(), Shape::default());
-        assert_eq!(got.iter().filter(|r| r.destination().addr().is_ipv4()).count(), 1);
-        let v6: Vec<&Route> = got.iter().filter(|r| r.destination().addr().is_ipv6()).collect();
-        assert_eq!(v6.len(), 16);
-        assert!(v6.iter().all(|r| r.destination().prefix_len() == 128 && r.nexthop() == IpAddr::V6(self::v6(8))));
+    fn node_affine_blocks_of_both_families_become_one_route_each() {
+        // A whole aligned /28 and /124 behind one VM, and one more IPv6 pod of another VM.
+        let ports = [
+            dual([10, 10, 10, 8], &(32..48).collect::<Vec<u8>>(), 8, &(0x30..0x40).collect::<Vec<u16>>()),
+            dual([10, 10, 10, 9], &[], 9, &[0x50]),
+        ];
+        let got = strings(&desired_routes(&ports, &dual_subnets(), Shape::default()));
+        assert_eq!(got, ["10.10.10.32/28 via 10.10.10.8", "fd00:10::30/124 via fd00:10::8", "fd00:10::50/128 via fd00:10::9"]);
+        // The cap counts addresses alike: /30 for IPv4 is /126 for IPv6.
+        let got = desired_routes(&ports, &dual_subnets(), Shape { min_prefix: 30, ..Shape::default() });
+        assert!(got.iter().filter(|r| r.nexthop() == IpAddr::V6(self::v6(8))).all(|r| r.destination().prefix_len() == 126));
+        assert_eq!(got.len(), 4 + 4 + 1);
     }
 
     #[test]

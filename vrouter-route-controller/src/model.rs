@@ -21,7 +21,9 @@ pub struct Route {
 }
 
 /// A host address of one family: the two ends of a host route are of the same one.
-pub trait HostAddr: Copy + Into<IpAddr> + sealed::Sealed {
+pub trait HostAddr: Copy + Ord + Into<IpAddr> + sealed::Sealed {
+    /// The family's host prefix length (32, 128).
+    const MAX_PREFIX: u8;
     /// The address as a host prefix (`/32`, `/128`).
     fn host_net(self) -> IpNet;
 }
@@ -33,12 +35,14 @@ mod sealed {
 }
 
 impl HostAddr for Ipv4Addr {
+    const MAX_PREFIX: u8 = 32;
     fn host_net(self) -> IpNet {
         IpNet::V4(Ipv4Net::from(self))
     }
 }
 
 impl HostAddr for Ipv6Addr {
+    const MAX_PREFIX: u8 = 128;
     fn host_net(self) -> IpNet {
         IpNet::V6(Ipv6Net::from(self))
     }
