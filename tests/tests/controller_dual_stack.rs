@@ -3,7 +3,8 @@
 //! get a /32 via the VM's IPv4 address and a /128 via its IPv6 one (tcnp-ipam's `primary6`
 //! tag), both go when the pods go, and a restart writes nothing. A port without a usable
 //! `primary6` keeps its IPv4 routes and gets no IPv6 ones, and no VM gets IPv6 routes
-//! while the router has no interface on the IPv6 subnet (Neutron would refuse them).
+//! while the router has no interface on the IPv6 subnet (Neutron would refuse them). Node
+//! blocks of both families become one route each.
 //!
 //! Traffic over the routes is not tested here: the router is Neutron's API, with no
 //! datapath in this test bed; plugin_dual_stack carries IPv6 from a vrouter namespace
@@ -129,6 +130,49 @@ fn dual_stack_pods_from_tcnp_ipam_get_32s_and_128s_via_their_vms_own_addresses()
     once_ok(&lab, &["--release"]);
     assert!(lab.all_routes().is_empty(), "{:?}", lab.all_routes());
     assert!(ledger_tags(&lab).is_empty(), "{:?}", ledger_tags(&lab));
+}
+
+/// tcnp-ipam's node blocks in both families: each node's IPv6 pods sit in one /124 of its
+/// own, which the controller routes as one route via the VM's IPv6 address, as it does the
+/// /28 via its IPv4 one.
+#[test]
+fn node_blocks_of_both_families_become_one_route_each() {
+    let stack = shared();
+    let mut lab = Lab::new(stack, "vrc-dual-blocks", "10.75.0.0/24");
+    lab.add_ipv6("fd00:75::/64");
+    lab.attach_ipv6();
+    let nodes: Vec<Node> = (0..2).map(|_| Node::on(stack, &lab.network_id)).collect();
+    let mut pods6: BTreeMap<Ipv6Addr, Ipv6Addr> = BTreeMap::new();
+    for node in &nodes {
+        let mut ipam = node.ipam();
+        ipam["neutronConf"]["ipFamilies"] = json!(["IPv4", "IPv6"]);
+        ipam["nodeBlocks"] = json!({"prefixLength": 28});
+        let conf = node.conf(ipam);
+        let own6 = node.vm.port.fixed_ips.iter().find(|f| f.ip_address.is_ipv6()).expect("the VM's IPv6 address").ip_address;
+        for _ in 0..3 {
+            let result = node.run("ADD", &unique("c"), &conf).result();
+            let pod6 = result["ips"][1]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+            pods6.insert(v6(pod6), v6(own6));
+        }
+    }
+    let st = once_ok(&lab, &[]);
+    assert_eq!(st["routers"][0]["desired"], st["routers"][0]["applied"], "{st}");
+    let routes6 = lab.routes6();
+    assert_eq!(routes6.len(), 2, "one IPv6 route per node's block: {routes6:?}");
+    assert!(routes6.iter().all(|(d, _)| d.prefix_len() == 124), "{routes6:?}");
+    for (pod, vm) in &pods6 {
+        let via: Vec<Ipv6Addr> = routes6.iter().filter(|(d, _)| d.contains(pod)).map(|(_, n)| *n).collect();
+        assert_eq!(via, [*vm], "pod {pod} must route to its own VM {vm} only: {routes6:?}");
+    }
+    // No block covers a VM's own address.
+    for node in &nodes {
+        for own in node.vm.port.fixed_ips.iter().filter_map(|f| if let IpAddr::V6(a) = f.ip_address { Some(a) } else { None }) {
+            assert!(!routes6.iter().any(|(d, _)| d.contains(&own)), "{own} captured: {routes6:?}");
+        }
+    }
+    assert_eq!(lab.routes().len(), 2, "and one IPv4 /28 per node: {:?}", lab.routes());
+    once_ok(&lab, &["--release"]);
+    assert!(lab.all_routes().is_empty(), "{:?}", lab.all_routes());
 }
 
 #[test]

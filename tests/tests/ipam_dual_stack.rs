@@ -3,7 +3,7 @@
 //! spec version), DEL and GC release both, concurrent ADDs on two nodes get distinct IPv6
 //! addresses, lost answers leak nothing, the warm pool holds spares of each family, and a
 //! network whose IPv6 subnet is SLAAC gives a config error that leaves nothing when IPv6 is
-//! asked for (IPv4 only when it is not).
+//! asked for (IPv4 only when it is not). Node blocks come in both families.
 //!
 //! Every network here is the test's own: a port on a network with a stateful IPv6 subnet
 //! gets an IPv6 fixed IP by itself, which the shared tenant network's tests do not expect.
@@ -358,12 +358,53 @@ fn a_dual_stack_network_stays_ipv4_only_unless_ipv6_is_asked_for() {
     let got = addresses(&node.run("ADD", &cid, &conf).result());
     assert!(got.len() == 2 && got[1].is_ipv6(), "{got:?}");
     node.run("DEL", &cid, &conf).assert_ok();
-    // nodeBlocks with IPv6 asked for is refused before anything happens.
-    let mut blocks = node.ipam();
-    blocks["nodeBlocks"] = json!({ "prefixLength": 28 });
-    blocks["neutronConf"]["ipFamilies"] = json!(["IPv4", "IPv6"]);
-    let (code, msg, _) = node.run("ADD", &unique("c"), &node.conf(blocks)).error();
-    assert_eq!(code, 7);
-    assert!(msg.contains("nodeBlocks"), "{msg}");
-    assert_eq!(node.port_ips().len(), 2);
+}
+
+/// Node blocks serve both families: two nodes claiming at once each get a /28 and a /124
+/// of their own (a /124 picked from the node's hash in the /64), every pod address lies in
+/// its node's blocks, DEL keeps the blocks and GC gives them back.
+#[test]
+fn node_blocks_of_both_families_are_claimed_per_node_and_released_by_gc() {
+    let stack = shared();
+    let net = DualNet::new(stack, "10.99.0.0/24", "fd00:99::/64", "dhcpv6-stateful");
+    let nodes = [Node::on(stack, &net.id), Node::on(stack, &net.id)];
+    let blocks_ipam = |n: &Node| {
+        let mut ipam = dual_ipam(n);
+        ipam["nodeBlocks"] = json!({ "prefixLength": 28 });
+        ipam
+    };
+    let confs: Vec<Value> = nodes.iter().map(|n| n.conf(blocks_ipam(n))).collect();
+    let cids: Vec<Vec<String>> = nodes.iter().map(|_| (0..3).map(|_| unique("c")).collect()).collect();
+    let got: Vec<Vec<Vec<IpAddr>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .zip(&confs)
+            .zip(&cids)
+            .map(|((node, conf), cids)| s.spawn(move || cids.iter().map(|cid| addresses(&node.run("ADD", cid, conf).result())).collect()))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+    });
+    let mut all_blocks = HashSet::new();
+    for (node, got) in nodes.iter().zip(&got) {
+        let blocks: Vec<IpNet> = node.state()["blocks"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().parse().unwrap()).collect();
+        let lens: Vec<u8> = blocks.iter().map(IpNet::prefix_len).collect();
+        assert_eq!(lens, [28, 124], "one block of each family: {}", node.state());
+        assert!(blocks.iter().all(|b| all_blocks.insert(*b)), "a block claimed by both nodes: {blocks:?}");
+        for ip in got.iter().flatten() {
+            assert!(blocks.iter().any(|b| b.contains(ip)), "{ip} outside {blocks:?}");
+        }
+        // The port holds the VM's own addresses and both whole blocks, nothing else.
+        let extra: HashSet<IpAddr> = node.port_ips().into_iter().filter(|a| !own(node).contains(a)).collect();
+        assert_eq!(extra.len(), 32, "{extra:?}");
+        assert!(extra.iter().all(|a| blocks.iter().any(|b| b.contains(a))), "{extra:?} outside {blocks:?}");
+    }
+    for ((node, conf), cids) in nodes.iter().zip(&confs).zip(&cids) {
+        for cid in cids {
+            node.run("DEL", cid, conf).assert_ok();
+        }
+        assert_eq!(node.port_ips().len(), own(node).len() + 32, "DEL keeps the blocks");
+        node.run("GC", "", &gc_conf(node, blocks_ipam(node), json!([]))).assert_ok();
+        assert_only_own(node, "after GC");
+        assert!(node.state()["blocks"].as_array().unwrap().is_empty(), "{}", node.state());
+    }
 }
