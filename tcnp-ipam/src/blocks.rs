@@ -39,6 +39,7 @@ pub async fn pick_free(neutron: &Neutron, subnet_id: &str, prefix: u8, port_id: 
 /// pools, as integer ranges (both families fit in u128).
 struct Candidates {
     v4: bool,
+    prefix: u8,
     size: u128,
     /// Per pool: the first aligned block's first address and how many blocks follow it.
     runs: Vec<(u128, u128)>,
@@ -57,7 +58,7 @@ impl Candidates {
                 (first <= last).then(|| (first, (last - first) / size + 1))
             })
             .collect();
-        Candidates { v4: subnet.cidr.addr().is_ipv4(), size, runs }
+        Candidates { v4: subnet.cidr.addr().is_ipv4(), prefix, size, runs }
     }
 
     fn total(&self) -> u128 {
@@ -92,8 +93,7 @@ impl Candidates {
             let start = u128::from(hash) % total;
             (0..(used.len() as u128 + 1)).map(|k| self.nth((start + k) % total)).find(free)
         }?;
-        let prefix = if self.v4 { 32 } else { 128 } - self.size.trailing_zeros() as u8;
-        Some(IpNet::new(address(first, self.v4), prefix).expect("prefix within the family"))
+        Some(IpNet::new(address(first, self.v4), self.prefix).expect("checked against the subnet"))
     }
 }
 
