@@ -7,7 +7,9 @@
 use std::net::SocketAddrV4;
 
 use serde_json::{json, Value};
-use testbed::fastpath_support::{tcp_transfer, try_tcp_transfer_with, udp_send_in_order, udp_socket_in, wait_until, Router, Vm, UPLINK};
+use testbed::fastpath_support::{
+    tcp_transfer, try_tcp_transfer_with, udp_send_in_order, udp_socket_at, udp_socket_in, wait_until, Router, Vm, UPLINK,
+};
 use testbed::kernel::{not_applicable, Capabilities};
 use testbed::patience::io_timeout;
 
@@ -284,4 +286,69 @@ fn pods_with_tcx_links_of_an_older_build_are_checked_listed_deleted_and_collecte
     assert_eq!(vm.endpoint_ips(), vec![new.ip]);
     wait_until("the old pods' TCX links are released", || old_links.iter().all(|id| !link_exists(*id)));
     new.check().assert_ok();
+}
+
+/// Builds from before IPv6 endpoints gave a dual-stack pod a `sources6` entry (its IPv6
+/// anti-spoofing) but pinned no `endpoints6` or `flows6` map. Played here: a dual-stack
+/// pod of this build, then those two map pins removed and the program pins renamed as
+/// another build's (the old programs keep their own copies of the maps, as such a build's
+/// never used them). That pod fails CHECK for its missing IPv6 endpoint; the next build's
+/// first ADD derives the endpoint from the pod's IPv4 one, so CHECK passes and the fast
+/// path carries the pod's IPv6.
+#[test]
+fn dual_stack_pods_of_a_build_without_ipv6_endpoints_get_them_at_the_next_builds_first_add() {
+    old_dual_stack_pod_gets_its_ipv6_endpoint(false);
+}
+
+/// The same when the next build also has a new pin layout generation: the migration carries
+/// the old pod's `sources6` entry, and its IPv6 endpoint is derived as above.
+#[test]
+fn dual_stack_pods_of_an_older_generation_without_ipv6_endpoints_get_them_in_the_migration() {
+    old_dual_stack_pod_gets_its_ipv6_endpoint(true);
+}
+
+/// `older_generation`: the old pod lives in a fake `v1` (see
+/// [`an_older_pin_layout_generation_is_migrated_by_the_next_add`]), else in this build's.
+fn old_dual_stack_pod_gets_its_ipv6_endpoint(older_generation: bool) {
+    let router = Router::new();
+    let mut vm = Vm::new(&router, 1, "always");
+    vm.add_ipv6(&router);
+    let vm = vm;
+    let old = if older_generation { vm.add_pod_with_env(&[("VETH_ROUTE_TEST_PIN_LAYOUT_VERSION", "1")]) } else { vm.add_pod() };
+    let old6 = old.ip6.expect("a dual-stack pod");
+    let old_pins = if older_generation { vm.pin_dir.join("v1") } else { vm.pins() };
+    for map in ["endpoints6", "flows6"] {
+        std::fs::remove_file(old_pins.join(map)).unwrap();
+    }
+    if !older_generation {
+        let progs = vm.pins().join("progs");
+        let build = builds(&vm).pop().unwrap();
+        std::fs::rename(progs.join(build), progs.join("0000000000000000")).unwrap();
+        let (_, msg, err) = old.check().error();
+        assert!(format!("{msg} {err}").contains(&format!("IPv6 endpoint for {old6} is missing")), "{msg} {err}");
+    }
+
+    let new = vm.add_pod();
+    assert!(!vm.pin_dir.join("v1").exists(), "no old generation is left");
+    old.check().assert_ok();
+    new.check().assert_ok();
+    let listed = vm.operator_json(&["endpoints"]);
+    let entry = listed.as_array().unwrap().iter().find(|e| e["ip"] == old.ip.to_string()).unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(entry["ip6"], json!(old6.to_string()), "{entry}");
+
+    // The network reaches the old pod's IPv6 through the fast path (`always`: every
+    // datagram to a pod's endpoint is redirected), and the pod answers.
+    let rx = udp_socket_at(&old.ns, old6.into());
+    rx.set_read_timeout(Some(io_timeout())).unwrap();
+    let tx = udp_socket_at(&router.ns, format!("fd00:192:168:{}::1", vm.index).parse().unwrap());
+    tx.set_read_timeout(Some(io_timeout())).unwrap();
+    let before = vm.counter("from_uplink", "redirected");
+    let mut buf = [0u8; 16];
+    tx.send_to(b"to the old pod", rx.local_addr().unwrap()).unwrap();
+    let (n, from) = rx.recv_from(&mut buf).expect("the datagram reaches the old pod");
+    assert_eq!(&buf[..n], b"to the old pod");
+    rx.send_to(b"answer", from).unwrap();
+    let (n, _) = tx.recv_from(&mut buf).expect("the old pod's answer arrives");
+    assert_eq!(&buf[..n], b"answer");
+    assert!(vm.counter("from_uplink", "redirected") > before, "from_uplink did not redirect to the old pod's IPv6: {}", vm.stats());
 }

@@ -16,6 +16,8 @@ use aya::programs::{ProgramInfo, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use veth_route_common::{map_names, CounterSlot};
 
+use super::maps::PinnedMaps;
+use super::migrate;
 use super::pins::{unpin, PinLayout};
 use super::tc::{self, AttachMode};
 use super::DatapathError;
@@ -161,6 +163,9 @@ fn load_and_pin(layout: &PinLayout, id: &str) -> Result<(), DatapathError> {
     let log_level = log_level_from_env();
     loader.override_global("AYA_LOG_LEVEL", &log_level, true);
     let mut ebpf: Ebpf = loader.load(OBJECT).map_err(load_error)?;
+    // The maps are pinned now, a map this build added among them (empty). Fill it before
+    // the program pins mark the set complete, so a failure here is retried by the next ADD.
+    migrate::fill_ipv6_endpoints(&mut PinnedMaps::open(layout)?)?;
     for name in Prog::ALL.map(Prog::name) {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)

@@ -13,6 +13,9 @@
 //!    pods keep the kernel path (and the kernel's anti-spoofing) until they are re-created,
 //!    instead of meeting a `from_pod` that knows nothing of them and drops all they send;
 //! 3. the old directory is removed, and with it the last reference to its programs and maps.
+//!
+//! A build can also add a map to the same generation. aya pins it empty at the first load,
+//! so entries that older builds kept elsewhere are derived then ([`fill_ipv6_endpoints`]).
 
 use std::path::Path;
 
@@ -98,6 +101,36 @@ fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError
     }
     for (key, state) in old.all_flows6() {
         maps.put_flow6(key, state)?;
+        n += 1;
+    }
+    // An old generation without IPv6 endpoints carried only its pods' `sources6`.
+    Ok(n + fill_ipv6_endpoints(maps)?)
+}
+
+/// Give each dual-stack pod that has an IPv6 address in `sources6` but no IPv6 endpoint
+/// the endpoint this build's ADD writes: its IPv4 one (one veth, one pair of MACs). Builds
+/// before IPv6 endpoints wrote only `sources6`, so without this their pods' IPv6 would
+/// stay on the kernel path and fail CHECK until re-created. Idempotent: this build writes
+/// both entries under the lock the caller holds, so a pod lacking one is an older build's.
+/// Returns how many were written.
+pub fn fill_ipv6_endpoints(maps: &mut PinnedMaps) -> Result<usize, DatapathError> {
+    let mut n = 0;
+    let sources6 = maps.all_sources6()?;
+    if sources6.is_empty() {
+        return Ok(0);
+    }
+    let endpoints = maps.all_endpoints()?;
+    for (idx, ip6) in sources6 {
+        if maps.endpoint6(ip6)?.is_some() {
+            continue;
+        }
+        // The pod's own IPv4 endpoint: on its veth, and the address its `sources` entry names.
+        let owner = maps.source(idx)?.map(|s| s.ip);
+        let Some((_, ep)) = endpoints.iter().find(|(ip, ep)| ep.ifindex == idx && owner == Some(ip.octets())) else {
+            continue;
+        };
+        maps.put_endpoint6(ip6, *ep)?;
+        log::info!("IPv6 endpoint {ip6} added for the dual-stack pod on ifindex {idx} (an older build had only its source)");
         n += 1;
     }
     Ok(n)
