@@ -32,6 +32,7 @@ const PROGRAMS: &[&str] = &[
     "tc",
     "iperf3",
     "sockperf",
+    "qperf",
     "socat",
 ];
 

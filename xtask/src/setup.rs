@@ -26,6 +26,7 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iperf3",
     "sockperf",
+    "qperf",
     "socat",
     "librsvg2-bin",
     "procps",

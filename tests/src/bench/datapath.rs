@@ -1,6 +1,6 @@
 //! Datapath benchmark (issue 11): for a direct veth pair (the limit), veth-route with the
 //! eBPF fast path, veth-route `fastPath: off` and Debian's reference `ptp`, measure TCP
-//! ping-pong latency and transaction rate (sockperf), connection rate (`crr`), and TCP
+//! ping-pong latency and transaction rate (sockperf; qperf over IPv6), connection rate (`crr`), and TCP
 //! throughput with 1 and 4 streams (iperf3); pod<->pod on one VM and uplink->pod (the
 //! client in the router namespace), over IPv4 and, on the idle VM, over IPv6 (the pods are
 //! dual-stack); on an idle VM and on one loaded like a kube-proxy node in iptables mode
@@ -108,9 +108,9 @@ impl Load {
 /// A measured quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Quantity {
-    /// sockperf p50, half a round trip, microseconds.
+    /// Half a round trip, microseconds: sockperf's p50 (IPv6: qperf's mean).
     LatencyUs,
-    /// sockperf round trips per second.
+    /// Ping-pong round trips per second.
     Tps,
     /// `crr` connections (transactions) per second.
     ConnRate,
@@ -130,14 +130,6 @@ enum Measurement {
 }
 
 const MEASUREMENTS: [Measurement; 4] = [Measurement::PingPong, Measurement::Crr, Measurement::Stream1, Measurement::Stream4];
-
-impl Measurement {
-    /// Whether the tool runs over this family: Debian 12's sockperf (3.7) takes no IPv6
-    /// address, so IPv6 has no ping-pong cells.
-    fn runs_over(self, topology: Topology) -> bool {
-        !(topology.ipv6() && matches!(self, Measurement::PingPong))
-    }
-}
 
 /// Which case a sample belongs to.
 pub type Key = (Load, Topology, Variant, Quantity);
@@ -222,7 +214,7 @@ pub fn run(cfg: &Config) -> Section {
         }
         for round in 0..cfg.rounds {
             for topology in Topology::ALL.into_iter().filter(|t| t.measured_under(load)) {
-                for m in MEASUREMENTS.into_iter().filter(|m| m.runs_over(topology)) {
+                for m in MEASUREMENTS {
                     for k in 0..Variant::ALL.len() {
                         let variant = Variant::ALL[(k + round) % Variant::ALL.len()];
                         for (q, value) in measure(m, &ends(variant, topology), cfg.seconds) {
@@ -266,7 +258,7 @@ fn vm_for(variant: Variant, router: &Router, index: u8) -> Vm {
 fn measure(m: Measurement, e: &Ends, seconds: u32) -> Vec<(Quantity, f64)> {
     match m {
         Measurement::PingPong => {
-            let pp = tools::sockperf(e.client, e.server, e.ip, seconds);
+            let pp = tools::ping_pong(e.client, e.server, e.ip, seconds);
             vec![(Quantity::LatencyUs, pp.latency_us), (Quantity::Tps, pp.tps)]
         }
         Measurement::Crr => {

@@ -117,9 +117,10 @@ pub fn render(samples: &Samples, cfg: &Config, cost: &Cost) -> String {
          Before each connection-rate run the VM's conntrack table, where it has one (kube-proxy), is flushed. \
          uplink<->pod: the client is the router namespace, so both directions cross the VM's uplink. \
          IPv6: the same pods (dual-stack) and tools over their IPv6 addresses, on the idle host only (the kube-proxy \
-         rules are IPv4 iptables); no ping-pong cells, because Debian 12's sockperf (3.7) takes no IPv6 address. \
+         rules are IPv4 iptables); ping-pong by qperf `tcp_lat` instead (latency: its mean, half the round trip; \
+         transactions/s: derived from it), because Debian 12's sockperf (3.7) takes no IPv6 address. \
          The direct veth pair has no VM: it is measured again in every block as the limit.\n\n\
-         | host | traffic | datapath | latency p50 (us) | transactions/s | connections/s | Gbit/s, 1 stream | Gbit/s, 4 streams |\n\
+         | host | traffic | datapath | latency p50 (us; IPv6: mean) | transactions/s | connections/s | Gbit/s, 1 stream | Gbit/s, 4 streams |\n\
          |---|---|---|---:|---:|---:|---:|---:|\n",
         stamp = super::machine_stamp(),
         rounds = cfg.rounds,
@@ -305,7 +306,7 @@ fn svg_chart(samples: &Samples) -> String {
     let height = row_h * rows.len() as f64 + 40.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"4\" y=\"16\" font-weight=\"bold\">TCP ping-pong p50 latency (us, lower is better): median, min-max over rounds</text>\n",
+         <text x=\"4\" y=\"16\" font-weight=\"bold\">TCP ping-pong latency (us, p50; IPv6: mean; lower is better): median, min-max over rounds</text>\n",
         w = label_w + bar_w + 80.0
     );
     for (i, (label, variant, (median, lo, hi))) in rows.iter().enumerate() {

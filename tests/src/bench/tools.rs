@@ -1,5 +1,5 @@
 //! The measuring tools of the datapath benchmark, each side pinned to its own CPU with
-//! `taskset`: sockperf TCP ping-pong, iperf3 TCP streams.
+//! `taskset`: sockperf TCP ping-pong (qperf's over IPv6), iperf3 TCP streams.
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
@@ -41,16 +41,25 @@ impl Drop for Server {
     }
 }
 
-/// One sockperf ping-pong run.
+/// One ping-pong run.
 pub struct PingPong {
-    /// sockperf's p50, half the round trip, microseconds.
+    /// Half the round trip, microseconds: sockperf's p50, qperf's mean.
     pub latency_us: f64,
     /// Round trips completed per second in the measured interval (after sockperf's warm-up).
     pub tps: f64,
 }
 
+/// TCP ping-pong for `seconds` from `client` to `ip` in `server`: sockperf, or over IPv6
+/// qperf, because Debian 12's sockperf (3.7) takes no IPv6 address.
+pub fn ping_pong(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32) -> PingPong {
+    match ip {
+        IpAddr::V4(_) => sockperf(client, server, ip, seconds),
+        IpAddr::V6(_) => qperf(client, server, ip, seconds),
+    }
+}
+
 /// sockperf TCP ping-pong for `seconds` from `client` to `ip` in `server`.
-pub fn sockperf(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32) -> PingPong {
+fn sockperf(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32) -> PingPong {
     let ip = ip.to_string();
     let _srv = Server::start(server, 11111, "sockperf", &["sr", "--tcp", "-i", &ip, "-p", "11111"]);
     let out = pinned(client, CLIENT_CPU, "sockperf", &["pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &seconds.to_string()])
@@ -69,6 +78,38 @@ fn parse_sockperf(text: &str) -> Option<PingPong> {
         rest.split(|c: char| c != '.' && !c.is_ascii_digit()).next()?.parse().ok()
     };
     Some(PingPong { latency_us, tps: field("ReceivedMessages=")? / field("RunTime=")? })
+}
+
+/// qperf `tcp_lat` (1-byte messages, one at a time) for `seconds` from `client` to `ip` in
+/// `server`. qperf reports the mean half round trip only, so the rate is derived from it.
+fn qperf(client: &NetNs, server: &NetNs, ip: IpAddr, seconds: u32) -> PingPong {
+    let _srv = Server::start(server, QPERF_PORT, "qperf", &["--listen_port", &QPERF_PORT.to_string()]);
+    let out = run_ok(&mut pinned(
+        client,
+        CLIENT_CPU,
+        "qperf",
+        &["--listen_port", &QPERF_PORT.to_string(), "-t", &seconds.to_string(), "-uu", &ip.to_string(), "tcp_lat"],
+    ));
+    let latency_us = parse_qperf(&out).unwrap_or_else(|| panic!("no latency in qperf output: {out}"));
+    PingPong { latency_us, tps: 1e6 / (2.0 * latency_us) }
+}
+
+/// qperf's control port (its default).
+const QPERF_PORT: u16 = 19765;
+
+/// The latency of qperf's `tcp_lat` output ("latency = 6587 ns"), in microseconds.
+fn parse_qperf(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.trim_start().starts_with("latency"))?;
+    let mut words = line.split('=').nth(1)?.split_whitespace();
+    let value: f64 = words.next()?.parse().ok()?;
+    let scale = match words.next()? {
+        "ns" => 1e-3,
+        "us" => 1.0,
+        "ms" => 1e3,
+        "sec" => 1e6,
+        _ => return None,
+    };
+    Some(value * scale)
 }
 
 /// iperf3 TCP throughput with `streams` parallel streams (receiver side), Gbit/s.
@@ -99,5 +140,14 @@ mod tests {
         assert_eq!(pp.latency_us, 31.685);
         assert_eq!(pp.tps, 3680.0);
         assert!(parse_sockperf("sockperf: ---> percentile 50.000 = 1.0\n").is_none());
+    }
+
+    #[test]
+    fn qperf_latency_is_read_in_its_unit() {
+        assert_eq!(parse_qperf("tcp_lat:\n    latency  =  6587 ns\n"), Some(6.587));
+        assert_eq!(parse_qperf("tcp_lat:\n    latency  =  7.14 us\n"), Some(7.14));
+        assert_eq!(parse_qperf("tcp_lat:\n    latency  =  1.5 ms\n"), Some(1500.0));
+        assert_eq!(parse_qperf("tcp_lat:\n    latency  =  1.5 parsecs\n"), None);
+        assert_eq!(parse_qperf("tcp_lat:\nfailed to connect\n"), None);
     }
 }
