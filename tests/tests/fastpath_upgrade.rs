@@ -291,10 +291,10 @@ fn pods_with_tcx_links_of_an_older_build_are_checked_listed_deleted_and_collecte
 /// Builds from before IPv6 endpoints gave a dual-stack pod a `sources6` entry (its IPv6
 /// anti-spoofing) but pinned no `endpoints6` or `flows6` map. Played here: a dual-stack
 /// pod of this build, then those two map pins removed and the program pins renamed as
-/// another build's (the old programs keep their own copies of the maps, as such a build's
-/// never used them). That pod fails CHECK for its missing IPv6 endpoint; the next build's
-/// first ADD derives the endpoint from the pod's IPv4 one, so CHECK passes and the fast
-/// path carries the pod's IPv6.
+/// another build's (the old programs still hold the two maps, unpinned, where such a build
+/// had none; nothing here reads them). That pod fails CHECK for its missing IPv6 endpoint;
+/// the next build's first ADD derives the endpoint from the pod's IPv4 one, so CHECK
+/// passes and the fast path carries the pod's IPv6.
 #[test]
 fn dual_stack_pods_of_a_build_without_ipv6_endpoints_get_them_at_the_next_builds_first_add() {
     old_dual_stack_pod_gets_its_ipv6_endpoint(false);

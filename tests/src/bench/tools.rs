@@ -45,7 +45,8 @@ impl Drop for Server {
 pub struct PingPong {
     /// Half the round trip, microseconds: sockperf's p50, qperf's mean.
     pub latency_us: f64,
-    /// Round trips completed per second in the measured interval (after sockperf's warm-up).
+    /// Round trips completed per second in the measured interval (after sockperf's warm-up;
+    /// qperf: derived from its mean).
     pub tps: f64,
 }
 
