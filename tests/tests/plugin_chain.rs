@@ -46,7 +46,9 @@ fn portmap_and_bandwidth_chain() {
     // bug unrelated to us, so it is left out of the CHECK pass.
     let mut checked = chain.list.clone();
     checked["plugins"].as_array_mut().unwrap().retain(|p| p["type"] != "portmap");
-    Chain { vm: &vm.ns, list: checked, runtime: chain.runtime.clone() }.check(&att, &result).unwrap_or_else(|o| panic!("chain CHECK failed: {}", o.stdout));
+    Chain { vm: &vm.ns, list: checked, runtime: chain.runtime.clone() }
+        .check(&att, &result)
+        .unwrap_or_else(|o| panic!("chain CHECK failed: {}", o.stdout));
     chain.del(&att, Some(&result)).unwrap_or_else(|o| panic!("chain DEL failed: {}", o.stdout));
 
     // portmap keeps its shared CNI-HOSTPORT-* chains by design; everything else must go.
