@@ -17,6 +17,7 @@
 //! A build can also add a map to the same generation. aya pins it empty at the first load,
 //! so entries that older builds kept elsewhere are derived then ([`fill_ipv6_endpoints`]).
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::loader::{relink, Prog, Programs};
@@ -115,21 +116,14 @@ fn carry(old: &PinnedMaps, maps: &mut PinnedMaps) -> Result<usize, DatapathError
 /// Returns how many were written.
 pub fn fill_ipv6_endpoints(maps: &mut PinnedMaps) -> Result<usize, DatapathError> {
     let mut n = 0;
-    let sources6 = maps.all_sources6()?;
-    if sources6.is_empty() {
-        return Ok(0);
-    }
-    let endpoints = maps.all_endpoints()?;
-    for (idx, ip6) in sources6 {
+    for (idx, ip6) in maps.all_sources6()? {
         if maps.endpoint6(ip6)?.is_some() {
             continue;
         }
-        // The pod's own IPv4 endpoint: on its veth, and the address its `sources` entry names.
-        let owner = maps.source(idx)?.map(|s| s.ip);
-        let Some((_, ep)) = endpoints.iter().find(|(ip, ep)| ep.ifindex == idx && owner == Some(ip.octets())) else {
-            continue;
-        };
-        maps.put_endpoint6(ip6, *ep)?;
+        // The pod's own IPv4 endpoint: under the address its `sources` entry names, on its veth.
+        let Some(ip4) = maps.source(idx)?.map(|s| Ipv4Addr::from(s.ip)) else { continue };
+        let Some(ep) = maps.endpoint(ip4)?.filter(|ep| ep.ifindex == idx) else { continue };
+        maps.put_endpoint6(ip6, ep)?;
         log::info!("IPv6 endpoint {ip6} added for the dual-stack pod on ifindex {idx} (an older build had only its source)");
         n += 1;
     }
